@@ -1,0 +1,23 @@
+"""Shared pytest set-up: every run writes figures, results and the run cache to temporary folders,
+so the test suite never touches the committed ``figures/`` and ``results/``."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_outputs(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("ropelib_outputs")
+    old = {k: os.environ.get(k) for k in ("ROPELIB_FIGURES_DIR", "ROPELIB_RESULTS_DIR", "ROPELIB_CACHE_DIR")}
+    os.environ["ROPELIB_FIGURES_DIR"] = str(root / "figures")
+    os.environ["ROPELIB_RESULTS_DIR"] = str(root / "results")
+    os.environ["ROPELIB_CACHE_DIR"] = str(root / "cache")
+    yield root
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
