@@ -13,7 +13,7 @@ never needs to know which scheme it is using (DESIGN.md, "encodings"):
   ``(B, H, Tq, Tk)`` for batched positions) added to the attention scores before the softmax (ALiBi,
   T5, KERPLE, FIRE). The model adds the causal mask itself; ``None`` means "no bias".
 
-and one more, ``positions(T, offset, device, batch)``, which produces the integer positions a model
+and one more, ``positions(length, offset, device)``, which produces the integer positions a model
 feeds to the hooks (``offset + arange(T)``); the randomized-positions wrapper (Ruoss et al. 2023)
 overrides it in training.
 
@@ -41,6 +41,8 @@ __all__ = [
     "make_encoding",
     "encoding_params",
     "default_positions",
+    "relative_positions",
+    "heads_first",
 ]
 
 
@@ -116,6 +118,37 @@ class PositionalEncoding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, n_heads={self.n_heads}, head_dim={self.head_dim}, d_model={self.d_model}"
+
+
+def relative_positions(q_positions: torch.Tensor, k_positions: torch.Tensor) -> torch.Tensor:
+    """Integer ``i - j`` for every query position ``i`` and key position ``j``.
+
+    ``q_positions`` ``(Tq,)`` and ``k_positions`` ``(Tk,)`` give ``(Tq, Tk)``; batched ``(B, Tq)`` and
+    ``(B, Tk)`` give ``(B, Tq, Tk)``. ``Tk`` may exceed ``Tq`` (KV-cache decoding passes one query
+    position and every key position). Raises ``ValueError`` for non-integer or mismatched positions.
+    """
+    for label, pos in (("q_positions", q_positions), ("k_positions", k_positions)):
+        if not isinstance(pos, torch.Tensor):
+            raise ValueError(f"{label} must be a torch.Tensor of integer positions, got {type(pos).__name__}")
+        if pos.is_floating_point() or pos.is_complex() or pos.dtype == torch.bool:
+            raise ValueError(f"{label} must be an integer tensor (torch.long), got dtype {pos.dtype}")
+        if pos.dim() not in (1, 2):
+            raise ValueError(f"{label} must have shape (T,) or (B, T), got {tuple(pos.shape)}")
+    if q_positions.dim() != k_positions.dim() or (
+        q_positions.dim() == 2 and q_positions.shape[0] != k_positions.shape[0]
+    ):
+        raise ValueError(
+            f"q_positions {tuple(q_positions.shape)} and k_positions {tuple(k_positions.shape)} must both "
+            "be (T,) or both (B, T) with the same B"
+        )
+    q = q_positions.to(torch.long)
+    k = k_positions.to(device=q.device, dtype=torch.long)
+    return q[..., :, None] - k[..., None, :]  # (Tq, Tk) or (B, Tq, Tk)
+
+
+def heads_first(values: torch.Tensor) -> torch.Tensor:
+    """``(…, Tq, Tk, H)`` -> ``(…, H, Tq, Tk)``: the layout every bias hook returns."""
+    return values.movedim(-1, -3)
 
 
 #: name -> class; filled by ``@register_encoding`` when ``ropelib.encodings`` is imported
