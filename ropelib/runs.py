@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from .data import TaskConfig, make_task
+from .encodings import resolved_params
 from .model import ModelConfig, ToyTransformer, select_device
 from .paths import atomic_write_bytes, atomic_write_text
 from .paths import cache_dir as default_cache_dir
@@ -56,7 +57,7 @@ from .train import TrainConfig, load_checkpoint, train
 __all__ = ["FORMAT_VERSION", "RunSpec", "RunResult", "run", "sweep", "run_dir", "is_finished"]
 
 #: bumped when the meaning of a cached entry changes (part of every hash, so old entries are ignored)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: hex digits of the hash used as the entry's folder name
 DIR_HASH_CHARS = 16
 
@@ -103,12 +104,16 @@ class RunSpec:
         )
 
     def identity(self) -> dict[str, Any]:
-        """What the hash covers: ``to_dict()`` without ``train.device`` (at every level), plus the
-        cache format version."""
+        """What the hash covers: ``to_dict()`` without ``train.device`` (at every level), with the
+        encoding's parameter defaults filled in, plus the cache format version."""
 
         def strip(d: dict[str, Any]) -> dict[str, Any]:
             out = dict(d)
             out["train"] = {k: v for k, v in d["train"].items() if k != "device"}
+            # the encoding's parameters with every default filled in, so a changed default is a new run
+            model = dict(d["model"])
+            model["encoding_params"] = resolved_params(model["encoding"], model["encoding_params"])
+            out["model"] = model
             out["parent"] = None if d["parent"] is None else strip(d["parent"])
             return out
 

@@ -40,6 +40,7 @@ __all__ = [
     "register_encoding",
     "make_encoding",
     "encoding_params",
+    "resolved_params",
     "default_positions",
     "relative_positions",
     "heads_first",
@@ -189,6 +190,16 @@ def encoding_params(name: str) -> dict[str, object]:
         for p in sig.parameters.values()
         if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _STRUCTURAL
     }
+
+
+def resolved_params(name: str, params: Mapping[str, object] | None = None) -> dict[str, object]:
+    """``params`` with every default of encoding ``name`` filled in (recursively for a wrapper's
+    ``inner`` / ``inner_params``): what identifies an encoding, so a changed default is a different one."""
+    full: dict[str, object] = {**encoding_params(name), **dict(params or {})}
+    if isinstance(full.get("inner"), str) and "inner_params" in full:
+        inner_params = full["inner_params"] or {}
+        full["inner_params"] = resolved_params(full["inner"], inner_params)  # type: ignore[arg-type]
+    return full
 
 
 def make_encoding(
