@@ -39,7 +39,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar: no widget state in committed notebooks
 
 from .model import select_device
 from .paths import atomic_write_bytes

@@ -1,0 +1,119 @@
+"""Where a notebook's numbers came from: profile, device, git commit, package versions, time, machine.
+
+Every notebook ends with ``show_provenance(profile, device, **params)`` (DESIGN.md, "Notebooks": the
+committed outputs record the profile, device, package versions and git commit of their reference run).
+``collect_provenance`` returns the same facts as a dict; ``run_all.py`` writes them into its manifest.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from typing import Any
+
+import pandas as pd
+
+from .paths import REPO_ROOT
+
+__all__ = ["PACKAGES", "git_state", "package_versions", "device_description", "collect_provenance", "show_provenance"]
+
+#: the distributions whose versions are recorded (missing ones are reported as "not installed")
+PACKAGES = ("ropelib", "torch", "numpy", "scipy", "pandas", "matplotlib", "seaborn", "transformers", "papermill")
+
+
+def git_state(root: os.PathLike | str = REPO_ROOT) -> dict[str, Any]:
+    """``{"commit": sha or None, "dirty": bool or None}`` for the repository at ``root``.
+
+    ``None`` values when git or the repository is unavailable (e.g. an installed copy).
+    """
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit or None, "dirty": bool(status.strip())}
+
+
+def package_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    """``{"python": ..., package: version}``; a package that is not installed maps to ``"not installed"``."""
+    versions = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def device_description(device: Any) -> str:
+    """The torch device actually used, with the GPU name where there is one (e.g. ``"cuda:0 (NVIDIA H100)"``).
+
+    ``device`` may be a ``torch.device``, a string such as ``"cpu"``/``"cuda"``/``"auto"`` (resolved like
+    ``ropelib.model.select_device``: cuda, then mps, then cpu), or ``None`` (same as ``"auto"``).
+    """
+    import torch
+
+    if device is None or (isinstance(device, str) and device == "auto"):
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            return f"{dev} (CUDA not available)"
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    if dev.type == "mps":
+        return f"mps ({platform.machine()})"
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def collect_provenance(profile: str, device: Any, **params: Any) -> dict[str, Any]:
+    """The provenance facts as a flat dict (``params`` are recorded as given, e.g. the notebook's knobs)."""
+    git = git_state()
+    info: dict[str, Any] = {
+        "profile": profile,
+        "device": device_description(device),
+        "git_commit": git["commit"],
+        "git_dirty": git["dirty"],
+    }
+    info.update({f"version.{k}": v for k, v in package_versions().items()})
+    info.update(
+        {
+            "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+        }
+    )
+    info.update({f"param.{k}": v for k, v in params.items()})
+    return info
+
+
+def show_provenance(profile: str, device: Any, **params: Any) -> pd.DataFrame:
+    """Display (in a notebook) and return a one-column table of ``collect_provenance(...)``."""
+    info = collect_provenance(profile, device, **params)
+    table = pd.DataFrame({"value": [str(v) for v in info.values()]}, index=pd.Index(list(info), name="item"))
+    try:  # in IPython/Jupyter show it as a table; elsewhere print it
+        from IPython.display import display
+
+        get_ipython  # type: ignore[name-defined]  # noqa: B018
+        display(table)
+    except (ImportError, NameError):
+        print(table.to_string(), file=sys.stdout)
+    return table

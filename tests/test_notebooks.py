@@ -1,0 +1,104 @@
+"""Checks of every committed notebook ``notebooks/NN_*.ipynb`` (parametrized, so new notebooks are covered).
+
+Static checks: a ``parameters`` cell defining ``profile``, ``device`` and every key of the notebook's
+``profiles.yaml`` section (all profiles); the jupytext ``.py`` pair in sync; committed with outputs and
+no error output; minimal metadata; a final provenance cell. Slow check: the smoke profile executes end
+to end through papermill (outputs go to the temporary folders set by ``conftest.py``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+import papermill
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = REPO / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+IDS = [p.stem for p in NOTEBOOKS]
+
+_spec = importlib.util.spec_from_file_location("run_all", REPO / "run_all.py")
+run_all = sys.modules.get("run_all") or importlib.util.module_from_spec(_spec)
+if "run_all" not in sys.modules:
+    sys.modules["run_all"] = run_all
+    _spec.loader.exec_module(run_all)
+
+PROFILES = run_all.load_profiles(REPO / "profiles.yaml")
+
+
+def _read(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(path, as_version=4)
+
+
+def _code_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def test_profiles_yaml_names_existing_notebooks():
+    stems = {p.stem for p in run_all.discover_notebooks(NOTEBOOKS_DIR)}
+    assert set(PROFILES.notebooks) <= stems, sorted(set(PROFILES.notebooks) - stems)
+    assert PROFILES.names == ("smoke", "default", "full")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_parameters_cell_defines_every_profile_key(path):
+    nb = _read(path)
+    assert run_all.parameters_cell(nb) is not None, f"{path.name} has no cell tagged 'parameters'"
+    defined = run_all.defined_parameters(nb)
+    assert {"profile", "device"} <= defined
+    for profile in PROFILES.names:
+        params = PROFILES.parameters(path.stem, profile)
+        missing = sorted(set(params) - defined)
+        assert not missing, f"{path.name}: profiles.yaml '{profile}' sets {missing}, not in its parameters cell"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_jupytext_pair_in_sync(path):
+    py = path.with_suffix(".py")
+    assert py.exists(), f"{path.name} has no py:percent pair {py.name}"
+    text_cells = [(c.cell_type, c.source.strip()) for c in jupytext.read(py).cells]
+    nb_cells = [(c.cell_type, c.source.strip()) for c in _read(path).cells]
+    assert text_cells == nb_cells, f"{py.name} and {path.name} differ: run `jupytext --sync {path}`"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_committed_with_outputs_and_no_errors(path):
+    nb = _read(path)
+    code = _code_cells(nb)
+    assert code and all(c.execution_count is not None for c in code), f"{path.name} is not fully executed"
+    assert run_all.error_of(nb) is None, f"{path.name} holds an error output: {run_all.error_of(nb)}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_metadata_is_minimal(path):
+    nb = _read(path)
+    assert "papermill" not in nb.metadata and "widgets" not in nb.metadata
+    for cell in nb.cells:
+        assert not {"papermill", "execution", "ExecuteTime"} & set(cell.metadata), cell.metadata
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_ends_with_provenance_cell(path):
+    last = _code_cells(_read(path))[-1]
+    assert "show_provenance(" in last.source, f"{path.name}: the last code cell must call show_provenance"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_smoke_profile_executes(path, tmp_path):
+    params = PROFILES.parameters(path.stem, "smoke")
+    params.update(profile="smoke", device="auto")
+    out = tmp_path / path.name
+    # raises PapermillExecutionError (with the failing cell) on any error
+    papermill.execute_notebook(
+        str(path), str(out), parameters=params, kernel_name="python3", language="python", cwd=str(NOTEBOOKS_DIR),
+        progress_bar=False,
+    )
+    executed = _read(out)
+    assert run_all.error_of(executed) is None
+    assert all(c.execution_count is not None for c in _code_cells(executed))

@@ -1,0 +1,340 @@
+"""run_all.py on fixture notebooks (tests/fixtures/): no engine needed.
+
+One sequential run of three fixture notebooks (ok, deliberately failing, ok) is shared by most tests:
+run_all must go on after the failure, exit non-zero, leave the failing notebook byte-identical, keep
+the failed copy, replace the successful ones (with their .py pairs), write the manifest and the gallery.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+_spec = importlib.util.spec_from_file_location("run_all", REPO / "run_all.py")
+run_all = importlib.util.module_from_spec(_spec)
+sys.modules["run_all"] = run_all
+_spec.loader.exec_module(run_all)
+
+
+def _copy(fixture: str, dest: Path) -> Path:
+    shutil.copytree(FIXTURES / fixture, dest)
+    return dest
+
+
+def _cli(nb_dir: Path, build: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, str(REPO / "run_all.py"),
+        "--notebooks-dir", str(nb_dir), "--profiles", str(nb_dir / "profiles.yaml"), "--build-dir", str(build),
+        *extra,
+    ]  # fmt: skip
+
+
+def _outputs_env(root: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        ROPELIB_FIGURES_DIR=str(root / "figures"),
+        ROPELIB_RESULTS_DIR=str(root / "results"),
+        ROPELIB_CACHE_DIR=str(root / "cache"),
+    )
+    return env
+
+
+@pytest.fixture(scope="module")
+def fixture_run(tmp_path_factory):
+    """Run the three fixture notebooks once (smoke profile, HTML export) and record what was there before."""
+    root = tmp_path_factory.mktemp("run_all")
+    nb_dir = _copy("notebooks", root / "notebooks")
+    before = {p.name: p.read_bytes() for p in nb_dir.iterdir()}
+    build = root / "build"
+    proc = subprocess.run(
+        _cli(nb_dir, build, "--profile", "smoke", "--html"),
+        env=_outputs_env(root),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    manifest = json.loads((build / "manifest-smoke.json").read_text())
+    return dict(root=root, nb_dir=nb_dir, build=build, before=before, proc=proc, manifest=manifest)
+
+
+def test_failure_does_not_stop_the_run_and_exits_nonzero(fixture_run):
+    proc, manifest = fixture_run["proc"], fixture_run["manifest"]
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    statuses = {name: entry["status"] for name, entry in manifest["notebooks"].items()}
+    assert statuses == {"01_ok": "ok", "02_fail": "failed", "03_ok": "ok"}
+    assert manifest["ran"] == ["01_ok", "02_fail", "03_ok"]  # reading order; 03 ran after the failure
+    assert "deliberate failure" in manifest["notebooks"]["02_fail"]["error"]
+    # summary table at the end
+    table = proc.stdout[proc.stdout.index("notebook  status"):]
+    assert "02_fail   failed" in table and "01_ok     ok" in table
+
+
+def test_failed_notebook_untouched_and_failed_copy_kept(fixture_run):
+    nb_dir, build, before = fixture_run["nb_dir"], fixture_run["build"], fixture_run["before"]
+    assert (nb_dir / "02_fail.ipynb").read_bytes() == before["02_fail.ipynb"]
+    assert (nb_dir / "02_fail.py").read_bytes() == before["02_fail.py"]
+    failed = nbformat.read(build / "failed" / "02_fail.ipynb", as_version=4)
+    text = nbformat.writes(failed)
+    assert "An Exception was encountered" in text  # papermill's error banner
+    assert "deliberate failure in a test fixture" in text
+    assert not (build / "running").exists() or not any((build / "running").iterdir())
+
+
+def test_successful_notebooks_replaced_with_outputs_and_pairs_synced(fixture_run):
+    nb_dir, before = fixture_run["nb_dir"], fixture_run["before"]
+    raw = (nb_dir / "01_ok.ipynb").read_bytes()
+    assert raw != before["01_ok.ipynb"]
+    nb = nbformat.reads(raw.decode(), as_version=4)
+    nbformat.validate(nb)
+    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "n_points 3" in outputs  # the smoke profile's value was injected
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "profile = \"smoke\"" in injected[0].source and injected[0].id == "injected-parameters"
+    # metadata kept minimal
+    assert set(nb.metadata) == {"kernelspec", "language_info"}
+    assert all(set(c.metadata) <= {"tags"} for c in nb.cells)
+    # the .py pair was rewritten from the executed notebook and is in sync
+    pair = jupytext.read(nb_dir / "01_ok.py")
+    assert [(c.cell_type, c.source.strip()) for c in pair.cells] == [(c.cell_type, c.source.strip()) for c in nb.cells]
+
+
+def test_manifest_records_provenance_parameters_and_figures(fixture_run):
+    manifest, root = fixture_run["manifest"], fixture_run["root"]
+    assert manifest["profile"] == "smoke" and manifest["device_requested"] == "auto"
+    assert manifest["device"].startswith(("cpu", "cuda", "mps"))
+    assert "git_commit" in manifest and manifest["versions"]["papermill"]
+    assert manifest["notebooks"]["01_ok"]["parameters"] == {"n_points": 3, "profile": "smoke", "device": "auto"}
+    assert manifest["notebooks"]["03_ok"]["parameters"]["label"] == "tiny"
+    assert manifest["notebooks"]["01_ok"]["figures"] == ["line"]
+    assert manifest["notebooks"]["01_ok"]["duration_s"] > 0
+    # a run of the whole collection also leaves the reference copy under results/
+    reference = json.loads((root / "results" / "run_manifest_smoke.json").read_text())
+    assert reference["notebooks"].keys() == manifest["notebooks"].keys()
+
+
+def test_gallery_and_html(fixture_run):
+    root, build = fixture_run["root"], fixture_run["build"]
+    gallery = (root / "figures" / "README.md").read_text()
+    assert "(01_ok/line.png)" in gallery and "A line through 3 points (smoke profile)." in gallery
+    assert (root / "figures" / "01_ok" / "line.svg").exists()
+    assert sorted(p.name for p in (build / "html").iterdir()) == ["01_ok.html", "03_ok.html"]
+
+
+def test_list_shows_parameters_per_profile_and_last_status(fixture_run, capsys):
+    nb_dir, build = fixture_run["nb_dir"], fixture_run["build"]
+    rc = run_all.main(
+        ["--list", "--notebooks-dir", str(nb_dir), "--profiles", str(nb_dir / "profiles.yaml"), "--build-dir", str(build)]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0
+    lines = out.splitlines()
+    block = lines[lines.index("01_ok") : lines.index("02_fail")]
+    assert any("smoke" in ln and "ok in" in ln and "n_points=3" in ln for ln in block)
+    assert any("full" in ln and "never run" in ln and "n_points=100" in ln for ln in block)
+    assert any("smoke" in ln and "failed in" in ln for ln in lines[lines.index("02_fail") :])
+
+
+# -- errors detected before anything executes ---------------------------------------------------
+def _config_error(tmp_path, capsys, *extra, profiles_text=None):
+    nb_dir = _copy("notebooks", tmp_path / "nbs")
+    if profiles_text is not None:
+        (nb_dir / "profiles.yaml").write_text(profiles_text)
+    before = {p.name: p.read_bytes() for p in nb_dir.iterdir()}
+    rc = run_all.main(
+        ["--notebooks-dir", str(nb_dir), "--profiles", str(nb_dir / "profiles.yaml"),
+         "--build-dir", str(tmp_path / "build"), *extra]  # fmt: skip
+    )
+    err = capsys.readouterr().err
+    assert rc == run_all.EXIT_CONFIG
+    assert {p.name: p.read_bytes() for p in nb_dir.iterdir()} == before
+    assert not (tmp_path / "build").exists()  # nothing executed
+    return err
+
+
+def test_bad_profile_lists_profiles(tmp_path, capsys):
+    err = _config_error(tmp_path, capsys, "--profile", "smok")
+    assert "'smok'" in err and "smoke, default, full" in err
+
+
+def test_parameter_missing_from_parameters_cell_is_an_error(tmp_path, capsys):
+    text = "profiles: [smoke, default, full]\nnotebooks:\n  03_ok:\n    smoke: {labl: x}\n"
+    err = _config_error(tmp_path, capsys, "--profile", "smoke", profiles_text=text)
+    assert "03_ok" in err and "'labl'" in err and "device, label, profile" in err
+
+
+def test_unknown_profile_in_a_section_is_an_error(tmp_path, capsys):
+    text = "profiles: [smoke, default, full]\nnotebooks:\n  03_ok:\n    fast: {label: x}\n"
+    err = _config_error(tmp_path, capsys, profiles_text=text)
+    assert "'fast'" in err and "smoke, default, full" in err
+
+
+def test_section_for_missing_notebook_is_an_error(tmp_path, capsys):
+    text = "profiles: [smoke, default, full]\nnotebooks:\n  04_gone:\n    smoke: {x: 1}\n"
+    err = _config_error(tmp_path, capsys, profiles_text=text)
+    assert "04_gone" in err and "01_ok, 02_fail, 03_ok" in err
+
+
+def test_only_unknown_notebook_is_an_error(tmp_path, capsys):
+    err = _config_error(tmp_path, capsys, "--only", "09")
+    assert "'09'" in err and "01_ok, 02_fail, 03_ok" in err
+
+
+def test_profile_may_not_set_injected_names(tmp_path, capsys):
+    text = "profiles: [smoke, default, full]\nnotebooks:\n  03_ok:\n    smoke: {device: cpu}\n"
+    err = _config_error(tmp_path, capsys, profiles_text=text)
+    assert "device" in err and "injects" in err
+
+
+# -- helpers, unit-level --------------------------------------------------------------------------
+def test_select_notebooks_by_number_or_name():
+    paths = [Path(f"/x/{n}.ipynb") for n in ("01_a", "02_b", "10_c")]
+    assert run_all.select_notebooks(paths, ["10", "01_a"]) == [paths[0], paths[2]]
+    assert run_all.select_notebooks(paths, None) == paths
+
+
+def test_defined_parameters_reads_assignments_only():
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("profile = 'x'\ndevice: str = 'cpu'\na, b = 1, 2\nprint(c)\n# d = 4")
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_code_cell("e = 5"), cell]
+    assert run_all.defined_parameters(nb) == {"profile", "device", "a", "b"}
+
+
+def test_py_pair_newer_than_ipynb_wins(tmp_path):
+    nb_dir = _copy("notebooks", tmp_path / "nbs")
+    py = nb_dir / "03_ok.py"
+    py.write_text(py.read_text().replace("print(label, profile, device)", "print('edited')"))
+    os.utime(py, (time.time() + 5, time.time() + 5))
+    nb, source = run_all.effective_input(nb_dir / "03_ok.ipynb")
+    assert source == "py" and "print('edited')" in nb.cells[-1].source
+    os.utime(py, (time.time() - 3600, time.time() - 3600))  # older: the .ipynb wins
+    nb, source = run_all.effective_input(nb_dir / "03_ok.ipynb")
+    assert source == "ipynb" and "print(label, profile, device)" in nb.cells[-1].source
+
+
+def test_output_dir_redirects_targets(tmp_path):
+    nb_dir = _copy("notebooks", tmp_path / "nbs")
+    out = tmp_path / "out"
+    args = run_all.parse_args(
+        ["--notebooks-dir", str(nb_dir), "--profile", "full", "--only", "01", "03", "--output-dir", str(out)]
+    )
+    jobs = run_all.plan(args, run_all.load_profiles(nb_dir / "profiles.yaml"))
+    assert [(j.source, j.target) for j in jobs] == [
+        (nb_dir / "01_ok.ipynb", out / "01_ok.ipynb"),
+        (nb_dir / "03_ok.ipynb", out / "03_ok.ipynb"),
+    ]
+    assert jobs[0].parameters == {"n_points": 100, "profile": "full", "device": "auto"}
+    assert jobs[1].parameters == {"profile": "full", "device": "auto"}  # no "full" section for 03_ok
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_with_parallel_jobs(tmp_path):
+    nb_dir = _copy("interrupt", tmp_path / "nbs")
+    before = {p.name: p.read_bytes() for p in nb_dir.iterdir()}
+    build = tmp_path / "build"
+    proc = subprocess.Popen(
+        _cli(nb_dir, build, "--jobs", "2"),
+        env=_outputs_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    running = [build / "running" / f"{n}_sleep.ipynb" for n in ("01", "02")]
+    deadline = time.time() + 120
+    while time.time() < deadline and not all(p.exists() and "sleeping" in p.read_text() for p in running):
+        time.sleep(0.5)
+    assert all(p.exists() and "sleeping" in p.read_text() for p in running), "both notebooks should be executing"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == run_all.EXIT_INTERRUPTED, out
+    assert "interrupted" in out
+    assert {p.name: p.read_bytes() for p in nb_dir.iterdir()} == before
+    assert not any(p.exists() for p in running)  # temporary copies removed
+    manifest = json.loads((build / "manifest-default.json").read_text())
+    assert {e["status"] for e in manifest["notebooks"].values()} == {"interrupted"}
+
+
+# -- the helpers run_all and the gallery rely on: ropelib.plotting and ropelib.provenance ------------
+def test_savefig_writes_png_svg_and_caption(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ropelib import plotting
+
+    monkeypatch.setenv("ROPELIB_FIGURES_DIR", str(tmp_path / "figs"))
+    plotting.set_theme()
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0], color=plotting.color_for("alibi"))
+    png = plotting.savefig(fig, "demo", notebook="99_test", caption="  two\n lines  ")
+    second = plotting.savefig(fig, "other", notebook="99_test", caption="another")
+    plt.close(fig)
+    assert png == tmp_path / "figs" / "99_test" / "demo.png" and second.name == "other.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"<svg" in png.with_suffix(".svg").read_bytes()
+    assert plotting.read_captions("99_test") == {"demo": "two lines", "other": "another"}
+    run_all.write_gallery()
+    gallery = (tmp_path / "figs" / "README.md").read_text()
+    assert "(99_test/demo.png)" in gallery and "(99_test/other.png)" in gallery and "two lines" in gallery
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(name="../evil", notebook="00_x", caption="c"),
+        dict(name="a/b", notebook="00_x", caption="c"),
+        dict(name="fig.png", notebook="00_x", caption="c"),
+        dict(name="ok", notebook="../00_x", caption="c"),
+        dict(name="ok", notebook="00_x", caption="  "),
+    ],
+)
+def test_savefig_rejects_bad_names(kwargs, tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from ropelib import plotting
+
+    monkeypatch.setenv("ROPELIB_FIGURES_DIR", str(tmp_path))
+    fig = plt.figure()
+    with pytest.raises(ValueError, match="name|caption|notebook"):
+        plotting.savefig(fig, **kwargs)
+    plt.close(fig)
+    assert not any(tmp_path.rglob("*.png"))
+
+
+def test_colors_fixed_and_distinct_for_encodings():
+    from ropelib.plotting import ENCODING_COLORS, color_for
+
+    encodings = ["nope", "sinusoidal", "learned", "t5", "alibi", "rope", "xpos", "kerple", "fire", "randomized"]
+    scalings = ["linear", "ntk", "dynamic", "yarn", "llama3", "longrope", "proportional"]
+    assert len({ENCODING_COLORS[n] for n in encodings + scalings}) == len(encodings + scalings)
+    assert color_for("RoPE") == color_for("rope") == color_for("default")
+    assert color_for("my_inline_encoding") == color_for("my_inline_encoding")  # stable for unknown names
+    with pytest.raises(ValueError):
+        color_for("")
+
+
+def test_provenance_table_has_the_facts():
+    from ropelib.provenance import show_provenance
+
+    table = show_provenance("smoke", "cpu", steps=3)
+    values = table["value"].to_dict()
+    assert values["profile"] == "smoke" and values["device"].startswith("cpu")
+    assert values["param.steps"] == "3"
+    assert values["version.torch"].startswith("2.") and values["version.python"].count(".") == 2
+    assert values["date_utc"].endswith("UTC") and int(values["cpu_count"]) >= 1
+    assert {"git_commit", "git_dirty", "platform", "version.ropelib", "version.numpy"} <= set(values)
