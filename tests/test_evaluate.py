@@ -181,7 +181,7 @@ def test_tokens_must_be_integer(chars):
 
 
 class PasskeyOracle(nn.Module):
-    """Copies the digits after KEY once QUERY is seen; ``wrong_last`` gets the last digit wrong."""
+    """Copies the digits after the first KEY once the query (the last KEY) is seen; ``wrong_last`` gets the last digit wrong."""
 
     def __init__(self, task, wrong_last=False):
         super().__init__()
@@ -193,8 +193,8 @@ class PasskeyOracle(nn.Module):
         k = self.task.n_digits
         logits = torch.zeros(B, T, self.task.vocab_size)
         for b in range(B):
-            key = int((x[b] == self.task.KEY).nonzero()[0])
-            query = int((x[b] == self.task.QUERY).nonzero()[0])
+            marks = (x[b] == self.task.KEY).nonzero().flatten()  # the needle's KEY, then the query KEY
+            key, query = int(marks[0]), int(marks[-1])
             for i in range(k):
                 digit = int(x[b, key + 1 + i])
                 if self.wrong_last and i == k - 1:

@@ -36,7 +36,7 @@ def _one_thread():
     torch.set_num_threads(old)
 
 
-VOCAB = 10 + 4 + 2  # passkey with n_filler=4: digits, fillers, KEY, QUERY
+VOCAB = 10 + 4 + 1  # passkey with n_filler=4: digits, fillers, KEY
 
 
 def spec_for(steps=4, seq_len=16, encoding="nope", parent=None, lr=1e-2, device="cpu", checkpoint_every=2,

@@ -1,0 +1,540 @@
+"""Tasks: seeded batch generators at any sequence length, in a registry of named tasks.
+
+* ``"chars"`` — character-level language modelling over CPython's interactive-help text
+  (``pydoc_data.topics``, shipped with every Python: no download); fixed 90/10 train/validation split
+  by position; ``info()`` records the source, Python version and the SHA-256 of the text.
+* ``"passkey"`` — a short digit string hidden at a chosen depth in filler, to be reproduced after a
+  query marker (passkey retrieval: Mohtashami & Jaggi 2023, arXiv 2305.16300, §4.1).
+* ``"kv_recall"`` — associative recall: (key, value) pairs among filler, then a query key whose value
+  is the target, the queried pair at a controlled distance (Zoology MQAR, Arora et al. 2023,
+  arXiv 2312.04927, single-query form).
+* ``"copy"`` / ``"reverse"`` — algorithmic tasks ``[BOS] s [SEP] s' [EOS] [PAD]…``, loss on ``s' [EOS]``
+  only; train on instance lengths up to what ``T`` allows, test longer (Kazemnejad et al. 2023,
+  arXiv 2305.19466, §3).
+
+Conventions, shared by every task: ``sample(batch_size, length, generator, **controls) -> Batch`` where
+``length`` is the model's sequence length ``T``; a task builds ``T + 1`` tokens ``s`` and returns
+``x = s[:, :T]`` and ``y = s[:, 1:]`` (next-token targets) with ``y = -100`` wherever the loss is not
+scored. ``controls`` fix what training draws at random (``depth=`` for passkey, ``distance=`` for
+kv_recall, ``n=`` for copy/reverse, ``split=`` for chars): that is the evaluation sampler. Batches are
+built on the CPU from a NumPy generator seeded by one draw from the torch ``generator``, so the same
+generator seed gives the same batch. Bad input raises ``ValueError`` naming the value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import platform
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+__all__ = [
+    "Batch",
+    "Task",
+    "TaskConfig",
+    "TASKS",
+    "register_task",
+    "make_task",
+    "task_params",
+    "CharsTask",
+    "PasskeyTask",
+    "KVRecallTask",
+    "CopyTask",
+    "ReverseTask",
+    "IGNORE_INDEX",
+]
+
+#: target value of positions that are not scored (``torch.nn.functional.cross_entropy`` default)
+IGNORE_INDEX = -100
+
+
+@dataclass
+class Batch:
+    """One batch: inputs ``x`` (B, T) long, targets ``y`` (B, T) long (-100 = not scored), ``meta``."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    meta: dict = field(default_factory=dict)
+
+    def to(self, device: torch.device | str) -> "Batch":
+        """The same batch with ``x`` and ``y`` on ``device`` (meta unchanged)."""
+        return Batch(self.x.to(device), self.y.to(device), self.meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# registry
+# ---------------------------------------------------------------------------------------------
+#: name -> task class
+TASKS: dict[str, type["Task"]] = {}
+
+
+def register_task(name: str) -> Callable[[type["Task"]], type["Task"]]:
+    """Class decorator: add a task class to ``TASKS`` under ``name``."""
+
+    def decorate(cls: type[Task]) -> type[Task]:
+        if name in TASKS and TASKS[name] is not cls:
+            raise ValueError(f"task {name!r} is already registered by {TASKS[name]!r}")
+        cls.name = name
+        TASKS[name] = cls
+        return cls
+
+    return decorate
+
+
+def _lookup(name: str) -> type["Task"]:
+    try:
+        return TASKS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}") from None
+
+
+def task_params(name: str) -> dict[str, Any]:
+    """The keyword parameters task ``name`` accepts, with their defaults."""
+    sig = inspect.signature(_lookup(name).__init__)
+    return {p.name: p.default for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """A task by name and keyword parameters (JSON-serialisable); build it with ``make_task``."""
+
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        accepted = task_params(self.name)  # unknown name -> ValueError listing the known ones
+        if not isinstance(self.params, Mapping):
+            raise ValueError(f"params must be a mapping, got {self.params!r}")
+        _check_known(self.name, self.params, accepted)
+        try:
+            params = json.loads(json.dumps(dict(self.params), sort_keys=True))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"task params must be JSON-serialisable, got {self.params!r}: {exc}")
+        object.__setattr__(self, "params", params)
+
+    def __hash__(self) -> int:  # the params mapping is a dict: hash the canonical JSON instead
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict; ``TaskConfig.from_dict`` inverts it."""
+        return {"name": self.name, "params": json.loads(json.dumps(dict(self.params)))}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TaskConfig":
+        """Inverse of ``to_dict``; an unknown key raises ValueError."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown TaskConfig field(s) {unknown}; accepted: {', '.join(sorted(names))}")
+        return cls(**dict(data))
+
+
+def _check_known(name: str, params: Mapping[str, Any], accepted: Mapping[str, Any]) -> None:
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {', '.join(map(repr, unknown))} for task {name!r}; "
+            f"accepted: {', '.join(sorted(accepted)) or '(none)'}"
+        )
+
+
+def make_task(config_or_name: TaskConfig | str, **params: Any) -> "Task":
+    """Build a task from a ``TaskConfig`` or a name plus keyword parameters (keywords override)."""
+    if isinstance(config_or_name, TaskConfig):
+        name, merged = config_or_name.name, {**config_or_name.params, **params}
+    else:
+        name, merged = config_or_name, dict(params)
+    cls = _lookup(name)
+    _check_known(name, merged, task_params(name))
+    return cls(**merged)
+
+
+# ---------------------------------------------------------------------------------------------
+# base class
+# ---------------------------------------------------------------------------------------------
+def _check_int(label: str, value: Any, minimum: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{label} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _numpy_rng(generator: torch.Generator | int | None) -> np.random.Generator:
+    """A NumPy generator seeded by one draw from ``generator`` (an int seeds a fresh torch generator)."""
+    if isinstance(generator, (int, np.integer)) and not isinstance(generator, bool):
+        generator = torch.Generator().manual_seed(int(generator))
+    elif generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator, an int seed or None, got {generator!r}")
+    seed = torch.randint(0, 2**62, (1,), generator=generator).item()
+    return np.random.default_rng(seed)
+
+
+class Task:
+    """Base class of every task. Subclasses set ``vocab`` (token names) and implement ``_build``."""
+
+    name: str = "base"
+    #: keyword names ``sample`` accepts to fix what training draws at random (the evaluation sampler)
+    controls: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.vocab: list[str] = []
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of token ids (the model's ``vocab_size``)."""
+        return len(self.vocab)
+
+    def params(self) -> dict[str, Any]:
+        """The task's keyword parameters (what ``TaskConfig.params`` would hold)."""
+        return {k: getattr(self, k) for k in task_params(self.name)}
+
+    def info(self) -> dict[str, Any]:
+        """Provenance and settings, JSON-serialisable."""
+        return {"task": self.name, "params": self.params(), "vocab_size": self.vocab_size}
+
+    def min_length(self) -> int:
+        """Smallest sequence length ``T`` the task can fill."""
+        return 1
+
+    def sample(
+        self, batch_size: int, length: int, generator: torch.Generator | int | None = None, **controls: Any
+    ) -> Batch:
+        """A batch of ``batch_size`` sequences of ``length`` tokens (see the module docstring)."""
+        batch_size = _check_int("batch_size", batch_size, 1)
+        length = _check_int("length", length, 1)
+        if length < self.min_length():
+            raise ValueError(f"length={length} is too short for task {self.name!r}: it needs >= {self.min_length()}")
+        unknown = sorted(set(controls) - set(self.controls))
+        if unknown:
+            raise ValueError(
+                f"unknown sample control(s) {', '.join(map(repr, unknown))} for task {self.name!r}; "
+                f"accepted: {', '.join(self.controls) or '(none)'}"
+            )
+        return self._build(batch_size, length, _numpy_rng(generator), **controls)
+
+    def _build(self, batch_size: int, length: int, rng: np.random.Generator, **controls: Any) -> Batch:
+        raise NotImplementedError
+
+    def decode(self, ids: torch.Tensor | list[int]) -> str:
+        """Token ids -> readable text (space-separated token names; chars: the characters)."""
+        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        return " ".join(self.vocab[i] if 0 <= i < len(self.vocab) else "<?>" for i in ids)
+
+
+def _finish(seq: np.ndarray, scored: np.ndarray, meta: dict) -> Batch:
+    """``seq`` (B, T+1) tokens, ``scored`` (B, T+1) bool on the *target* tokens -> Batch(x, y, meta)."""
+    x = torch.from_numpy(seq[:, :-1].astype(np.int64))  # (B, T)
+    y = torch.from_numpy(np.where(scored[:, 1:], seq[:, 1:], IGNORE_INDEX).astype(np.int64))  # (B, T)
+    return Batch(x, y, meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# chars: character-level LM on text that ships with Python
+# ---------------------------------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def _pydoc_topics_text() -> str:
+    from pydoc_data import topics
+
+    # the help topics in sorted key order, separated by blank lines: a fixed, deterministic text
+    return "\n\n".join(topics.topics[key] for key in sorted(topics.topics))
+
+
+UNKNOWN_CHAR = "\ufffd"
+
+
+@register_task("chars")
+class CharsTask(Task):
+    """Character-level LM over CPython's ``pydoc_data.topics`` help text (about 465k characters).
+
+    Vocabulary: id 0 is the unknown character (``U+FFFD``, for text outside the corpus), then the
+    corpus's distinct characters in sorted order. Split by position: the first ``train_fraction`` of
+    the text is ``"train"``, the rest ``"validation"``. ``sample`` draws random windows of ``T + 1``
+    characters from ``split`` (default ``"train"``); every position is scored.
+    """
+
+    controls = ("split",)
+    SPLITS = ("train", "validation")
+
+    def __init__(self, *, train_fraction: float = 0.9) -> None:
+        super().__init__()
+        if isinstance(train_fraction, bool) or not isinstance(train_fraction, (int, float)) or not (
+            0.0 < train_fraction < 1.0
+        ):
+            raise ValueError(f"train_fraction must be a number in (0, 1), got {train_fraction!r}")
+        self.train_fraction = float(train_fraction)
+        self.text = _pydoc_topics_text()
+        self.vocab = [UNKNOWN_CHAR] + sorted(set(self.text) - {UNKNOWN_CHAR})
+        self._codes = np.array([ord(c) for c in self.vocab[1:]], dtype=np.int64)  # sorted code points
+        all_ids = self.encode(self.text)  # (N,)
+        cut = int(round(len(all_ids) * self.train_fraction))
+        self._splits = {"train": all_ids[:cut], "validation": all_ids[cut:]}
+
+    def encode(self, text: str) -> torch.Tensor:
+        """Characters -> ids ``(N,)`` long; characters outside the vocabulary map to id 0."""
+        if not isinstance(text, str):
+            raise ValueError(f"text must be a str, got {type(text).__name__}")
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)  # (N,)
+        pos = np.searchsorted(self._codes, codes)  # (N,)
+        pos_c = np.minimum(pos, len(self._codes) - 1)
+        ids = np.where(self._codes[pos_c] == codes, pos_c + 1, 0)
+        return torch.from_numpy(ids.astype(np.int64))
+
+    def decode(self, ids: torch.Tensor | list[int]) -> str:
+        """Ids -> text (an id outside the vocabulary decodes to ``U+FFFD``)."""
+        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        return "".join(self.vocab[i] if 0 < i < len(self.vocab) else UNKNOWN_CHAR for i in ids)
+
+    def tokens(self, split: str = "validation") -> torch.Tensor:
+        """All ids of ``split`` (``"train"`` or ``"validation"``) as ``(N,)`` long, for perplexity."""
+        if split not in self.SPLITS:
+            raise ValueError(f"unknown split {split!r}; allowed: {', '.join(self.SPLITS)}")
+        return self._splits[split]
+
+    def info(self) -> dict[str, Any]:
+        """Source module, Python version, SHA-256 of the text (UTF-8), sizes of the splits."""
+        out = super().info()
+        out.update(
+            source="pydoc_data.topics (CPython interactive help topics, sorted by key, joined by blank lines)",
+            python_version=platform.python_version(),
+            python_implementation=platform.python_implementation(),
+            sha256=hashlib.sha256(self.text.encode("utf-8")).hexdigest(),
+            n_chars=len(self.text),
+            n_train=int(self._splits["train"].numel()),
+            n_validation=int(self._splits["validation"].numel()),
+        )
+        return out
+
+    def min_length(self) -> int:
+        return 1
+
+    def _build(self, batch_size: int, length: int, rng: np.random.Generator, split: str = "train") -> Batch:
+        data = self.tokens(split).numpy()  # (N,)
+        if length + 1 > len(data):
+            raise ValueError(f"length={length} is too long for the {split!r} split of {len(data)} characters")
+        starts = rng.integers(0, len(data) - length, size=batch_size)  # (B,)
+        seq = data[starts[:, None] + np.arange(length + 1)[None, :]]  # (B, T+1)
+        return _finish(seq, np.ones_like(seq, dtype=bool), {"start": torch.from_numpy(starts), "split": split})
+
+
+# ---------------------------------------------------------------------------------------------
+# passkey retrieval
+# ---------------------------------------------------------------------------------------------
+@register_task("passkey")
+class PasskeyTask(Task):
+    """``f f … KEY d1 … dk f … f KEY d1 … dk``: after the second ``KEY`` (the query), reproduce the digits.
+
+    As in the original prompt, which ends by repeating "The pass key is", the query repeats the
+    needle's marker, so one induction head (Olsson et al. 2022) can solve it. Vocabulary: ids 0-9 the
+    digits, then ``n_filler`` filler tokens, then ``KEY``. The ``n_digits`` digits are drawn without
+    replacement (so the copy is unambiguous) and the filler uniformly. The needle ``KEY d1 … dk``
+    starts at ``depth`` (0 = first token, 1 = right before the query) of the room left for it;
+    training draws depth uniformly. Scored: the ``k`` digit predictions from the query ``KEY`` on.
+    ``meta``: ``depth`` (float, B), ``distance`` (tokens between the needle's last digit and the query,
+    long, B). Needs ``T >= 2k + 1``.
+    """
+
+    controls = ("depth",)
+
+    def __init__(self, *, n_digits: int = 4, n_filler: int = 4) -> None:
+        super().__init__()
+        self.n_digits = _check_int("n_digits", n_digits, 1)
+        if self.n_digits > 10:
+            raise ValueError(f"n_digits must be <= 10 (distinct digits), got {n_digits!r}")
+        self.n_filler = _check_int("n_filler", n_filler, 1)
+        self.vocab = [str(d) for d in range(10)] + [f"f{i}" for i in range(self.n_filler)] + ["KEY"]
+        self.KEY = len(self.vocab) - 1
+
+    def min_length(self) -> int:
+        return 2 * self.n_digits + 1
+
+    def _build(self, batch_size: int, length: int, rng: np.random.Generator, depth: float | None = None) -> Batch:
+        k = self.n_digits
+        room = length - k  # filler region holding the needle, before the query KEY
+        last_start = room - (k + 1)  # the latest start of the needle
+        if depth is None:
+            starts = rng.integers(0, last_start + 1, size=batch_size)  # (B,)
+        else:
+            if isinstance(depth, bool) or not isinstance(depth, (int, float)) or not (0.0 <= depth <= 1.0):
+                raise ValueError(f"depth must be a number in [0, 1], got {depth!r}")
+            starts = np.full(batch_size, int(round(depth * last_start)))
+        seq = rng.integers(10, 10 + self.n_filler, size=(batch_size, length + 1))  # (B, T+1) filler
+        digits = np.argsort(rng.random((batch_size, 10)), axis=1)[:, :k]  # (B, k) distinct digits
+        rows = np.arange(batch_size)[:, None]
+        seq[rows, starts[:, None] + np.arange(k + 1)[None, :]] = np.concatenate(
+            [np.full((batch_size, 1), self.KEY), digits], axis=1
+        )
+        seq[:, room] = self.KEY  # the query
+        seq[:, room + 1 :] = digits  # (B, k)
+        scored = np.zeros_like(seq, dtype=bool)
+        scored[:, room + 1 :] = True
+        meta = {
+            "depth": torch.from_numpy(starts / max(last_start, 1)).float(),
+            "distance": torch.from_numpy(room - (starts + k + 1)),
+        }
+        return _finish(seq, scored, meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# key-value associative recall
+# ---------------------------------------------------------------------------------------------
+@register_task("kv_recall")
+class KVRecallTask(Task):
+    """``… k1 v1 … k2 v2 … [QUERY] kq`` -> ``vq``: the value paired with the queried key.
+
+    Vocabulary: ``n_keys`` keys, ``n_values`` values, ``n_filler`` fillers, ``QUERY``. Each sequence
+    holds ``n_pairs`` pairs with distinct keys (values drawn with replacement) at random places among
+    filler; one of them is queried, with ``distance`` tokens between its value and ``QUERY`` (training:
+    uniform over ``distances(T)``, the values that leave room for every pair). Scored: the one prediction after the query key. ``meta``: ``distance``
+    (long, B). Needs ``T >= 2 * n_pairs + 2``.
+    """
+
+    controls = ("distance",)
+
+    def __init__(self, *, n_pairs: int = 4, n_keys: int = 16, n_values: int = 16, n_filler: int = 4) -> None:
+        super().__init__()
+        self.n_pairs = _check_int("n_pairs", n_pairs, 1)
+        self.n_keys = _check_int("n_keys", n_keys, 1)
+        self.n_values = _check_int("n_values", n_values, 1)
+        self.n_filler = _check_int("n_filler", n_filler, 1)
+        if self.n_pairs > self.n_keys:
+            raise ValueError(f"n_pairs={n_pairs} needs as many distinct keys, but n_keys={n_keys}")
+        self.vocab = (
+            [f"k{i}" for i in range(self.n_keys)]
+            + [f"v{i}" for i in range(self.n_values)]
+            + [f"f{i}" for i in range(self.n_filler)]
+            + ["QUERY"]
+        )
+        self.QUERY = len(self.vocab) - 1
+
+    def min_length(self) -> int:
+        return 2 * self.n_pairs + 2
+
+    def distances(self, length: int) -> list[int]:
+        """Every ``distance`` that fits in sequence length ``length`` with all ``n_pairs`` pairs."""
+        room = length - 4  # tokens besides [QUERY] kq and the queried pair
+        # distractor pairs need 2 tokens each, left (room - d tokens) or right (d tokens) of the pair
+        return [d for d in range(room + 1) if (room - d) // 2 + d // 2 >= self.n_pairs - 1]
+
+    def max_distance(self, length: int) -> int:
+        """Largest ``distance`` that fits in sequence length ``length``."""
+        return self.distances(length)[-1]
+
+    def _build(self, batch_size: int, length: int, rng: np.random.Generator, distance: int | None = None) -> Batch:
+        region = length - 2  # pairs and filler, then [QUERY] kq (then the target vq)
+        allowed = np.array(self.distances(length))  # training: uniform over these
+        if distance is not None:
+            distance = _check_int("distance", distance, 0)
+            if distance not in allowed:
+                raise ValueError(
+                    f"distance={distance} does not fit in length={length} with n_pairs={self.n_pairs}: "
+                    f"allowed 0..{allowed[-1]}" + ("" if len(allowed) == allowed[-1] + 1 else " (some values excluded)")
+                )
+        seq = rng.integers(
+            self.n_keys + self.n_values, self.n_keys + self.n_values + self.n_filler, size=(batch_size, length + 1)
+        )  # (B, T+1) filler
+        dist = np.empty(batch_size, dtype=np.int64)
+        for b in range(batch_size):
+            keys = rng.permutation(self.n_keys)[: self.n_pairs]  # distinct keys; keys[0] is queried
+            values = rng.integers(self.n_keys, self.n_keys + self.n_values, size=self.n_pairs)
+            d = int(allowed[rng.integers(len(allowed))]) if distance is None else distance
+            q_start = region - 2 - d  # the queried pair occupies q_start, q_start + 1
+            # distractor pairs: each goes left or right of the queried pair where 2-token room is left
+            room = {"left": q_start, "right": d}
+            side_pairs = {"left": [], "right": []}
+            for j in range(1, self.n_pairs):
+                sides = [s for s in ("left", "right") if room[s] >= 2]
+                assert sides, "distances() guarantees room for every pair"
+                side = sides[int(rng.integers(len(sides)))]
+                room[side] -= 2
+                side_pairs[side].append(j)
+            for side, begin, size in (("left", 0, q_start), ("right", q_start + 2, d)):
+                # random order of units (a pair or a filler token) filling `size` tokens
+                units = side_pairs[side] + [-1] * (size - 2 * len(side_pairs[side]))
+                pos = begin
+                for u in rng.permutation(np.array(units, dtype=np.int64)) if units else []:
+                    if u >= 0:
+                        seq[b, pos], seq[b, pos + 1] = keys[u], values[u]
+                        pos += 2
+                    else:
+                        pos += 1
+            seq[b, q_start], seq[b, q_start + 1] = keys[0], values[0]
+            seq[b, region], seq[b, region + 1], seq[b, region + 2] = self.QUERY, keys[0], values[0]
+            dist[b] = d
+        scored = np.zeros_like(seq, dtype=bool)
+        scored[:, region + 2] = True
+        return _finish(seq, scored, {"distance": torch.from_numpy(dist)})
+
+
+# ---------------------------------------------------------------------------------------------
+# copy / reverse (Kazemnejad et al. 2023)
+# ---------------------------------------------------------------------------------------------
+class _SequenceTask(Task):
+    """``[BOS] s [SEP] f(s) [EOS] [PAD]…`` with ``s`` of ``n`` random symbols; scored: ``f(s) [EOS]``.
+
+    Instance length from ``T``: the ``2n + 3`` tokens must fit in ``T + 1``, so ``n <= (T - 2) // 2``
+    (``max_n(T)``). Training draws ``n`` uniformly in ``[1, max_n(T)]``; ``n=`` fixes it. Vocabulary:
+    ``n_symbols`` symbols, then ``PAD``, ``BOS``, ``SEP``, ``EOS``. ``meta``: ``n`` (long, B).
+    """
+
+    controls = ("n",)
+
+    def __init__(self, *, n_symbols: int = 10) -> None:
+        super().__init__()
+        self.n_symbols = _check_int("n_symbols", n_symbols, 2)
+        self.vocab = [f"s{i}" for i in range(self.n_symbols)] + ["PAD", "BOS", "SEP", "EOS"]
+        self.PAD, self.BOS, self.SEP, self.EOS = range(self.n_symbols, self.n_symbols + 4)
+
+    @staticmethod
+    def max_n(length: int) -> int:
+        """Longest instance that fits in sequence length ``length``."""
+        return (length - 2) // 2
+
+    def min_length(self) -> int:
+        return 4
+
+    def _transform(self, s: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _build(self, batch_size: int, length: int, rng: np.random.Generator, n: int | None = None) -> Batch:
+        n_max = self.max_n(length)
+        if n is None:
+            ns = rng.integers(1, n_max + 1, size=batch_size)  # (B,)
+        else:
+            n = _check_int("n", n, 1)
+            if n > n_max:
+                raise ValueError(f"n={n} does not fit in length={length}: at most {n_max} ((T - 2) // 2)")
+            ns = np.full(batch_size, n)
+        seq = np.full((batch_size, length + 1), self.PAD, dtype=np.int64)  # (B, T+1)
+        scored = np.zeros_like(seq, dtype=bool)
+        symbols = rng.integers(0, self.n_symbols, size=(batch_size, n_max))  # (B, n_max)
+        for b in range(batch_size):
+            m = int(ns[b])
+            s = symbols[b, :m]
+            seq[b, 0] = self.BOS
+            seq[b, 1 : m + 1] = s
+            seq[b, m + 1] = self.SEP
+            seq[b, m + 2 : 2 * m + 2] = self._transform(s)
+            seq[b, 2 * m + 2] = self.EOS
+            scored[b, m + 2 : 2 * m + 3] = True
+        return _finish(seq, scored, {"n": torch.from_numpy(ns.astype(np.int64))})
+
+
+@register_task("copy")
+class CopyTask(_SequenceTask):
+    __doc__ = "Copy: ``f(s) = s``. " + (_SequenceTask.__doc__ or "")
+
+    def _transform(self, s: np.ndarray) -> np.ndarray:
+        return s
+
+
+@register_task("reverse")
+class ReverseTask(_SequenceTask):
+    __doc__ = "Reverse: ``f(s) = s[::-1]``. " + (_SequenceTask.__doc__ or "")
+
+    def _transform(self, s: np.ndarray) -> np.ndarray:
+        return s[::-1]

@@ -1,0 +1,195 @@
+"""Tests of ropelib.data: the task registry, each task's layout and targets, seeding, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ropelib.data import IGNORE_INDEX, TASKS, Batch, TaskConfig, make_task, task_params
+
+ALL_TASKS = sorted(TASKS)
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_registry_has_the_contract_tasks():
+    assert {"chars", "passkey", "kv_recall", "copy", "reverse"} <= set(TASKS)
+
+
+@pytest.mark.parametrize("name", ALL_TASKS)
+def test_batch_shapes_ranges_and_next_token_targets(name):
+    task = make_task(name)
+    batch = task.sample(5, 40, gen(0))
+    assert isinstance(batch, Batch)
+    assert batch.x.shape == (5, 40) and batch.y.shape == (5, 40)
+    assert batch.x.dtype == torch.long and batch.y.dtype == torch.long
+    assert batch.x.min() >= 0 and batch.x.max() < task.vocab_size
+    scored = batch.y != IGNORE_INDEX
+    assert scored.any(dim=1).all()  # every row has something to learn
+    assert (batch.y[scored] >= 0).all() and (batch.y[scored] < task.vocab_size).all()
+    # y is the next token: wherever a target is scored and the next input exists, they agree
+    inner = scored[:, :-1]
+    assert torch.equal(batch.y[:, :-1][inner], batch.x[:, 1:][inner])
+    info = task.info()
+    assert info["task"] == name and info["vocab_size"] == task.vocab_size
+
+
+@pytest.mark.parametrize("name", ALL_TASKS)
+def test_seeded_determinism(name):
+    task = make_task(name)
+    a, b, c = task.sample(4, 32, gen(7)), task.sample(4, 32, gen(7)), task.sample(4, 32, gen(8))
+    assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    assert not torch.equal(a.x, c.x)
+    d = task.sample(4, 32, 7)  # an int seed works too, same as a generator with that seed
+    assert torch.equal(a.x, d.x)
+    g = gen(3)
+    first, second = task.sample(4, 32, g), task.sample(4, 32, g)  # the generator advances
+    assert not torch.equal(first.x, second.x)
+
+
+@pytest.mark.parametrize("name", ALL_TASKS)
+def test_bad_sample_input_raises(name):
+    task = make_task(name)
+    with pytest.raises(ValueError, match="batch_size"):
+        task.sample(0, 32, gen(0))
+    with pytest.raises(ValueError, match="length"):
+        task.sample(2, 0, gen(0))
+    with pytest.raises(ValueError, match="'bogus'.*accepted"):
+        task.sample(2, 32, gen(0), bogus=1)
+    if task.min_length() > 1:
+        with pytest.raises(ValueError, match=f"length={task.min_length() - 1}"):
+            task.sample(2, task.min_length() - 1, gen(0))
+        task.sample(2, task.min_length(), gen(0))  # the minimum itself works
+
+
+def test_registry_errors_and_task_config():
+    with pytest.raises(ValueError, match="'nope'.*chars"):
+        make_task("nope")
+    with pytest.raises(ValueError, match="'n_digit'.*accepted: n_digits, n_filler"):
+        make_task("passkey", n_digit=3)
+    with pytest.raises(ValueError, match="'colour'"):
+        TaskConfig("copy", {"colour": 1})
+    cfg = TaskConfig("passkey", {"n_digits": 3})
+    assert TaskConfig.from_dict(cfg.to_dict()) == cfg
+    assert len({cfg, TaskConfig.from_dict(cfg.to_dict()), TaskConfig("passkey")}) == 2  # hashable
+    assert make_task(cfg).n_digits == 3
+    assert make_task(cfg, n_digits=5).n_digits == 5  # keywords override
+    assert make_task(cfg).params() == {"n_digits": 3, "n_filler": 4}
+    assert task_params("copy") == {"n_symbols": 10}
+    with pytest.raises(ValueError, match="unknown TaskConfig"):
+        TaskConfig.from_dict({"name": "copy", "extra": 1})
+
+
+# -- chars -----------------------------------------------------------------------------------------
+def test_chars_corpus_info_split_and_codec():
+    task = make_task("chars")
+    info = task.info()
+    assert re.fullmatch(r"[0-9a-f]{64}", info["sha256"])
+    assert info["sha256"] == hashlib.sha256(task.text.encode("utf-8")).hexdigest()
+    assert "pydoc_data" in info["source"] and info["python_version"].count(".") == 2
+    train, val = task.tokens("train"), task.tokens("validation")
+    assert len(train) + len(val) == info["n_chars"] > 100_000
+    assert abs(len(train) / info["n_chars"] - 0.9) < 1e-3
+    assert task.decode(torch.cat([train, val])) == task.text  # split by position, nothing lost
+    assert task.vocab[0] == "\ufffd" and task.vocab[1:] == sorted(task.vocab[1:]) and len(set(task.vocab)) == task.vocab_size
+    assert task.encode("def \u2603")[-1].item() == 0  # unknown character -> id 0
+    batch = task.sample(3, 50, gen(0), split="validation")
+    for row, start in zip(batch.x, batch.meta["start"].tolist()):
+        assert torch.equal(row, val[start : start + 50])
+    assert (batch.y != IGNORE_INDEX).all()
+    with pytest.raises(ValueError, match="'test'.*train, validation"):
+        task.tokens("test")
+    with pytest.raises(ValueError, match="length=46513"):
+        task.sample(1, len(val), gen(0), split="validation")
+    with pytest.raises(ValueError, match="train_fraction"):
+        make_task("chars", train_fraction=1.0)
+
+
+# -- passkey ---------------------------------------------------------------------------------------
+def test_passkey_layout_depth_and_distance():
+    task = make_task("passkey", n_digits=4)
+    T = 30
+    for depth, first_key_pos, distance in ((0.0, 0, T - 4 - 5), (1.0, T - 4 - 5, 0)):
+        batch = task.sample(6, T, gen(1), depth=depth)
+        assert (batch.x[:, first_key_pos] == task.KEY).all()
+        assert (batch.meta["distance"] == distance).all()
+    batch = task.sample(16, T, gen(2))
+    for x, y, dist in zip(batch.x, batch.y, batch.meta["distance"].tolist()):
+        key_pos, query_pos = (x == task.KEY).nonzero().flatten().tolist()  # needle marker, then the query
+        needle = x[key_pos + 1 : key_pos + 5]
+        assert query_pos - (key_pos + 5) == dist
+        assert torch.equal(y[y != IGNORE_INDEX], needle)  # the targets are the hidden digits
+        assert len(set(needle.tolist())) == 4 and (needle < 10).all()
+        assert (y[:query_pos] == IGNORE_INDEX).all()
+    with pytest.raises(ValueError, match="depth"):
+        task.sample(1, T, gen(0), depth=1.5)
+
+
+# -- kv_recall -------------------------------------------------------------------------------------
+def test_kv_recall_target_is_the_queried_value_at_the_given_distance():
+    task = make_task("kv_recall", n_pairs=4)
+    T = 40
+    for distance in (0, 5, task.max_distance(T)):
+        batch = task.sample(8, T, gen(distance), distance=distance)
+        assert (batch.meta["distance"] == distance).all()
+        for x, y in zip(batch.x, batch.y):
+            assert x[-2] == task.QUERY
+            key = x[-1]
+            target = y[-1]
+            assert (y[:-1] == IGNORE_INDEX).all()
+            key_positions = (x[:-1] == key).nonzero().flatten()
+            assert len(key_positions) == 1  # keys are distinct within a sequence
+            kp = key_positions.item()
+            assert x[kp + 1] == target
+            assert (T - 2) - (kp + 2) == distance
+            keys = x[x < task.n_keys]
+            assert len(keys) == 4 + 1  # n_pairs keys plus the query
+    with pytest.raises(ValueError, match="distance=37"):
+        task.sample(1, T, gen(0), distance=37)
+    with pytest.raises(ValueError, match="n_pairs=20"):
+        make_task("kv_recall", n_pairs=20, n_keys=16)
+
+
+# -- copy / reverse --------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["copy", "reverse"])
+def test_copy_and_reverse_layout(name):
+    task = make_task(name, n_symbols=5)
+    batch = task.sample(4, 20, gen(0), n=6)
+    assert (batch.meta["n"] == 6).all()
+    for x, y in zip(batch.x, batch.y):
+        assert x[0] == task.BOS and x[7] == task.SEP
+        source = x[1:7]
+        expected = source if name == "copy" else source.flip(0)
+        target = y[y != IGNORE_INDEX]
+        assert torch.equal(target[:-1], expected) and target[-1] == task.EOS
+        assert (x[15:] == task.PAD).all()
+    train = task.sample(200, 20, gen(1))
+    assert train.meta["n"].min() >= 1 and train.meta["n"].max() == task.max_n(20) == 9
+    with pytest.raises(ValueError, match="n=10"):
+        task.sample(1, 20, gen(0), n=10)
+
+
+# -- invariants over random lengths and seeds ------------------------------------------------------
+@settings(max_examples=25, deadline=None)
+@given(
+    name=st.sampled_from(["passkey", "kv_recall", "copy", "reverse"]),
+    length=st.integers(min_value=10, max_value=200),
+    seed=st.integers(min_value=0, max_value=2**31),
+)
+def test_any_length_fits_and_scores_inside_the_sequence(name, length, seed):
+    task = make_task(name)
+    batch = task.sample(3, length, seed)
+    assert batch.x.shape == (3, length)
+    scored = (batch.y != IGNORE_INDEX).sum(dim=1)
+    expected = {"passkey": task.n_digits if name == "passkey" else None, "kv_recall": 1}.get(name)
+    if expected is not None:
+        assert (scored == expected).all()
+    else:  # copy / reverse: n symbols plus EOS
+        assert torch.equal(scored, batch.meta["n"] + 1)
