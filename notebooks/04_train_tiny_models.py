@@ -1,0 +1,485 @@
+# %% [markdown]
+# # 04 — Training tiny models with ten positional encodings
+#
+# Notebook 05 asks how far past their training length models with different positional encodings
+# can go. This notebook trains those models: the same tiny decoder-only transformer, the same data,
+# the same optimiser and the same number of steps, with only the positional encoding changed — the
+# protocol of the ALiBi paper (Press et al. 2021, arXiv 2108.12409, §4) and of Kazemnejad et al. 2023
+# (arXiv 2305.19466, §3):
+#
+# | label | what it is |
+# |---|---|
+# | `nope` | no positional information (causal masking only; Haviv et al. 2022, arXiv 2203.16634) |
+# | `sinusoidal` | fixed sin/cos table added to the token embeddings (Vaswani et al. 2017, §3.5) |
+# | `learned` | trainable table added at the input, exactly as many rows as the training length |
+# | `t5` | learned bucketed relative bias (Raffel et al. 2020) |
+# | `alibi` | fixed linear distance penalty per head (Press et al. 2021) |
+# | `rope` | rotary embedding of q and k (Su et al. 2021, arXiv 2104.09864) |
+# | `xpos` | RoPE with an exponential decay (Sun et al. 2022, arXiv 2212.10554) |
+# | `kerple` | learned logarithmic kernel bias (Chi et al. 2022, arXiv 2205.09921) |
+# | `fire` | learned MLP of a log-normalised distance (Li et al. 2023, arXiv 2310.04418) |
+# | `randomized` | RoPE fed sorted random positions from a large range in training (Ruoss et al. 2023, arXiv 2305.16843) |
+#
+# Two tasks: character-level language modelling on CPython's help text (`chars`) and passkey
+# retrieval (a short digit string hidden in filler, reproduced after a query). Which models, sizes and
+# step counts each profile trains is defined once, in `ropelib.experiments.SETUPS`, so notebooks 05
+# and 06 load exactly these runs from the run cache (`ropelib.runs`) instead of training again.
+#
+# Here we look at the training itself: loss curves with seed bands, quality at the training length,
+# training throughput, and where each model's attention goes.
+
+# %% tags=["parameters"]
+profile = "default"  # smoke | default | full: also selects the models (ropelib.experiments.SETUPS)
+device = "auto"  # auto | cpu | cuda | mps
+jobs = 2  # training processes in parallel (CPU: the core count; one GPU: 1)
+cpu_threads = 1  # torch intra-op threads of this process on CPU (more oversubscribes a busy machine)
+curve_every = 5  # keep every n-th training step in results/04_training_curves.csv
+smooth_steps = 10  # rolling mean of the training loss in the curves figure
+eval_windows = 32  # chars: validation windows of the training length for the in-distribution loss
+n_eval_samples = 256  # retrieval / algorithmic: held-out sequences for in-distribution accuracy
+attention_samples = 8  # sequences for the attention-distance measurement
+eval_seed = 12345  # generator seed of the held-out samples (not a training seed)
+bench_rounds = 3  # throughput benchmark: interleaved rounds over the encodings
+bench_steps = 5  # timed training steps per encoding and round (after one warm-up step)
+
+# %% tags=["injected-parameters"]
+# Parameters
+attention_samples = 8
+device = "auto"
+eval_windows = 32
+jobs = 2
+n_eval_samples = 256
+profile = "default"
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from IPython.display import Markdown, display
+
+from ropelib import experiments as X
+from ropelib import published
+from ropelib.data import make_task
+from ropelib.evaluate import lm_loss_at_lengths
+from ropelib.model import select_device
+from ropelib.paths import atomic_write_text, results_dir
+from ropelib.plotting import color_for, palette_for, savefig, set_theme
+from ropelib.provenance import show_provenance
+
+NOTEBOOK = "04_train_tiny_models"
+set_theme()
+pd.set_option("display.precision", 3)
+torch_device = select_device(device)
+if torch_device.type == "cpu":
+    torch.set_num_threads(cpu_threads)
+setup = X.base_setup(profile)
+ENCODINGS = list(setup.encodings)
+TASKS = [t.name for t in setup.tasks]
+SEEDS = list(setup.seeds)
+
+
+def write_table(df: pd.DataFrame, name: str) -> None:
+    """Write a tidy table to results/<name>.csv atomically (with the profile as first column)."""
+    df = df.copy()
+    df.insert(0, "profile", profile)
+    atomic_write_text(results_dir() / f"{name}.csv", df.to_csv(index=False))
+
+
+print(f"profile={profile}, device={torch_device}, {len(ENCODINGS)} encodings x {len(TASKS)} tasks x "
+      f"{len(SEEDS)} seeds = {len(ENCODINGS) * len(TASKS) * len(SEEDS)} models")
+setup.to_frame()
+
+# %% [markdown]
+# ## 1. Train (or read back) every model
+#
+# `X.base_specs` builds one `RunSpec` per (encoding, task, seed); `X.run_specs` trains the ones not yet
+# in the run cache, `jobs` at a time. A second execution of this notebook reads them all back.
+
+# %%
+specs = X.base_specs(setup, device)
+t0 = time.time()
+runs = X.run_specs(specs, jobs=jobs)
+train_wall_s = time.time() - t0
+n_trained = sum(not r.cached for r in runs.values())
+print(f"{n_trained} models trained and {len(runs) - n_trained} read from the cache in {train_wall_s:.0f} s "
+      f"(wall clock, {jobs} parallel job(s))")
+
+# %%
+rows = []
+for (enc, task, seed), r in runs.items():
+    hist = pd.DataFrame(r.history)
+    tail = hist.loss.iloc[-max(1, len(hist) // 10):]
+    rows.append({
+        "encoding": enc, "task": task, "seed": seed, "run_hash": r.hash[:16],
+        "train_length": r.spec.train.seq_len, "steps": r.spec.train.steps, "batch_size": r.spec.train.batch_size,
+        "d_model": r.spec.model.d_model, "n_layers": r.spec.model.n_layers, "n_heads": r.spec.model.n_heads,
+        "num_parameters": r.model.num_parameters(), "final_train_loss": float(tail.mean()),
+        "train_time_s": float(r.metadata["train_time_s"]), "tokens_per_s": float(hist.tokens_per_s.median()),
+        "device": r.metadata["device"], "cached": r.cached,
+    })
+runs_df = pd.DataFrame(rows)
+write_table(runs_df, "04_runs")
+total_train_s = runs_df.train_time_s.sum()
+print(f"Training time summed over models (measured when each was trained): {total_train_s:.0f} s")
+runs_df.pivot_table(index="encoding", columns="task", values="num_parameters", aggfunc="first").loc[ENCODINGS]
+
+# %% [markdown]
+# The encodings add almost nothing to the parameter count (T5: a 32×heads table; FIRE: a small MLP;
+# learned: a `train_length` × `d_model` table), so differences below come from how position enters,
+# not from size.
+#
+# ## 2. Training curves
+#
+# Training loss (rolling mean over `smooth_steps` steps) by step; the line is the mean over seeds, the
+# band its 95% t-interval (`X.mean_ci`).
+
+# %%
+curves = pd.concat(
+    [pd.DataFrame(r.history).assign(encoding=enc, task=task, seed=seed) for (enc, task, seed), r in runs.items()],
+    ignore_index=True,
+)
+if "val_loss" not in curves:
+    curves["val_loss"] = np.nan
+keep = (curves.step % curve_every == 0) | (curves.step == curves.groupby(["encoding", "task", "seed"]).step.transform("max"))
+write_table(curves.loc[keep, ["encoding", "task", "seed", "step", "loss", "val_loss"]], "04_training_curves")
+
+curves["smoothed"] = curves.groupby(["encoding", "task", "seed"]).loss.transform(
+    lambda s: s.rolling(smooth_steps, min_periods=1).mean())
+band = X.aggregate_seeds(curves, ["task", "encoding", "step"], "smoothed")
+
+fig, axes = plt.subplots(1, len(TASKS), figsize=(5.2 * len(TASKS), 4), squeeze=False, layout="constrained")
+for ax, task in zip(axes[0], TASKS):
+    for enc in ENCODINGS:
+        b = band[(band.task == task) & (band.encoding == enc)]
+        ax.plot(b.step, b["mean"], color=color_for(enc), label=enc, linewidth=1.3)
+        ax.fill_between(b.step, b.ci_low, b.ci_high, color=color_for(enc), alpha=0.2, linewidth=0)
+    ax.set_title(f"{task} (trained at {setup.task(task).train_length} tokens)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (nats / scored token)")
+axes[0, -1].legend(fontsize=7, ncol=2)
+savefig(fig, "training_curves", notebook=NOTEBOOK,
+        caption=f"Training loss by step for every encoding and task, mean over {len(SEEDS)} seeds with 95% t-interval bands ({profile} profile).")
+plt.show()
+
+# %% [markdown]
+# ## 3. Quality at the training length
+#
+# `chars`: validation loss over `eval_windows` non-overlapping windows of the training length.
+# Retrieval and algorithmic tasks: exact match (every answer token right) on `n_eval_samples` fresh
+# sequences from the training distribution (held-out generator seed).
+
+# %%
+chars_tokens = make_task("chars").tokens("validation") if "chars" in TASKS else None
+task_objs = {t: make_task(specs[(ENCODINGS[0], t, SEEDS[0])].task) for t in TASKS}
+quality = []
+for (enc, task, seed), r in runs.items():
+    L = r.spec.train.seq_len
+    if setup.task(task).kind == "lm":
+        res = lm_loss_at_lengths(r.model, chars_tokens, [L], max_windows=eval_windows).iloc[0]
+        quality += [{"encoding": enc, "task": task, "seed": seed, "metric": "val_loss", "value": res.loss},
+                    {"encoding": enc, "task": task, "seed": seed, "metric": "val_ppl", "value": res.ppl}]
+    else:
+        acc = X.exact_match_accuracy(r.model, task_objs[task], L, n_eval_samples, eval_seed)
+        quality.append({"encoding": enc, "task": task, "seed": seed, "metric": "accuracy", "value": acc})
+quality = pd.DataFrame(quality)
+write_table(quality, "04_in_distribution")
+
+throughput = runs_df.assign(metric="tokens_per_s", value=runs_df.tokens_per_s)[["encoding", "task", "seed", "metric", "value"]]
+summary = X.aggregate_seeds(pd.concat([quality, throughput], ignore_index=True), ["encoding", "task", "metric"], "value")
+write_table(summary, "04_summary")
+
+
+def fmt(row) -> str:
+    return f"{row['mean']:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}]"
+
+
+id_table = (summary[summary.metric.isin(["val_loss", "accuracy"])]
+            .assign(cell=lambda d: d.apply(fmt, axis=1), column=lambda d: d.task + " " + d.metric)
+            .pivot(index="encoding", columns="column", values="cell").loc[ENCODINGS])
+display(Markdown(f"Mean over {len(SEEDS)} seeds [95% CI]:"))
+id_table
+
+# %%
+id_mean = summary[summary.metric.isin(["val_loss", "accuracy"])].pivot(index="encoding", columns=["task", "metric"], values="mean")
+fig, axes = plt.subplots(1, len(TASKS), figsize=(5.2 * len(TASKS), 3.6), squeeze=False, layout="constrained")
+for ax, task in zip(axes[0], TASKS):
+    metric = "val_loss" if setup.task(task).kind == "lm" else "accuracy"
+    s = summary[(summary.task == task) & (summary.metric == metric)].set_index("encoding").loc[ENCODINGS]
+    ax.bar(ENCODINGS, s["mean"], color=[color_for(e) for e in ENCODINGS],
+           yerr=[s["mean"] - s.ci_low, s.ci_high - s["mean"]], capsize=2)
+    per_seed = quality[(quality.task == task) & (quality.metric == metric)]
+    ax.scatter([ENCODINGS.index(e) for e in per_seed.encoding], per_seed.value, color="k", s=6, zorder=3)
+    ax.set_title(f"{task}: {metric.replace('_', ' ')} at the training length")
+    ax.tick_params(axis="x", rotation=60)
+savefig(fig, "in_distribution", notebook=NOTEBOOK,
+        caption="Quality at the training length: chars validation loss and retrieval exact-match accuracy per encoding (bars: seed mean with 95% CI; dots: seeds).")
+plt.show()
+
+# %% [markdown]
+# **Scale check for the added encodings.** Absolute encodings are *added* to the token embeddings.
+# In this model the token embeddings start at GPT-2's $\mathcal N(0, 0.02^2)$ and are not multiplied by
+# $\sqrt{d_{model}}$ (Vaswani et al. §3.4 do multiply), while every sinusoidal vector has norm
+# $\sqrt{d_{model}/2}$. The table compares typical vector norms of the trained models: if the position
+# vector dwarfs the token vector, the first layer sees mostly position.
+#
+# A cheap test of that explanation: one more character model (seed 0, same budget) whose sinusoidal
+# vectors are multiplied by $0.02\sqrt 2$, so that their entries start at the same RMS as the token
+# embeddings' (an inline encoding, as in notebook 00; trained in this process, cached like the others).
+
+# %%
+from ropelib.encodings import ENCODINGS as REGISTRY
+from ropelib.encodings import register_encoding
+from ropelib.encodings.sinusoidal import Sinusoidal, sinusoidal_encoding
+from ropelib.runs import RunSpec, run
+
+norm_rows = []
+for (enc, task, seed), r in runs.items():
+    if enc not in ("sinusoidal", "learned") or seed != SEEDS[0]:
+        continue
+    m, L = r.model, r.spec.train.seq_len
+    tok = m.tok_emb.weight.detach().norm(dim=-1).median().item()
+    if enc == "sinusoidal":
+        pos = sinusoidal_encoding(torch.arange(L), m.config.d_model).norm(dim=-1).median().item()
+    else:
+        pos = m.encoding.table.weight.detach()[:L].norm(dim=-1).median().item()
+    norm_rows.append({"encoding": enc, "task": task, "token_norm_trained": tok, "position_norm": pos,
+                      "position / token": pos / tok, "token_norm_at_init": 0.02 * m.config.d_model ** 0.5})
+norms = pd.DataFrame(norm_rows)
+display(norms)
+
+REGISTRY.pop("sinusoidal_scaled", None)  # so this cell can be re-run interactively
+
+
+@register_encoding("sinusoidal_scaled")
+class ScaledSinusoidal(Sinusoidal):
+    """Sinusoidal positions multiplied by ``scale`` before they are added (diagnostic only)."""
+
+    def __init__(self, *, n_heads: int, head_dim: int, d_model: int, base: float = 10000.0, scale: float = 1.0):
+        super().__init__(n_heads=n_heads, head_dim=head_dim, d_model=d_model, base=base)
+        self.scale = float(scale)
+
+    def embed(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        pe = sinusoidal_encoding(positions.to(x.device), self.d_model, self.base)  # (T, C)
+        return x + (self.scale * pe).to(x.dtype)
+
+
+scale_check = None
+if "sinusoidal" in ENCODINGS and "chars" in TASKS:
+    base = specs[("sinusoidal", "chars", SEEDS[0])]
+    scaled_spec = RunSpec(model=type(base.model)(**{**base.model.to_dict(), "encoding": "sinusoidal_scaled",
+                                                     "encoding_params": {"scale": 0.02 * 2 ** 0.5}}),
+                          task=base.task, train=base.train)
+    scaled = run(scaled_spec, progress=False)
+    L = base.train.seq_len
+    check_lengths = [L, 4 * L]
+    rows = []
+    for name, model in (("sinusoidal", runs[("sinusoidal", "chars", SEEDS[0])].model), ("sinusoidal x 0.028", scaled.model),
+                        ("nope", runs[("nope", "chars", SEEDS[0])].model if "nope" in ENCODINGS else None)):
+        if model is not None:
+            df = lm_loss_at_lengths(model, chars_tokens, check_lengths, max_windows=eval_windows)
+            rows.append({"model (seed %d)" % SEEDS[0]: name, **{f"val_loss {n}": v for n, v in zip(check_lengths, df.loss)}})
+    scale_check = pd.DataFrame(rows).set_index("model (seed %d)" % SEEDS[0])
+    display(scale_check)
+
+# %% [markdown]
+# ## 4. Training throughput
+#
+# The tokens/s logged while the models trained depend on what else the machine was doing at that
+# moment (the `default` reference run shared 2 cores with other work), so they are a poor comparison
+# between encodings. Instead a small benchmark times `bench_steps` training steps (forward, backward,
+# AdamW update; batch and length of the first task) of a fresh model per encoding, in `bench_rounds`
+# interleaved rounds, so that a busy phase of the machine hits every encoding alike; we keep the median
+# round. Beside it the ALiBi paper's V100 speeds (words/s at L = 512, relative to sinusoidal).
+
+# %%
+import torch.nn.functional as F
+
+from ropelib.model import ToyTransformer
+
+bench_task = TASKS[0]
+spec0 = specs[(ENCODINGS[0], bench_task, SEEDS[0])]
+bench_batch = task_objs[bench_task].sample(spec0.train.batch_size, spec0.train.seq_len,
+                                           torch.Generator().manual_seed(eval_seed)).to(torch_device)
+bench_models = {e: ToyTransformer(specs[(e, bench_task, SEEDS[0])].model).to(torch_device).train() for e in ENCODINGS}
+bench_opts = {e: torch.optim.AdamW(m.parameters(), lr=1e-4) for e, m in bench_models.items()}
+
+
+def train_steps(enc: str, n: int) -> None:
+    model, opt = bench_models[enc], bench_opts[enc]
+    for _ in range(n):
+        logits = model(bench_batch.x)  # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1), bench_batch.y.flatten(), ignore_index=-100)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    if torch_device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+bench_rows = []
+for rnd in range(bench_rounds):
+    for enc in ENCODINGS:
+        train_steps(enc, 1)  # warm-up
+        t0 = time.perf_counter()
+        train_steps(enc, bench_steps)
+        dt = time.perf_counter() - t0
+        bench_rows.append({"encoding": enc, "task": bench_task, "seq_len": spec0.train.seq_len,
+                           "batch_size": spec0.train.batch_size, "round": rnd,
+                           "tokens_per_s": bench_steps * bench_batch.x.numel() / dt})
+bench = pd.DataFrame(bench_rows)
+write_table(bench, "04_throughput")
+del bench_models, bench_opts
+
+tp = bench.groupby("encoding").tokens_per_s.median().loc[ENCODINGS]
+tp_rel = tp / tp.loc["nope"] if "nope" in ENCODINGS else tp / tp.max()
+during = summary[summary.metric == "tokens_per_s"].pivot(index="encoding", columns="task", values="mean").loc[ENCODINGS]
+pub_speed = pd.Series(published.ALIBI_SPEED)
+tp_table = pd.DataFrame({
+    "benchmark tokens/s": tp.round(0).astype(int),
+    "vs nope": tp_rel.round(2),
+    "vs sinusoidal": (tp / tp.loc["sinusoidal"]).round(2) if "sinusoidal" in ENCODINGS else np.nan,
+    "published vs sinusoidal": (pub_speed / pub_speed["sinusoidal"]).round(2).reindex(ENCODINGS),
+    **{f"during training, {t} (noisy)": during[t].round(0) for t in TASKS},
+})
+tp_table
+
+# %%
+fig, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")
+per_round = bench.assign(rel=bench.tokens_per_s / tp.loc["nope"] if "nope" in ENCODINGS else bench.tokens_per_s)
+ax.bar(ENCODINGS, tp_rel.loc[ENCODINGS], color=[color_for(e) for e in ENCODINGS])
+ax.scatter([ENCODINGS.index(e) for e in per_round.encoding], per_round.rel, color="k", s=6, zorder=3, label="rounds")
+ax.axhline(1.0, color="0.4", linewidth=0.8, linestyle=":")
+ax.tick_params(axis="x", rotation=60)
+ax.set_ylabel("training tokens/s relative to NoPE")
+ax.set_title(f"Training throughput ({bench_task}, B={spec0.train.batch_size}, T={spec0.train.seq_len}, {torch_device.type})")
+ax.legend(fontsize=8)
+savefig(fig, "throughput", notebook=NOTEBOOK,
+        caption=f"Training throughput per encoding relative to NoPE: median of {bench_rounds} interleaved benchmark rounds (dots) of {bench_steps} steps on {torch_device.type}.")
+plt.show()
+
+# %% [markdown]
+# ## 5. Where does attention go?
+#
+# Mean attention distance of each head: the attention-weighted average of (query position − key
+# position), over `attention_samples` sequences of the training length (chars: validation windows;
+# retrieval: fresh samples). Uniform causal attention over a window of $L$ tokens gives $(L-1)/4$ on
+# average over queries; attending to the current token gives 0.
+
+# %%
+att_rows = []
+for (enc, task, seed), r in runs.items():
+    L = r.spec.train.seq_len
+    if setup.task(task).kind == "lm":
+        starts = torch.arange(attention_samples) * L
+        x = chars_tokens[starts[:, None] + torch.arange(L)[None, :]]  # (B, L)
+    else:
+        x = task_objs[task].sample(attention_samples, L, torch.Generator().manual_seed(eval_seed)).x  # (B, L)
+    dist = X.attention_distance(r.model, x)  # (layers, heads)
+    for layer in range(dist.shape[0]):
+        for head in range(dist.shape[1]):
+            att_rows.append({"encoding": enc, "task": task, "seed": seed, "layer": layer, "head": head,
+                             "mean_distance": float(dist[layer, head])})
+att = pd.DataFrame(att_rows)
+write_table(att, "04_attention_distance")
+
+att_model = att.groupby(["encoding", "task", "seed", "layer"], as_index=False).mean_distance.mean()
+att_summary = X.aggregate_seeds(att_model, ["task", "encoding", "layer"], "mean_distance")
+n_layers = int(att.layer.max()) + 1
+fig, axes = plt.subplots(1, len(TASKS), figsize=(5.2 * len(TASKS), 3.6), squeeze=False, layout="constrained")
+for ax, task in zip(axes[0], TASKS):
+    L = setup.task(task).train_length
+    width = 0.8 / n_layers
+    for layer in range(n_layers):
+        s = att_summary[(att_summary.task == task) & (att_summary.layer == layer)].set_index("encoding").loc[ENCODINGS]
+        ax.bar(np.arange(len(ENCODINGS)) + layer * width, s["mean"], width=width,
+               color=[color_for(e) for e in ENCODINGS], alpha=1.0 - 0.5 * layer / max(1, n_layers - 1),
+               edgecolor="k", linewidth=0.3)
+    ax.axhline((L - 1) / 4, color="0.4", linestyle=":", linewidth=0.8, label="uniform causal attention")
+    ax.set_xticks(np.arange(len(ENCODINGS)) + width * (n_layers - 1) / 2, ENCODINGS, rotation=60)
+    ax.set_ylabel("mean attention distance (tokens)")
+    ax.set_title(f"{task}: layers 0..{n_layers - 1} (darker = earlier)")
+    ax.legend(fontsize=7)
+savefig(fig, "attention_distance", notebook=NOTEBOOK,
+        caption="Mean attention distance per encoding and layer (mean over heads, then seeds), at the training length; dotted: uniform causal attention.")
+plt.show()
+
+# %%
+map_task = TASKS[0]
+L = setup.task(map_task).train_length
+x = chars_tokens[None, :L] if map_task == "chars" else task_objs[map_task].sample(1, L, torch.Generator().manual_seed(eval_seed)).x
+ncols = min(5, len(ENCODINGS))
+nrows = -(-len(ENCODINGS) // ncols)
+fig, axes = plt.subplots(nrows, ncols, figsize=(2.3 * ncols, 2.4 * nrows), squeeze=False, layout="constrained")
+for ax, enc in zip(axes.flat, ENCODINGS):
+    with torch.no_grad():
+        _, attn = runs[(enc, map_task, SEEDS[0])].model(x.to(torch_device), return_attention=True)
+    a = attn[-1][0].mean(0).cpu().numpy()  # (T, T): last layer, mean over heads
+    ax.imshow(np.log10(a + 1e-4), cmap="magma", vmin=-4, vmax=0)
+    ax.set_title(enc, fontsize=9, color=color_for(enc))
+    ax.set_xticks([])
+    ax.set_yticks([])
+for ax in list(axes.flat)[len(ENCODINGS):]:
+    ax.axis("off")
+fig.suptitle(f"Last-layer attention (mean over heads, log10), one {map_task} window of {L} tokens; rows = queries", fontsize=9)
+savefig(fig, "attention_maps", notebook=NOTEBOOK,
+        caption=f"Last-layer attention maps (head mean, log scale) of the seed-{SEEDS[0]} {map_task} model of each encoding on one window of {L} tokens.")
+plt.show()
+
+# %% [markdown]
+# ## What this shows
+
+# %%
+lm_task = setup.tasks_of_kind("lm")[0] if setup.tasks_of_kind("lm") else None
+ret_task = setup.tasks_of_kind("retrieval")[0] if setup.tasks_of_kind("retrieval") else None
+lines = [f"* {len(runs)} models ({len(ENCODINGS)} encodings x {len(TASKS)} tasks x {len(SEEDS)} seeds), "
+         f"{runs_df.num_parameters.min():,}–{runs_df.num_parameters.max():,} parameters each; "
+         f"{total_train_s:.0f} s of training summed over runs (this execution: {n_trained} trained, "
+         f"{train_wall_s:.0f} s wall)."]
+if lm_task:
+    s = summary[(summary.task == lm_task) & (summary.metric == "val_loss")].set_index("encoding")
+    best, worst = s["mean"].idxmin(), s["mean"].idxmax()
+    lines.append(
+        f"* {lm_task} at the training length: validation loss from {s.loc[best, 'mean']:.3f} ({best}) to "
+        f"{s.loc[worst, 'mean']:.3f} ({worst}) nats/char; spread across encodings "
+        f"{s['mean'].max() - s['mean'].min():.3f}, against a typical 95% CI half-width of "
+        f"{((s.ci_high - s.ci_low) / 2).median():.3f}. NoPE: {s.loc['nope', 'mean']:.3f}." if "nope" in s.index else "")
+if ret_task:
+    s = summary[(summary.task == ret_task) & (summary.metric == "accuracy")].set_index("encoding")
+    learned = [e for e in ENCODINGS if s.loc[e, "mean"] >= 0.9]
+    failed = [e for e in ENCODINGS if s.loc[e, "mean"] < 0.5]
+    accs = ", ".join(f"{e} {s.loc[e, 'mean']:.2f}" for e in ENCODINGS)
+    lines.append(
+        f"* {ret_task} at the training length: {len(learned)} of {len(ENCODINGS)} encodings reach >= 90% exact "
+        f"match on average ({', '.join(learned) or 'none'}); below 50%: {', '.join(failed) or 'none'} "
+        f"(accuracies {accs}). "
+        f"Notebook 05's retrieval results must be read against these in-distribution numbers.")
+lines.append(
+    f"* Throughput (benchmark, {bench_task}, {torch_device.type}): fastest {tp.idxmax()} ({tp.max():.0f} tokens/s), "
+    f"slowest {tp.idxmin()} ({tp.min():.0f} tokens/s, {tp.min() / tp.max():.2f}x the fastest)"
+    + (f"; RoPE {tp.loc['rope'] / tp.loc['sinusoidal']:.2f}x and ALiBi {tp.loc['alibi'] / tp.loc['sinusoidal']:.2f}x "
+       f"sinusoidal, where the ALiBi paper measured {published.ALIBI_SPEED['rope'] / published.ALIBI_SPEED['sinusoidal']:.2f}x "
+       f"and {published.ALIBI_SPEED['alibi'] / published.ALIBI_SPEED['sinusoidal']:.2f}x on a V100 at 512 tokens."
+       if {"rope", "alibi", "sinusoidal"} <= set(ENCODINGS) else "."))
+if scale_check is not None:
+    sn = norms[(norms.encoding == "sinusoidal") & (norms.task == "chars")].iloc[0]
+    c = scale_check.iloc[:, 0]
+    c4 = scale_check.iloc[:, 1]
+    lines.append(
+        f"* Sinusoidal: position vectors of norm {sn.position_norm:.2f} are added to token embeddings of median norm "
+        f"{sn.token_norm_trained:.2f} after training ({sn['position / token']:.1f}x; {sn.token_norm_at_init:.2f} at "
+        f"initialisation). Scaling the sinusoids by 0.028 (seed {SEEDS[0]}) changes the chars validation loss at the "
+        f"training length from {c.iloc[0]:.3f} to {c.iloc[1]:.3f} (NoPE {c.get('nope', float('nan')):.3f}) and at 4x "
+        f"from {c4.iloc[0]:.3f} to {c4.iloc[1]:.3f}: the unscaled sinusoidal results here are "
+        f"{'largely a scale artefact of this model' if c.iloc[0] - c.iloc[1] > 0.1 else 'not explained by the scale'}.")
+am = att_model[att_model.task == TASKS[0]].groupby("encoding").mean_distance.mean()
+L0 = setup.task(TASKS[0]).train_length
+lines.append(
+    f"* Attention distance ({TASKS[0]}, mean over layers and heads): shortest {am.idxmin()} ({am.min():.1f} tokens), "
+    f"longest {am.idxmax()} ({am.max():.1f}); uniform causal attention would give {(L0 - 1) / 4:.1f}.")
+print("\n".join(line for line in lines if line))
+
+# %%
+show_provenance(profile, torch_device, jobs=jobs, eval_windows=eval_windows, n_eval_samples=n_eval_samples);
