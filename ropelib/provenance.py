@@ -19,7 +19,7 @@ import pandas as pd
 
 from .paths import REPO_ROOT
 
-__all__ = ["PACKAGES", "git_state", "package_versions", "device_description", "collect_provenance", "show_provenance"]
+__all__ = ["PACKAGES", "git_state", "package_versions", "device_description", "collect_provenance", "provenance_table", "show_provenance"]
 
 #: the distributions whose versions are recorded (missing ones are reported as "not installed")
 PACKAGES = ("ropelib", "torch", "numpy", "scipy", "pandas", "matplotlib", "seaborn", "transformers", "papermill")
@@ -105,10 +105,16 @@ def collect_provenance(profile: str, device: Any, **params: Any) -> dict[str, An
     return info
 
 
-def show_provenance(profile: str, device: Any, **params: Any) -> pd.DataFrame:
-    """Display (in a notebook) and return a one-column table of ``collect_provenance(...)``."""
+def provenance_table(profile: str, device: Any, **params: Any) -> pd.DataFrame:
+    """A one-column table (index ``item``, column ``value``) of ``collect_provenance(...)``."""
     info = collect_provenance(profile, device, **params)
-    table = pd.DataFrame({"value": [str(v) for v in info.values()]}, index=pd.Index(list(info), name="item"))
+    return pd.DataFrame({"value": [str(v) for v in info.values()]}, index=pd.Index(list(info), name="item"))
+
+
+def show_provenance(profile: str, device: Any, **params: Any) -> None:
+    """Display (in a notebook) or print the ``provenance_table``. Returns ``None``, so a notebook's last
+    line ``show_provenance(profile, device)`` shows the table once."""
+    table = provenance_table(profile, device, **params)
     try:  # in IPython/Jupyter show it as a table; elsewhere print it
         from IPython.display import display
 
@@ -116,4 +122,3 @@ def show_provenance(profile: str, device: Any, **params: Any) -> pd.DataFrame:
         display(table)
     except (ImportError, NameError):
         print(table.to_string(), file=sys.stdout)
-    return table

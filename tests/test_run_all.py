@@ -329,9 +329,10 @@ def test_colors_fixed_and_distinct_for_encodings():
 
 
 def test_provenance_table_has_the_facts():
-    from ropelib.provenance import show_provenance
+    from ropelib.provenance import provenance_table, show_provenance
 
-    table = show_provenance("smoke", "cpu", steps=3)
+    assert show_provenance("smoke", "cpu") is None  # shown once in a notebook, not displayed and echoed
+    table = provenance_table("smoke", "cpu", steps=3)
     values = table["value"].to_dict()
     assert values["profile"] == "smoke" and values["device"].startswith("cpu")
     assert values["param.steps"] == "3"
