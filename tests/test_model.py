@@ -63,13 +63,7 @@ TOYS = {"_toy_rotate": ToyRotate, "_toy_bias": ToyBias, "_toy_embed": ToyEmbed}
 ALL_ENCODINGS = sorted(ENCODINGS) + sorted(TOYS)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matrices: intra-op threading only adds overhead (and stalls on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (conftest.py)
 
 
 @pytest.fixture(autouse=True)

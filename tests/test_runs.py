@@ -28,12 +28,7 @@ from ropelib.runs import RunSpec, is_finished, run, run_dir, sweep
 from ropelib.train import CHECKPOINT_NAME, TrainConfig, load_checkpoint
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (conftest.py)
 
 
 VOCAB = 10 + 4 + 1  # passkey with n_filler=4: digits, fillers, KEY
