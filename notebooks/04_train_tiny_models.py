@@ -266,17 +266,18 @@ class ScaledSinusoidal(Sinusoidal):
         return x + (self.scale * pe).to(x.dtype)
 
 
+SINUSOID_SCALE = 0.02 * 2 ** 0.5  # the RMS of a fresh token embedding (std 0.02) over a sinusoid's RMS (1/sqrt 2)
 scale_check = None
 if "sinusoidal" in ENCODINGS and "chars" in TASKS:
     base = specs[("sinusoidal", "chars", SEEDS[0])]
     scaled_spec = RunSpec(model=type(base.model)(**{**base.model.to_dict(), "encoding": "sinusoidal_scaled",
-                                                     "encoding_params": {"scale": 0.02 * 2 ** 0.5}}),
+                                                     "encoding_params": {"scale": SINUSOID_SCALE}}),
                           task=base.task, train=base.train)
     scaled = run(scaled_spec, progress=False)
     L = base.train.seq_len
     check_lengths = [L, 4 * L]
     rows = []
-    for name, model in (("sinusoidal", runs[("sinusoidal", "chars", SEEDS[0])].model), ("sinusoidal x 0.028", scaled.model),
+    for name, model in (("sinusoidal", runs[("sinusoidal", "chars", SEEDS[0])].model), (f"sinusoidal x {SINUSOID_SCALE:.3f}", scaled.model),
                         ("nope", runs[("nope", "chars", SEEDS[0])].model if "nope" in ENCODINGS else None)):
         if model is not None:
             df = lm_loss_at_lengths(model, chars_tokens, check_lengths, max_windows=eval_windows)
@@ -470,7 +471,7 @@ if scale_check is not None:
     lines.append(
         f"* Sinusoidal: position vectors of norm {sn.position_norm:.2f} are added to token embeddings of median norm "
         f"{sn.token_norm_trained:.2f} after training ({sn['position / token']:.1f}x; {sn.token_norm_at_init:.2f} at "
-        f"initialisation). Scaling the sinusoids by 0.028 (seed {SEEDS[0]}) changes the chars validation loss at the "
+        f"initialisation). Scaling the sinusoids by {SINUSOID_SCALE:.3f} (seed {SEEDS[0]}) changes the chars validation loss at the "
         f"training length from {c.iloc[0]:.3f} to {c.iloc[1]:.3f} (NoPE {c.get('nope', float('nan')):.3f}) and at 4x "
         f"from {c4.iloc[0]:.3f} to {c4.iloc[1]:.3f}: the unscaled sinusoidal results here are "
         f"{'largely a scale artefact of this model' if c.iloc[0] - c.iloc[1] > 0.1 else 'not explained by the scale'}.")

@@ -221,7 +221,8 @@ def test_py_pair_newer_than_ipynb_wins(tmp_path):
     os.utime(py, (time.time() + 5, time.time() + 5))
     nb, source = run_all.effective_input(nb_dir / "03_ok.ipynb")
     assert source == "py" and "print('edited')" in nb.cells[-1].source
-    os.utime(py, (time.time() - 3600, time.time() - 3600))  # older: the .ipynb wins
+    older = (nb_dir / "03_ok.ipynb").stat().st_mtime - 3600  # relative to the .ipynb: copies keep old mtimes
+    os.utime(py, (older, older))  # older: the .ipynb wins
     nb, source = run_all.effective_input(nb_dir / "03_ok.ipynb")
     assert source == "ipynb" and "print(label, profile, device)" in nb.cells[-1].source
 
