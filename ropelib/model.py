@@ -36,7 +36,10 @@ from torch import nn
 
 from ropelib.encodings import ENCODINGS, PositionalEncoding, encoding_params, make_encoding
 
-__all__ = ["ModelConfig", "ToyTransformer", "KVCache", "select_device", "maybe_compile"]
+__all__ = ["INIT_STD", "ModelConfig", "ToyTransformer", "KVCache", "select_device", "maybe_compile"]
+
+#: standard deviation of the normal init of every weight matrix and embedding (GPT-2 / nanoGPT)
+INIT_STD = 0.02
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,7 +324,7 @@ class ToyTransformer(nn.Module):
         self.apply(self._init_weights)  # before the encoding exists: it keeps its own init
         for name, p in self.named_parameters():
             if name.endswith("proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))
+                nn.init.normal_(p, mean=0.0, std=INIT_STD / math.sqrt(2 * config.n_layers))
         self.encoding = make_encoding(
             config.encoding,
             n_heads=config.n_heads,
@@ -333,7 +336,7 @@ class ToyTransformer(nn.Module):
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
 

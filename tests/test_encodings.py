@@ -110,6 +110,17 @@ def test_sinusoidal_embed_adds_table_at_any_position():
     assert enc.embed(x.to(torch.bfloat16), torch.arange(6)).dtype == torch.bfloat16
 
 
+def test_sinusoidal_scale_multiplies_the_table_only():
+    x = torch.randn(2, 6, D_MODEL)
+    pos = torch.arange(1000, 1006)
+    scaled, plain = build("sinusoidal", scale=0.25), build("sinusoidal")
+    torch.testing.assert_close(scaled.embed(x, pos) - x, 0.25 * (plain.embed(x, pos) - x))
+    assert plain.scale == 1.0 and "scale=0.25" in repr(scaled)
+    for bad in (0, -1.0, float("inf"), float("nan"), True, "1"):
+        with pytest.raises(ValueError, match="scale must be a finite number > 0"):
+            build("sinusoidal", scale=bad)
+
+
 def test_sinusoidal_embed_shape_errors():
     enc = build("sinusoidal")
     with pytest.raises(ValueError, match="d_model"):

@@ -79,6 +79,24 @@ def test_learned_table_is_exactly_the_training_length_and_randomized_range():
     assert X.encoding_config("alibi", 64, s) == ("alibi", {})
 
 
+def test_sinusoids_start_at_the_size_of_a_token_embedding():
+    """SINUSOID_SCALE = INIT_STD * sqrt(2): the scaled sinusoids' RMS equals a fresh embedding's std."""
+    from ropelib.encodings.sinusoidal import sinusoidal_table
+    from ropelib.model import INIT_STD, ToyTransformer
+
+    s = X.base_setup("default")
+    assert X.encoding_config("sinusoidal", 64, s) == ("sinusoidal", {"scale": X.SINUSOID_SCALE})
+    assert X.SINUSOID_SCALE == pytest.approx(0.02 * math.sqrt(2), rel=1e-15)
+    spec = X.base_spec(s, "sinusoidal", "chars", s.seeds[0], "cpu")
+    model = ToyTransformer(spec.model)
+    table = sinusoidal_table(4096, s.d_model).double()
+    pe_rms = float(model.encoding.scale * table.pow(2).mean().sqrt())
+    assert pe_rms == pytest.approx(INIT_STD, rel=1e-3)
+    assert float(model.tok_emb.weight.detach().std()) == pytest.approx(INIT_STD, rel=0.05)
+    with pytest.raises(ValueError, match="sinusoid_scale"):
+        X.BaseSetup(tasks=s.tasks, seeds=s.seeds, sinusoid_scale=0.0)
+
+
 def test_smoke_specs_build_models():
     for spec in X.base_specs(X.base_setup("smoke")).values():
         model = ToyTransformer(spec.model)
@@ -233,6 +251,9 @@ def test_published_numbers_match_references():
     assert math.isnan(published.ALIBI_TABLE1[15512]["t5"])
     assert published.ALIBI_TABLE1[15512]["alibi"] == 18.31
     assert published.KAZEMNEJAD_MRR == {"nope": 0.69, "t5": 0.55, "alibi": 0.50, "rope": 0.33, "learned": 0.22}
+    # REFERENCES.md §3: PI Table 3 (8192) 16.10 / 7.12 / 6.95 after 0 / 200 / 1000 steps; Table 1 "> 1000"
+    assert published.PI_TABLE3 == {0: 16.10, 200: 7.12, 1000: 6.95}
+    assert published.PI_NO_EXTENSION_MIN == 1000.0 and "2306.15595" in published.PI_SOURCE
     t = published.alibi_table()
     assert len(t) == 20 and t.multiplier.max() == pytest.approx(15512 / 512)
 

@@ -6,6 +6,12 @@ so it is computed on the fly for whatever positions arrive (any length, any offs
 ``p * base^(-2i/dim)`` is formed in float64 from the integer position and only the sin/cos values are
 cast to the model dtype.
 
+``scale`` multiplies the vectors before they are added. Vaswani et al. multiply the token embeddings
+by ``sqrt(d_model)`` instead (§3.4), so that embedding and position vectors have comparable sizes; a
+model whose token embeddings start small (GPT-2's ``N(0, 0.02^2)``, as ``ropelib.model``) needs
+``scale`` of about ``0.02 * sqrt(2)`` to keep that balance (the sinusoids' RMS is ``1/sqrt(2)``),
+otherwise the first layer sees mostly position (notebook 04 measures what that costs).
+
 This is not RoPE: nothing is rotated, and after the query/key projections the attention score of two
 tokens depends on both absolute positions, not only on their difference (see the tests).
 """
@@ -53,13 +59,19 @@ def sinusoidal_table(n_positions: int, dim: int, base: float = 10000.0) -> torch
 
 @register_encoding("sinusoidal")
 class Sinusoidal(PositionalEncoding):
-    """Adds ``sinusoidal_encoding(positions, d_model)`` to the token embeddings (no trainable weights)."""
+    """Adds ``scale * sinusoidal_encoding(positions, d_model)`` to the token embeddings (no trainable
+    weights). ``scale = 1`` is the paper's table as is."""
 
-    def __init__(self, *, n_heads: int, head_dim: int, d_model: int, base: float = 10000.0) -> None:
+    def __init__(
+        self, *, n_heads: int, head_dim: int, d_model: int, base: float = 10000.0, scale: float = 1.0
+    ) -> None:
         super().__init__(n_heads=n_heads, head_dim=head_dim, d_model=d_model)
         if not (isinstance(base, (int, float)) and not isinstance(base, bool) and base > 1):
             raise ValueError(f"base must be a number > 1, got {base!r}")
+        if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and 0 < scale < float("inf")):
+            raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
         self.base = float(base)
+        self.scale = float(scale)
 
     def embed(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """``x`` (B, T, C) plus the sinusoidal vectors of ``positions`` (T,) or (B, T)."""
@@ -70,7 +82,9 @@ class Sinusoidal(PositionalEncoding):
                 f"positions cover {positions.shape[-1]} tokens but the embeddings have {x.shape[-2]}"
             )
         pe = sinusoidal_encoding(positions.to(x.device), self.d_model, self.base)  # (T, C) or (B, T, C)
+        if self.scale != 1.0:
+            pe = pe * self.scale  # float32, before the cast to the model dtype
         return x + pe.to(x.dtype)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, base={self.base}"
+        return f"{super().extra_repr()}, base={self.base}, scale={self.scale:g}"
