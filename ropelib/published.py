@@ -7,6 +7,10 @@
 * ``KAZEMNEJAD_MRR`` — Kazemnejad et al. 2023, "The Impact of Positional Encoding on Length
   Generalization in Transformers", arXiv 2305.19466, §4 / Figure 1: mean reciprocal rank of each
   encoding over 10 algorithmic tasks (train lengths up to 20, test up to 40; higher is better).
+* ``PI_TABLE3`` — Chen et al. 2023, "Extending Context Window of Large Language Models via Positional
+  Interpolation", arXiv 2306.15595, Table 3: LLaMA-7B extended 2048 -> 8192 with PI, PG19 perplexity at
+  8192 after 0, 200 and 1000 fine-tuning steps. ``PI_NO_EXTENSION_MIN``: the same paper's Table 1, plain
+  RoPE without extension at 4096-32768 tokens, perplexity "> 1000" (a lower bound, not a value).
 
 Names follow ``ropelib.encodings`` (``"rope"`` = rotary, ``"learned"`` = the paper's "absolute").
 ``published_orderings()`` turns them into the pairwise claims notebook 05 tests.
@@ -25,6 +29,9 @@ __all__ = [
     "ALIBI_SPEED",
     "KAZEMNEJAD_SOURCE",
     "KAZEMNEJAD_MRR",
+    "PI_SOURCE",
+    "PI_TABLE3",
+    "PI_NO_EXTENSION_MIN",
     "alibi_table",
     "published_orderings",
 ]
@@ -48,6 +55,12 @@ KAZEMNEJAD_SOURCE = (
 )
 #: encoding -> mean reciprocal rank (higher = better length generalisation)
 KAZEMNEJAD_MRR: dict[str, float] = {"nope": 0.69, "t5": 0.55, "alibi": 0.50, "rope": 0.33, "learned": 0.22}
+
+PI_SOURCE = "Chen et al. 2023 (PI), arXiv 2306.15595, Table 3: LLaMA-7B 2048→8192, PG19 ppl at 8192"
+#: fine-tuning steps -> PG19 perplexity at 8192 (PI, LLaMA-7B 2048 -> 8192)
+PI_TABLE3: dict[int, float] = {0: 16.10, 200: 7.12, 1000: 6.95}
+#: PI Table 1: plain RoPE (no extension) at 4096-32768 tokens has perplexity "> 1000"
+PI_NO_EXTENSION_MIN = 1000.0
 
 
 def alibi_table() -> pd.DataFrame:
