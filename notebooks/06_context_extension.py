@@ -83,7 +83,7 @@ from IPython.display import display
 
 from ropelib import analysis as A
 from ropelib import experiments as X
-from ropelib import published
+from ropelib import memo, published
 from ropelib.data import make_task
 from ropelib.evaluate import lm_loss_at_lengths, loss_by_position, retrieval_accuracy, with_rope_scaling
 from ropelib.model import ModelConfig, select_device
@@ -114,7 +114,8 @@ def lap(name: str, start: tuple[float, float]) -> None:
 
 
 T_START = now()
-print(f"profile={profile}, device={select_device(device)}, torch threads={torch.get_num_threads()}")
+torch_device = select_device(device)
+print(f"profile={profile}, device={torch_device}, torch threads={torch.get_num_threads()}")
 
 
 def write_csv(df: pd.DataFrame, name: str) -> None:
@@ -295,9 +296,17 @@ chars = make_task(BASE_SPECS[("chars", seeds[0])].task)
 val_tokens = chars.tokens("validation")  # (N,)
 
 
-def perplexity(model, length: int) -> dict:
+def ident(result, method: str = "none", s: float = 1.0) -> dict:
+    """What identifies an evaluated model for the evaluation cache (ropelib.memo): the trained run's hash and
+    the RoPE scaling applied to it at evaluation time."""
+    return {"run": result.hash, "rope": method_keys(method, s, result.spec.train.seq_len), "device": torch_device.type}
+
+
+def perplexity(model, length: int, model_id: dict) -> dict:
     """Non-overlapping loss / perplexity of `model` at `length` over about `eval_tokens` validation tokens."""
-    df = lm_loss_at_lengths(model, val_tokens, [length], mode="nonoverlap", max_windows=max(1, eval_tokens // length))
+    df = memo.cached("06_ppl", {**model_id, "length": length, "eval_tokens": eval_tokens},
+                     lambda: lm_loss_at_lengths(model, val_tokens, [length], mode="nonoverlap",
+                                                max_windows=max(1, eval_tokens // length)))
     row = df.iloc[0]
     if row["status"] != "ok":
         raise RuntimeError(f"length {length}: {row['status']} ({row['reason']})")
@@ -318,7 +327,7 @@ for seed in seeds:
             for length in eval_lengths(method, s, L):
                 ppl_rows.append({"task": "chars", "seed": seed, "run_hash": base.hash[:16], "method": method,
                                  "factor": s, "train_length": L, "length": length, "multiplier": length / L,
-                                 **perplexity(model, length)})
+                                 **perplexity(model, length, ident(base, method, s))})
 zero_ppl = pd.DataFrame(ppl_rows)
 write_csv(zero_ppl, "06_zero_shot_ppl.csv")
 lap("zero-shot perplexity", t0)
@@ -389,7 +398,9 @@ for seed in seeds:
     base = bases[("chars", seed)]
     for method in methods:
         s = 1.0 if method == "none" else float(s_max)
-        curve = loss_by_position(extended(base, method, s), val_tokens, n_pos, max_windows=position_windows)
+        curve = memo.cached("06_loss_by_position", {**ident(base, method, s), "length": n_pos, "windows": position_windows},
+                            lambda: loss_by_position(extended(base, method, s), val_tokens, n_pos,
+                                                     max_windows=position_windows))
         for lo, hi in zip(edges[:-1], edges[1:]):
             pos_rows.append({"task": "chars", "seed": seed, "method": method, "factor": s, "train_length": L,
                              "length": n_pos, "position_lo": int(lo), "position_hi": int(hi),
@@ -425,8 +436,13 @@ rtask = make_task(BASE_SPECS[(retrieval_task, seeds[0])].task)
 L_ret = TRAIN_LEN[retrieval_task]
 
 
-def retrieval(model, length: int) -> pd.DataFrame:
+def retrieval(model, length: int, model_id: dict) -> pd.DataFrame:
     """Exact-match accuracy by depth at `length` (kv_recall: depth = distance / largest distance that fits)."""
+    return memo.cached("06_retrieval", {**model_id, "length": length, "depths": retrieval_depths,
+                                        "samples": retrieval_samples}, lambda: _retrieval(model, length))
+
+
+def _retrieval(model, length: int) -> pd.DataFrame:
     if "depth" in rtask.controls:
         df = retrieval_accuracy(model, rtask, [length], depths=retrieval_depths, n_samples=retrieval_samples, seed=0)
     else:
@@ -446,7 +462,7 @@ for seed in seeds:
         for s in settings(method):
             model = extended(base, method, s)
             for length in eval_lengths(method, s, L_ret):
-                ret_frames.append(retrieval(model, length).assign(
+                ret_frames.append(retrieval(model, length, ident(base, method, s)).assign(
                     task=retrieval_task, seed=seed, run_hash=base.hash[:16], method=method, factor=s,
                     train_length=L_ret, multiplier=length / L_ret))
 zero_ret = pd.concat(ret_frames, ignore_index=True)
@@ -522,12 +538,12 @@ def finetune_chain(base_spec: RunSpec, method: str) -> dict[int, RunSpec]:
     return chain
 
 
-def scores(task: str, model, length: int) -> dict[str, float]:
+def scores(task: str, model, length: int, model_id: dict) -> dict[str, float]:
     """Metrics of a model at `length`: loss and ppl (chars), mean accuracy over depths (retrieval)."""
     if task == "chars":
-        p = perplexity(model, length)
+        p = perplexity(model, length, model_id)
         return {"loss": p["loss"], "ppl": p["ppl"]}
-    return {"accuracy": float(retrieval(model, length)["accuracy"].mean())}
+    return {"accuracy": float(retrieval(model, length, model_id)["accuracy"].mean())}
 
 
 ft_rows = []
@@ -540,11 +556,12 @@ for task in ft_tasks:
             for steps in [0, *ft_steps]:
                 if steps == 0:
                     model, run_hash = extended(base, method, finetune_factor), base.hash[:16]
+                    model_id = ident(base, method, finetune_factor)
                 else:
                     result = run(chain[steps], progress=False)
-                    model, run_hash = result.model, result.hash[:16]
+                    model, run_hash, model_id = result.model, result.hash[:16], ident(result)  # scaling in the spec
                 for length in (Lt, int(finetune_factor * Lt)):
-                    for metric, value in scores(task, model, length).items():
+                    for metric, value in scores(task, model, length, model_id).items():
                         ft_rows.append({"task": task, "seed": seed, "method": method, "factor": float(finetune_factor),
                                         "ft_steps": steps, "run_hash": run_hash, "train_length": Lt,
                                         "ft_length": int(finetune_factor * Lt), "length": length,
@@ -563,10 +580,8 @@ ft_view
 # share of the gap between no fine-tuning and the longest fine-tune that is closed after each step count.
 
 # %%
-# Chen et al. 2023 (PI), arXiv 2306.15595, Table 3 — as data with its source (REFERENCES.md §3)
-PI_SOURCE = "Chen et al. 2023 (PI), arXiv 2306.15595, Table 3: LLaMA-7B 2048→8192, PG19 ppl at 8192"
-PI_TABLE3 = {0: 16.10, 200: 7.12, 1000: 6.95}  # fine-tuning steps -> perplexity
-PI_NO_EXTENSION_MIN = 1000.0  # Table 1: plain RoPE (no extension) at 4096-32768, perplexity "> 1000"
+# Chen et al. 2023 (PI), arXiv 2306.15595, Tables 1 and 3 — data with its source in ropelib.published
+PI_SOURCE, PI_TABLE3, PI_NO_EXTENSION_MIN = published.PI_SOURCE, published.PI_TABLE3, published.PI_NO_EXTENSION_MIN
 pi_frame = pd.DataFrame({"source": PI_SOURCE, "method": "linear", "ft_steps": list(PI_TABLE3),
                          "ppl": list(PI_TABLE3.values())})
 ours = ft_summary[(ft_summary.task == "chars") & (ft_summary.metric == "ppl") & (ft_summary.multiplier == finetune_factor)]
