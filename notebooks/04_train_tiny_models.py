@@ -39,8 +39,8 @@ eval_windows = 32  # chars: validation windows of the training length for the in
 n_eval_samples = 256  # retrieval / algorithmic: held-out sequences for in-distribution accuracy
 attention_samples = 8  # sequences for the attention-distance measurement
 eval_seed = 12345  # generator seed of the held-out samples (not a training seed)
-bench_rounds = 3  # throughput benchmark: interleaved rounds over the encodings
-bench_steps = 5  # timed training steps per encoding and round (after one warm-up step)
+bench_rounds = 5  # throughput benchmark: interleaved rounds over the encodings (the CI of a speed ratio needs several)
+bench_steps = 8  # timed training steps per encoding and round (after one warm-up step)
 
 # %% tags=["injected-parameters"]
 # Parameters
