@@ -102,3 +102,28 @@ def test_smoke_profile_executes(path, tmp_path):
     executed = _read(out)
     assert run_all.error_of(executed) is None
     assert all(c.execution_count is not None for c in _code_cells(executed))
+
+
+@pytest.mark.slow
+def test_rerun_reads_evaluations_back_and_reproduces_the_results(tmp_path, monkeypatch):
+    """A second execution with a warm cache reads every evaluation back (ropelib.memo: no entry is rewritten,
+    none is added) and writes byte-identical result tables."""
+    path = NOTEBOOKS_DIR / "05_length_extrapolation.ipynb"
+    params = {**PROFILES.parameters(path.stem, "smoke"), "profile": "smoke", "device": "cpu"}
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ROPELIB_CACHE_DIR", str(cache))
+    results, entries = [], {}
+    for i in range(2):
+        monkeypatch.setenv("ROPELIB_RESULTS_DIR", str(tmp_path / f"results{i}"))
+        monkeypatch.setenv("ROPELIB_FIGURES_DIR", str(tmp_path / f"figures{i}"))
+        papermill.execute_notebook(str(path), str(tmp_path / f"run{i}.ipynb"), parameters=params,
+                                   kernel_name="python3", language="python", cwd=str(NOTEBOOKS_DIR), progress_bar=False)
+        results.append(tmp_path / f"results{i}")
+        if i == 0:
+            entries = {p: p.stat().st_mtime_ns for p in (cache / "evals").rglob("*.pkl")}
+    assert entries, "the first execution stored no evaluation"
+    assert {p: p.stat().st_mtime_ns for p in (cache / "evals").rglob("*.pkl")} == entries
+    tables = sorted(p.name for p in results[0].glob("*.csv"))
+    assert tables and tables == sorted(p.name for p in results[1].glob("*.csv"))
+    for name in tables:
+        assert (results[0] / name).read_bytes() == (results[1] / name).read_bytes(), name
