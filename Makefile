@@ -28,6 +28,7 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) benchmarks/rope_apply.py
 	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/profile_cost.py --profile full
 
 clean-venv:
 	rm -rf $(VENV)
