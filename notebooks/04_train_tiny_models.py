@@ -41,6 +41,7 @@ attention_samples = 8  # sequences for the attention-distance measurement
 eval_seed = 12345  # generator seed of the held-out samples (not a training seed)
 bench_rounds = 5  # throughput benchmark: interleaved rounds over the encodings (the CI of a speed ratio needs several)
 bench_steps = 8  # timed training steps per encoding and round (after one warm-up step)
+sinusoid_scales = [0.1, 0.3, 1.0]  # extra chars models (seed 0) with other sinusoid scales, besides the base one
 
 # %% tags=["injected-parameters"]
 # Parameters
@@ -234,14 +235,24 @@ plt.show()
 # `X.SINUSOID_SCALE` $= 0.02\sqrt 2$, which starts their entries at the RMS of the token embeddings
 # (the balance Vaswani et al. keep). The table compares typical vector norms of the trained models.
 #
-# What that choice is worth: one more character model (seed 0, same budget) with the table as is
-# (`scale=1`), beside the scaled one and NoPE.
+# What that choice is worth, and what happens in between: more character models (seed 0, same budget)
+# with the sinusoids scaled by each of `sinusoid_scales` (1 = the table as is), evaluated at $L$, $4L$ and
+# $8L$ (non-overlapping windows over the same `eval_windows` × 8L validation characters at every length)
+# beside the base model and NoPE. This also tests a reading of notebook
+# 05: if a sinusoidal model that *uses* its positions blows up past $L$ (as in the ALiBi paper), the
+# flat curve of the base model says more about its scale than about sinusoids.
 
 # %%
 from dataclasses import replace
 
 from ropelib.encodings.sinusoidal import sinusoidal_encoding
 from ropelib.runs import run
+
+
+def sinusoid_rms_norm(L: int, d_model: int) -> float:
+    """Median norm of the unscaled sinusoidal vectors of positions 0..L-1 (sqrt(d_model / 2) for even d)."""
+    return sinusoidal_encoding(torch.arange(L), d_model).norm(dim=-1).median().item()
+
 
 norm_rows = []
 for (enc, task, seed), r in runs.items():
@@ -261,19 +272,59 @@ display(norms)
 scale_check = None
 if "sinusoidal" in ENCODINGS and "chars" in TASKS:
     base = specs[("sinusoidal", "chars", SEEDS[0])]
-    unscaled_spec = replace(base, model=replace(base.model, encoding_params={**base.model.encoding_params, "scale": 1.0}))
-    unscaled = run(unscaled_spec, progress=False)
     L = base.train.seq_len
-    check_lengths = [L, 4 * L]
+    check_lengths = [L, 4 * L, 8 * L]
+    span = eval_windows * check_lengths[-1]  # validation tokens scored at every length
+    models = {"nope": runs[("nope", "chars", SEEDS[0])] if "nope" in ENCODINGS else None}
+    for scale in sorted({float(setup.sinusoid_scale), *map(float, sinusoid_scales)}):
+        if scale == setup.sinusoid_scale:
+            models[scale] = runs[("sinusoidal", "chars", SEEDS[0])]
+        else:  # trained here (cached like every run)
+            params = {**base.model.encoding_params, "scale": scale}
+            models[scale] = run(replace(base, model=replace(base.model, encoding_params=params)), progress=False)
     rows = []
-    for name, model in ((f"sinusoidal x {setup.sinusoid_scale:.3f} (base model)", runs[("sinusoidal", "chars", SEEDS[0])].model),
-                        ("sinusoidal x 1 (table as is)", unscaled.model),
-                        ("nope", runs[("nope", "chars", SEEDS[0])].model if "nope" in ENCODINGS else None)):
-        if model is not None:
-            df = lm_loss_at_lengths(model, chars_tokens, check_lengths, max_windows=eval_windows)
-            rows.append({"model (seed %d)" % SEEDS[0]: name, **{f"val_loss {n}": v for n, v in zip(check_lengths, df.loss)}})
-    scale_check = pd.DataFrame(rows).set_index("model (seed %d)" % SEEDS[0])
+    for scale, r in models.items():
+        if r is None:
+            continue
+        # the same text at every length (as in notebook 05): span / length non-overlapping windows each
+        df = memo.cached("04_sinusoid_scale", {"run": r.hash, "device": torch_device.type, "lengths": check_lengths,
+                                               "span": span},
+                         lambda: pd.concat([lm_loss_at_lengths(r.model, chars_tokens, [n], max_windows=span // n)
+                                            for n in check_lengths], ignore_index=True))
+        pos = (0.0 if scale == "nope" else
+               float(scale * sinusoid_rms_norm(L, r.model.config.d_model)))
+        tok = r.model.tok_emb.weight.detach().norm(dim=-1).median().item()
+        for length, loss in zip(check_lengths, df.loss):
+            rows.append({"encoding": "nope" if scale == "nope" else "sinusoidal",
+                         "scale": np.nan if scale == "nope" else scale, "seed": SEEDS[0], "run_hash": r.hash[:16],
+                         "train_length": L, "length": length, "multiplier": length / L, "loss": float(loss),
+                         "ppl": float(np.exp(loss)), "position_norm": pos, "token_norm_trained": tok})
+    scale_table = pd.DataFrame(rows)
+    write_table(scale_table, "04_sinusoid_scale")
+    scale_check = scale_table.assign(
+        model=lambda d: np.where(d.encoding == "nope", "nope", "sinusoidal x " + d.scale.map("{:.3g}".format))
+    ).pivot(index="model", columns="multiplier", values="loss")
+    scale_check.columns = [f"val_loss {m:g}x" for m in scale_check.columns]
+    scale_check[f"{check_lengths[-1] // L}x / 1x ppl"] = np.exp(scale_check.iloc[:, -1] - scale_check.iloc[:, 0])
     display(scale_check)
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.6), layout="constrained")
+    sc = scale_table[scale_table.encoding == "sinusoidal"]
+    for (m, g), shade in zip(sc.groupby("multiplier"), (1.0, 0.7, 0.45)):
+        ax.plot(g.scale, g.loss, marker="o", color=color_for("sinusoidal"), alpha=shade, label=f"sinusoidal at {m:g}L")
+    if models["nope"] is not None:
+        for (m, g), shade in zip(scale_table[scale_table.encoding == "nope"].groupby("multiplier"), (1.0, 0.7, 0.45)):
+            ax.axhline(g.loss.iloc[0], color=color_for("nope"), alpha=shade, linestyle=":", label=f"nope at {m:g}L")
+    ax.axvline(setup.sinusoid_scale, color="0.5", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("sinusoid scale (vertical line: the base models')")
+    ax.set_ylabel("validation loss (nats/char)")
+    ax.set_title(f"Sinusoidal chars models (seed {SEEDS[0]}) by scale of the added table")
+    ax.legend(fontsize=7, ncol=2)
+    savefig(fig, "sinusoid_scale", notebook=NOTEBOOK,
+            caption=f"Validation loss at 1x, 4x and 8x the training length of character models whose sinusoids are scaled by "
+                    f"{', '.join(f'{x:.3g}' for x in sorted(sc.scale.unique()))} (seed {SEEDS[0]}; dotted: NoPE).")
+    plt.show()
 
 # %% [markdown]
 # ## 4. Training throughput
@@ -462,16 +513,26 @@ lines.append(
        if {"rope", "alibi", "sinusoidal"} <= set(ENCODINGS) else "."))
 if scale_check is not None:
     sn = norms[(norms.encoding == "sinusoidal") & (norms.task == "chars")].iloc[0]
-    c, c4 = scale_check.iloc[:, 0], scale_check.iloc[:, 1]
+    st = scale_table[scale_table.encoding == "sinusoidal"].pivot(index="scale", columns="multiplier", values="loss")
+    top = st.columns.max()
+    base_s, unscaled_s = float(setup.sinusoid_scale), 1.0 if 1.0 in st.index else st.index.max()
+    nope_l = scale_table[scale_table.encoding == "nope"].set_index("multiplier").loss
+    grow = np.exp(st[top] - st[1.0])  # ppl at the longest length / at L
     lines.append(
-        f"* Sinusoidal: scaled by {setup.sinusoid_scale:.3f}, the position vectors (median norm {sn.position_norm:.2f}) end "
-        f"training at {sn['position / token']:.2f}x the token embeddings' median norm ({sn.token_norm_trained:.2f}). "
-        f"The table as is (scale 1, seed {SEEDS[0]}) gives chars validation loss {c.iloc[1]:.3f} at the training length "
-        f"and {c4.iloc[1]:.3f} at 4x, against {c.iloc[0]:.3f} and {c4.iloc[0]:.3f} scaled (NoPE "
-        f"{c.get('nope', float('nan')):.3f} and {c4.get('nope', float('nan')):.3f}): "
-        + (f"unscaled sinusoids cost {c.iloc[1] - c.iloc[0]:.3f} nats/char in distribution, so an unscaled baseline "
-           f"would have made absolute positions look far worse than they are."
-           if c.iloc[1] - c.iloc[0] > 0.05 else "the scale makes no material difference here."))
+        f"* Sinusoidal: scaled by {base_s:.3f}, the position vectors (median norm {sn.position_norm:.2f}) end training at "
+        f"{sn['position / token']:.2f}x the token embeddings' median norm ({sn.token_norm_trained:.2f}). Validation loss "
+        f"at L by scale: " + ", ".join(f"{x:.3g}: {st.loc[x, 1.0]:.3f}" for x in st.index)
+        + (f" (NoPE {nope_l.get(1.0, np.nan):.3f})" if len(nope_l) else "")
+        + f"; perplexity at {top:g}L over L: " + ", ".join(f"{x:.3g}: x{grow[x]:.2f}" for x in st.index)
+        + (f" (NoPE x{np.exp(nope_l[top] - nope_l[1.0]):.2f})" if len(nope_l) else "") + ". "
+        + (f"The table as is costs {st.loc[unscaled_s, 1.0] - st.loc[base_s, 1.0]:.3f} nats/char at L against the base "
+           f"scale, so an unscaled baseline would make absolute positions look far worse than they are. "
+           if st.loc[unscaled_s, 1.0] - st.loc[base_s, 1.0] > 0.05 else "")
+        + (f"Larger scales grow more past L (largest rise x{grow.max():.2f} at scale {grow.idxmax():.3g}): "
+           f"sinusoids that carry more of the signal extrapolate worse, as in the ALiBi paper."
+           if grow.max() > 1.2 and grow.idxmax() > base_s else
+           f"No scale blows up past L here (largest rise x{grow.max():.2f}; the ALiBi paper's sinusoidal model: "
+           f"x{published.ALIBI_TABLE1[2512]['sinusoidal'] / published.ALIBI_TABLE1[512]['sinusoidal']:.1f} at about 5L)."))
 am = att_model[att_model.task == TASKS[0]].groupby("encoding").mean_distance.mean()
 L0 = setup.task(TASKS[0]).train_length
 lines.append(

@@ -29,6 +29,7 @@ SCHEMA = {
     "04_summary.csv": "profile, encoding, task, metric, n_seeds, mean, ci_low, ci_high",
     "04_throughput.csv": "profile, encoding, task, seq_len, batch_size, round, tokens_per_s",
     "04_attention_distance.csv": "profile, encoding, task, seed, layer, head, mean_distance",
+    "04_sinusoid_scale.csv": "profile, encoding, scale, seed, run_hash, train_length, length, multiplier, loss, ppl, position_norm, token_norm_trained",
     "05_lm_loss.csv": "profile, encoding, seed, run_hash, train_length, length, multiplier, mode, stride, loss, ppl, n_tokens, n_windows, min_context, status, reason",
     "05_lm_summary.csv": "profile, encoding, train_length, length, multiplier, mode, n_seeds, loss_mean, loss_ci_low, loss_ci_high, ppl_mean, ppl_ci_low, ppl_ci_high",
     "05_loss_by_position.csv": "profile, encoding, seed, length, position_lo, position_hi, loss",
@@ -112,6 +113,25 @@ def test_04_tables_complete(tables, setup):
     bench = tables["04_throughput.csv"]
     assert set(bench.encoding) == set(setup.encodings) and (bench.tokens_per_s > 0).all()
     assert bench.groupby("encoding").size().nunique() == 1  # the same number of rounds for every encoding
+
+
+def test_04_sinusoid_scale_table(tables, setup, profile):
+    """The base sinusoidal chars model (its current hash), the extra scales and NoPE, each at 1x, 4x, 8x."""
+    from ropelib.runs import DIR_HASH_CHARS
+
+    sc = tables["04_sinusoid_scale.csv"]
+    seed, L = setup.seeds[0], setup.task("chars").train_length
+    base = X.base_spec(setup, "sinusoidal", "chars", seed)
+    nope = X.base_spec(setup, "nope", "chars", seed)
+    sin = sc[sc.encoding == "sinusoidal"]
+    assert base.hash()[:DIR_HASH_CHARS] in set(sin.run_hash) and set(sc[sc.encoding == "nope"].run_hash) == {
+        nope.hash()[:DIR_HASH_CHARS]}
+    assert setup.sinusoid_scale in set(sin.scale) and 1.0 in set(sin.scale) and sin.scale.nunique() >= 3
+    assert sc[sc.encoding == "nope"].scale.isna().all()
+    for _, g in sc.groupby(["encoding", "scale"], dropna=False):
+        assert sorted(g.multiplier) == [1.0, 4.0, 8.0] and (g.length == g.multiplier * L).all()
+    assert sc.loss.notna().all() and np.allclose(sc.ppl, np.exp(sc.loss))
+    assert (sc.seed == seed).all() and (sc.train_length == L).all()
 
 
 def _check_nan_only_for_learned(df: pd.DataFrame, value: str) -> None:
