@@ -72,6 +72,15 @@ from ropelib.provenance import show_provenance
 
 NOTEBOOK = "04_train_tiny_models"
 set_theme()
+EVAL_VERSION = 1  # bump after changing how this notebook evaluates: it is part of every evaluation-cache key
+
+
+def cached(name: str, key: dict, compute):
+    """``ropelib.memo.cached`` with this notebook's ``EVAL_VERSION`` in the key: evaluations are read back when
+    the run, the parameters, the library source and this version are unchanged (``ROPELIB_EVAL_CACHE=0``: never)."""
+    return memo.cached(name, {**key, "eval_version": EVAL_VERSION}, compute)
+
+
 pd.set_option("display.precision", 3)
 torch_device = select_device(device)
 if torch_device.type == "cpu":
@@ -188,7 +197,7 @@ def in_distribution(r) -> dict[str, float]:
 quality = []
 for (enc, task, seed), r in runs.items():
     # evaluation cache (ropelib.memo): a rerun with the same models and library reads these back
-    values = memo.cached("04_in_distribution", {"run": r.hash, "device": torch_device.type, "eval_windows": eval_windows,
+    values = cached("04_in_distribution", {"run": r.hash, "device": torch_device.type, "eval_windows": eval_windows,
                                                 "n_eval_samples": n_eval_samples, "eval_seed": eval_seed},
                          lambda: in_distribution(r))
     quality += [{"encoding": enc, "task": task, "seed": seed, "metric": k, "value": v} for k, v in values.items()]
@@ -287,7 +296,7 @@ if "sinusoidal" in ENCODINGS and "chars" in TASKS:
         if r is None:
             continue
         # the same text at every length (as in notebook 05): span / length non-overlapping windows each
-        df = memo.cached("04_sinusoid_scale", {"run": r.hash, "device": torch_device.type, "lengths": check_lengths,
+        df = cached("04_sinusoid_scale", {"run": r.hash, "device": torch_device.type, "lengths": check_lengths,
                                                "span": span},
                          lambda: pd.concat([lm_loss_at_lengths(r.model, chars_tokens, [n], max_windows=span // n)
                                             for n in check_lengths], ignore_index=True))
@@ -423,7 +432,7 @@ def attention_inputs(task: str, L: int) -> torch.Tensor:
 att_rows = []
 for (enc, task, seed), r in runs.items():
     L = r.spec.train.seq_len
-    dist = memo.cached("04_attention_distance", {"run": r.hash, "device": torch_device.type, "samples": attention_samples,
+    dist = cached("04_attention_distance", {"run": r.hash, "device": torch_device.type, "samples": attention_samples,
                                                  "eval_seed": eval_seed},
                        lambda: X.attention_distance(r.model, attention_inputs(task, L)))  # (layers, heads)
     for layer in range(dist.shape[0]):

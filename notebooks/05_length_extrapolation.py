@@ -71,6 +71,15 @@ from ropelib.provenance import show_provenance
 
 NOTEBOOK = "05_length_extrapolation"
 set_theme()
+EVAL_VERSION = 1  # bump after changing how this notebook evaluates: it is part of every evaluation-cache key
+
+
+def cached(name: str, key: dict, compute):
+    """``ropelib.memo.cached`` with this notebook's ``EVAL_VERSION`` in the key: evaluations are read back when
+    the run, the parameters, the library source and this version are unchanged (``ROPELIB_EVAL_CACHE=0``: never)."""
+    return memo.cached(name, {**key, "eval_version": EVAL_VERSION}, compute)
+
+
 pd.set_option("display.precision", 3)
 torch_device = select_device(device)
 if torch_device.type == "cpu":
@@ -125,7 +134,7 @@ for task in LM_TASKS:
                         stride = max(1, int(round(sliding_stride_fraction * length)))
                         n_windows = max(1, (eval_tokens - length) // stride + 1)
                     # evaluation cache (ropelib.memo): a rerun with the same models and library reads it back
-                    df = memo.cached("05_lm_loss", {"run": r.hash, "device": torch_device.type, "length": length,
+                    df = cached("05_lm_loss", {"run": r.hash, "device": torch_device.type, "length": length,
                                                     "mode": mode, "stride": stride, "windows": n_windows},
                                      lambda: lm_loss_at_lengths(r.model, tokens, [length], mode, stride=stride,
                                                                 max_windows=n_windows))
@@ -159,7 +168,7 @@ if {"sinusoidal", "nope"} <= set(ENCODINGS) and LM_TASKS:
         r = runs[("sinusoidal", LM_TASKS[0], seed)]
         as_trained = lm[(lm.encoding == "sinusoidal") & (lm.seed == seed) & (lm["mode"] == "nonoverlap")
                         & (lm.length == L0)].ppl.iloc[0]
-        stripped = memo.cached("05_without_sinusoids", {"run": r.hash, "device": torch_device.type, "length": L0,
+        stripped = cached("05_without_sinusoids", {"run": r.hash, "device": torch_device.type, "length": L0,
                                                         "windows": max(1, eval_tokens // L0)},
                                lambda: lm_loss_at_lengths(without_positions(r.model), tokens, [L0], "nonoverlap",
                                                           max_windows=max(1, eval_tokens // L0)))
@@ -237,7 +246,7 @@ for task in LM_TASKS:
             model = runs[(enc, task, seed)].model
             if unsupported_reason(model, P) is not None:
                 continue  # learned positions: no vector past the table
-            curve = memo.cached("05_loss_by_position", {"run": runs[(enc, task, seed)].hash, "device": torch_device.type,
+            curve = cached("05_loss_by_position", {"run": runs[(enc, task, seed)].hash, "device": torch_device.type,
                                                         "length": P, "windows": position_windows},
                                 lambda: loss_by_position(model, tokens, P, max_windows=position_windows))  # (P,)
             for lo, hi in zip(edges[:-1], edges[1:]):
@@ -291,7 +300,7 @@ for task in RET_TASKS:
     for enc in ENCODINGS:
         for seed in SEEDS:
             r = runs[(enc, task, seed)]
-            df = memo.cached("05_retrieval", {"run": r.hash, "device": torch_device.type, "lengths": lengths,
+            df = cached("05_retrieval", {"run": r.hash, "device": torch_device.type, "lengths": lengths,
                                               "depths": retrieval_depths, "samples": retrieval_samples, "seed": eval_seed},
                              lambda: retrieval_accuracy(r.model, task_obj, lengths, depths=retrieval_depths,
                                                         n_samples=retrieval_samples, seed=eval_seed))
@@ -317,7 +326,7 @@ for task in ALG_TASKS:
     for enc in ENCODINGS:
         for seed in SEEDS:
             r = runs[(enc, task, seed)]
-            df = memo.cached("05_algorithmic", {"run": r.hash, "device": torch_device.type,
+            df = cached("05_algorithmic", {"run": r.hash, "device": torch_device.type,
                                                 "lengths": lengths_for(L, multipliers), "samples": algorithmic_samples,
                                                 "seed": eval_seed},
                              lambda: algorithmic_accuracy(r.model, task_obj, lengths_for(L, multipliers),

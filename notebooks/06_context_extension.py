@@ -98,6 +98,15 @@ NOTEBOOK = "06_context_extension"
 if threads is not None:
     torch.set_num_threads(int(threads))
 set_theme()
+EVAL_VERSION = 1  # bump after changing how this notebook evaluates: it is part of every evaluation-cache key
+
+
+def cached(name: str, key: dict, compute):
+    """``ropelib.memo.cached`` with this notebook's ``EVAL_VERSION`` in the key: evaluations are read back when
+    the run, the parameters, the library source and this version are unchanged (``ROPELIB_EVAL_CACHE=0``: never)."""
+    return memo.cached(name, {**key, "eval_version": EVAL_VERSION}, compute)
+
+
 pd.set_option("display.precision", 4)
 timings: dict[str, dict[str, float]] = {}  # section -> wall and CPU seconds
 
@@ -304,7 +313,7 @@ def ident(result, method: str = "none", s: float = 1.0) -> dict:
 
 def perplexity(model, length: int, model_id: dict) -> dict:
     """Non-overlapping loss / perplexity of `model` at `length` over about `eval_tokens` validation tokens."""
-    df = memo.cached("06_ppl", {**model_id, "length": length, "eval_tokens": eval_tokens},
+    df = cached("06_ppl", {**model_id, "length": length, "eval_tokens": eval_tokens},
                      lambda: lm_loss_at_lengths(model, val_tokens, [length], mode="nonoverlap",
                                                 max_windows=max(1, eval_tokens // length)))
     row = df.iloc[0]
@@ -398,7 +407,7 @@ for seed in seeds:
     base = bases[("chars", seed)]
     for method in methods:
         s = 1.0 if method == "none" else float(s_max)
-        curve = memo.cached("06_loss_by_position", {**ident(base, method, s), "length": n_pos, "windows": position_windows},
+        curve = cached("06_loss_by_position", {**ident(base, method, s), "length": n_pos, "windows": position_windows},
                             lambda: loss_by_position(extended(base, method, s), val_tokens, n_pos,
                                                      max_windows=position_windows))
         for lo, hi in zip(edges[:-1], edges[1:]):
@@ -438,7 +447,7 @@ L_ret = TRAIN_LEN[retrieval_task]
 
 def retrieval(model, length: int, model_id: dict) -> pd.DataFrame:
     """Exact-match accuracy by depth at `length` (kv_recall: depth = distance / largest distance that fits)."""
-    return memo.cached("06_retrieval", {**model_id, "length": length, "depths": retrieval_depths,
+    return cached("06_retrieval", {**model_id, "length": length, "depths": retrieval_depths,
                                         "samples": retrieval_samples}, lambda: _retrieval(model, length))
 
 
