@@ -68,6 +68,7 @@ __all__ = [
     "verdict_long_range_dependencies",
     "verdict_blog_formula",
     "verdict_sinusoidal_extrapolates",
+    "position_use",
     "verdict_learned_richer",
     "paired_speed_ratio",
     "verdict_rope_faster",
@@ -92,6 +93,7 @@ TABLE_NOTEBOOK: Mapping[str, str] = {
     "04_throughput.csv": "04",
     "05_lm_summary.csv": "05",
     "05_retrieval.csv": "05",
+    "05_without_positions.csv": "05",
     "06_zero_shot_ppl.csv": "06",
     "06_finetune.csv": "06",
 }
@@ -635,6 +637,34 @@ def worse_than_nope(lm_summary: pd.DataFrame, encoding: str, mode: str = "nonove
     return compare(mine, nope, lower_is_better=True) == "worse", mine.mean, nope.mean
 
 
+def position_use(without_positions: pd.DataFrame | None, encoding: str) -> tuple[float, float] | None:
+    """``(mean 1x ppl as trained, mean 1x ppl with the position vectors removed)`` of ``encoding``'s models
+    from ``05_without_positions.csv`` (the same weights evaluated with NoPE); ``None`` without rows."""
+    if without_positions is None:
+        return None
+    _require_columns(without_positions, ("encoding", "ppl", "ppl_without_positions"), "05_without_positions")
+    rows = without_positions[without_positions["encoding"] == encoding]
+    if rows.empty:
+        return None
+    return float(rows["ppl"].mean()), float(rows["ppl_without_positions"].mean())
+
+
+def _barely_uses_positions(without_positions: pd.DataFrame | None, encoding: str, tol: float, ev: dict) -> str:
+    """A caveat (or ``""``) when removing ``encoding``'s position vectors changes its 1x perplexity by at most
+    ``tol``: such a model reads little from its positions, so a flat curve past the training length is
+    weak evidence that the encoding extrapolates. Adds the numbers to ``ev``."""
+    use = position_use(without_positions, encoding)
+    if use is None:
+        return ""
+    ppl, stripped = use
+    ev[f"{encoding} ppl at 1x without its position vectors"] = stripped
+    change = stripped / ppl - 1.0
+    if change > tol:
+        return ""
+    return (f"a weak test: removing the position vectors from our {encoding} models changes their 1x perplexity "
+            f"by {change:+.1%} ({ppl:.2f} -> {stripped:.2f}), so they barely use them")
+
+
 def _degradation_cells(lm: pd.DataFrame, encoding: str, tol: float) -> tuple[pd.DataFrame, dict]:
     ratios = _beyond(ppl_ratios(lm, encoding))
     ev = {f"{r.mode} {r.multiplier:g}x: {encoding} ppl / 1x": r.ratio for r in ratios.itertuples()}
@@ -642,9 +672,15 @@ def _degradation_cells(lm: pd.DataFrame, encoding: str, tol: float) -> tuple[pd.
 
 
 def verdict_sinusoidal_extrapolates(
-    lm_summary: pd.DataFrame | None, *, thresholds: Thresholds = DEFAULT_THRESHOLDS
+    lm_summary: pd.DataFrame | None,
+    without_positions: pd.DataFrame | None = None,
+    *,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
 ) -> tuple[str, dict]:
-    """C5: does the sinusoidal model keep its 1x perplexity (within ``quality_tolerance``) on longer inputs?"""
+    """C5: does the sinusoidal model keep its 1x perplexity (within ``quality_tolerance``) on longer inputs?
+
+    With ``05_without_positions.csv`` (optional): when removing the sinusoids barely changes the 1x
+    perplexity, the verdict carries the caveat that the test is weak (``_barely_uses_positions``)."""
     missing = _missing(**{"05_lm_summary": lm_summary})
     if missing:
         return missing
@@ -670,14 +706,23 @@ def verdict_sinusoidal_extrapolates(
         verdict = (f"not testable here (our sinusoidal model is worse than NoPE at the training length: ppl "
                    f"{ppl:.2f} vs {nope_ppl:.2f}, so its flat curve does not show extrapolation)")
         ev["summary"] += f"; but at 1x it is worse than no positional encoding (ppl {ppl:.2f} vs NoPE {nope_ppl:.2f})"
+        return verdict, ev
+    caveat = _barely_uses_positions(without_positions, "sinusoidal", thresholds.quality_tolerance, ev)
+    if caveat:
+        verdict += f" ({caveat})"
+        ev["summary"] += f"; {caveat}"
     return verdict, ev
 
 
 def verdict_traditional_decline(
-    lm_summary: pd.DataFrame | None, *, thresholds: Thresholds = DEFAULT_THRESHOLDS
+    lm_summary: pd.DataFrame | None,
+    without_positions: pd.DataFrame | None = None,
+    *,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
 ) -> tuple[str, dict]:
     """C10: do traditional encodings decline past the training length? Sinusoidal perplexity above
-    ``1 + quality_tolerance`` times its 1x value, learned undefined (a decline to nothing)."""
+    ``1 + quality_tolerance`` times its 1x value, learned undefined (a decline to nothing). The caveat of
+    C5 (``05_without_positions.csv``, optional) is added when the sinusoidal models barely use positions."""
     missing = _missing(**{"05_lm_summary": lm_summary})
     if missing:
         return missing
@@ -699,10 +744,14 @@ def verdict_traditional_decline(
         return f"not testable here (no usable traditional rows past 1x{'; ' + why if why else ''})", {
             **ev, "summary": f"no usable sinusoidal/learned rows past 1x{'; ' + why if why else ''}"}
     verdict = "supported" if all(declines) else "contradicted" if not any(declines) else "partly supported"
+    caveat = "" if why else _barely_uses_positions(without_positions, "sinusoidal", thresholds.quality_tolerance, ev)
     if why:
         verdict += f" (learned positions only; {why})"
+    elif caveat:
+        verdict += f" (sinusoidal is {caveat})"
     ev["summary"] = (f"traditional encodings lose quality (or are undefined) in {sum(declines)} of {len(declines)} "
-                     f"(encoding, mode, length) cells past 1x{'; ' + why if why else ''}")
+                     f"(encoding, mode, length) cells past 1x{'; ' + why if why else ''}"
+                     f"{'; sinusoidal is ' + caveat if caveat else ''}")
     return verdict, ev
 
 
@@ -942,7 +991,7 @@ CLAIMS: tuple[Claim, ...] = (
         "Understanding Positional Embeddings",
         f"Vaswani et al. (§3.5) only hypothesised it. ALiBi Table 1: sinusoidal ppl {_alibi('sinusoidal', 512)} "
         f"at 512 -> {_alibi('sinusoidal', 1012)} at 1012 -> {_alibi('sinusoidal', 15512)} at 15512.",
-        verdict_sinusoidal_extrapolates, ("05_lm_summary.csv",),
+        verdict_sinusoidal_extrapolates, ("05_lm_summary.csv", "05_without_positions.csv"),
         (("05_length_extrapolation", "perplexity_vs_length"),),
     ),
     Claim(
@@ -992,7 +1041,7 @@ CLAIMS: tuple[Claim, ...] = (
         f"ALiBi Table 1: sinusoidal ppl {_alibi('sinusoidal', 512)} -> {_alibi('sinusoidal', 1012)} at ~2x. "
         f"Kazemnejad et al.: absolute MRR {published.KAZEMNEJAD_MRR['learned']}, the lowest. Learned tables are "
         f"undefined past their length.",
-        verdict_traditional_decline, ("05_lm_summary.csv",),
+        verdict_traditional_decline, ("05_lm_summary.csv", "05_without_positions.csv"),
         (("05_length_extrapolation", "perplexity_vs_length"),),
     ),
     Claim(

@@ -279,6 +279,25 @@ def test_weak_sinusoidal_baseline_is_not_evidence():
     assert ev["sliding 4x: rope vs nope"] == "worse" and "worse than no positions at all" in ev["summary"]
 
 
+def test_sinusoidal_models_that_barely_use_positions_are_a_weak_test():
+    """05_without_positions.csv: removing the sinusoids changes the 1x perplexity by at most the tolerance."""
+    flat = lm_summary({"sinusoidal": FLAT})
+    barely = pd.DataFrame({"encoding": ["sinusoidal"] * 2, "ppl": [10.0, 12.0], "ppl_without_positions": [10.1, 12.1]})
+    assert C.position_use(barely, "sinusoidal") == (11.0, 11.1)
+    assert C.position_use(barely, "learned") is None and C.position_use(None, "sinusoidal") is None
+    v, ev = C.verdict_sinusoidal_extrapolates(flat, barely)
+    assert v.startswith("supported (a weak test: removing the position vectors from our sinusoidal models changes")
+    assert "+0.9%" in v and ev["sinusoidal ppl at 1x without its position vectors"] == 11.1
+    v, ev = C.verdict_traditional_decline(flat, barely)
+    assert v.startswith("contradicted (sinusoidal is a weak test") and "barely use them" in ev["summary"]
+    used = barely.assign(ppl_without_positions=[15.0, 18.0])  # +50%: the positions matter
+    assert C.verdict_sinusoidal_extrapolates(flat, used)[0] == "supported"
+    assert C.verdict_traditional_decline(flat, used)[0] == "contradicted"
+    assert C.verdict_sinusoidal_extrapolates(flat)[0] == "supported"  # the table is optional
+    with pytest.raises(ValueError, match="ppl_without_positions"):
+        C.verdict_sinusoidal_extrapolates(flat, barely.drop(columns="ppl_without_positions"))
+
+
 # ---------------------------------------------------------------------------------------------
 # C6, C7, C8 — pairwise comparisons in 04_summary
 # ---------------------------------------------------------------------------------------------

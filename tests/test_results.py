@@ -33,6 +33,7 @@ SCHEMA = {
     "05_lm_loss.csv": "profile, encoding, seed, run_hash, train_length, length, multiplier, mode, stride, loss, ppl, n_tokens, n_windows, min_context, status, reason",
     "05_lm_summary.csv": "profile, encoding, train_length, length, multiplier, mode, n_seeds, loss_mean, loss_ci_low, loss_ci_high, ppl_mean, ppl_ci_low, ppl_ci_high",
     "05_loss_by_position.csv": "profile, encoding, seed, length, position_lo, position_hi, loss",
+    "05_without_positions.csv": "profile, encoding, seed, run_hash, train_length, length, ppl, ppl_without_positions",
     "05_retrieval.csv": "profile, encoding, task, seed, run_hash, train_length, length, multiplier, depth, distance, accuracy, token_accuracy, n_samples, status, reason",
     "05_algorithmic.csv": "profile, encoding, task, seed, run_hash, train_length, length, multiplier, n, accuracy, token_accuracy, n_samples, status, reason",
     "05_accuracy_summary.csv": "profile, encoding, task, train_length, length, multiplier, n_seeds, mean, ci_low, ci_high",
@@ -189,6 +190,16 @@ def test_05_retrieval_and_algorithmic_complete(tables, setup, params05):
     if algo_tasks:
         _check_nan_only_for_learned(alg, "accuracy")
         assert (alg.n == (alg.length - 2) // 2).all()
+
+
+def test_05_without_positions_matches_the_lm_table(tables, setup):
+    """One row per sinusoidal chars seed; ``ppl`` is that model's 1x non-overlapping value in 05_lm_loss."""
+    wp, lm = tables["05_without_positions.csv"], tables["05_lm_loss.csv"]
+    L = setup.task("chars").train_length
+    assert sorted(wp.seed) == sorted(setup.seeds) and (wp.encoding == "sinusoidal").all() and (wp.length == L).all()
+    ref = lm[(lm.encoding == "sinusoidal") & (lm["mode"] == "nonoverlap") & (lm.length == L)].set_index("seed").ppl
+    assert np.allclose(wp.set_index("seed").ppl.sort_index(), ref.sort_index(), rtol=1e-12)
+    assert (wp.ppl_without_positions > 0).all()
 
 
 def test_05_orderings_use_the_summaries(tables):
