@@ -72,12 +72,7 @@ from ropelib.provenance import show_provenance
 NOTEBOOK = "05_length_extrapolation"
 set_theme()
 EVAL_VERSION = 1  # bump after changing how this notebook evaluates: it is part of every evaluation-cache key
-
-
-def cached(name: str, key: dict, compute):
-    """``ropelib.memo.cached`` with this notebook's ``EVAL_VERSION`` in the key: evaluations are read back when
-    the run, the parameters, the library source and this version are unchanged (``ROPELIB_EVAL_CACHE=0``: never)."""
-    return memo.cached(name, {**key, "eval_version": EVAL_VERSION}, compute)
+cached = memo.versioned(EVAL_VERSION)  # evaluations read back while run, parameters, library and version match
 
 
 pd.set_option("display.precision", 3)

@@ -13,8 +13,8 @@ value — computed once and stored under ``<cache_dir>/evals/<name>/<digest>.pkl
   library (an evaluation, a task generator, an encoding) invalidates every stored evaluation;
 * the torch version and ``EVAL_FORMAT``.
 
-Code that lives in a notebook cell is not fingerprinted: put what it depends on into ``key`` (or bump
-a version string in it). Entries are written atomically (``ropelib.paths.atomic_write_bytes``), so an
+Code that lives in a notebook cell is not fingerprinted: put what it depends on into ``key``, and give
+the notebook a version to bump when its own evaluation code changes: ``cached = versioned(EVAL_VERSION)``. Entries are written atomically (``ropelib.paths.atomic_write_bytes``), so an
 interrupted notebook keeps every evaluation it finished. ``ROPELIB_EVAL_CACHE=0`` turns the cache off
 (always compute, never read or write).
 """
@@ -38,7 +38,7 @@ import torch
 from .paths import atomic_write_bytes
 from .paths import cache_dir as default_cache_dir
 
-__all__ = ["EVAL_FORMAT", "cached", "eval_path", "code_fingerprint", "enabled"]
+__all__ = ["EVAL_FORMAT", "cached", "versioned", "eval_path", "code_fingerprint", "enabled"]
 
 #: bumped when the meaning of a stored evaluation changes (part of every digest)
 EVAL_FORMAT = 1
@@ -130,3 +130,16 @@ def cached(
     pickle.dump(value, buf, protocol=pickle.HIGHEST_PROTOCOL)
     atomic_write_bytes(path, buf.getvalue())
     return value
+
+
+def versioned(version: int | str) -> Callable[[str, Mapping[str, Any], Callable[[], T]], T]:
+    """``cached`` with ``"eval_version": version`` added to every key: a notebook's
+    ``cached = memo.versioned(EVAL_VERSION)``, bumped after changing how the notebook evaluates."""
+    _plain(version, "eval_version")  # validates
+
+    def cached_versioned(name: str, key: Mapping[str, Any], compute: Callable[[], T]) -> T:
+        if not isinstance(key, Mapping):
+            raise ValueError(f"key must be a mapping, got {type(key).__name__}")
+        return cached(name, {**key, "eval_version": version}, compute)
+
+    return cached_versioned

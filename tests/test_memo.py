@@ -93,3 +93,20 @@ def test_failed_compute_stores_nothing(tmp_path):
 def test_bad_names_and_keys(tmp_path, name, key, match):
     with pytest.raises(ValueError, match=match):
         memo.cached(name, key, lambda: 0, cache_dir=tmp_path)
+
+
+def test_versioned_adds_the_version_to_every_key(tmp_path, counter, monkeypatch):
+    calls, compute = counter
+    monkeypatch.setenv("ROPELIB_CACHE_DIR", str(tmp_path))
+    v1, v1_again, v2 = memo.versioned(1), memo.versioned(1), memo.versioned(2)
+    v1("x", {"a": 1}, compute)
+    v1_again("x", {"a": 1}, compute)
+    assert len(calls) == 1
+    v2("x", {"a": 1}, compute)
+    memo.cached("x", {"a": 1}, compute)  # unversioned: another entry
+    assert len(calls) == 3
+    assert memo.eval_path("x", {"a": 1, "eval_version": 1}).is_file()
+    with pytest.raises(ValueError, match="eval_version"):
+        memo.versioned(object())
+    with pytest.raises(ValueError, match="key must be a mapping"):
+        v1("x", [1], compute)
