@@ -34,7 +34,7 @@ def _sync(device: torch.device) -> None:
 
 
 def time_per_step(spec, device: torch.device, steps: int, warmup: int) -> float:
-    """Seconds per training step of ``spec``'s model on one batch of its task (median-free: a mean over ``steps``)."""
+    """Seconds per training step of ``spec``'s model on one batch of its task (the mean over ``steps`` steps)."""
     torch.manual_seed(0)
     model = ToyTransformer(spec.model).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=spec.train.lr)

@@ -193,8 +193,8 @@ quality = []
 for (enc, task, seed), r in runs.items():
     # evaluation cache (ropelib.memo): a rerun with the same models and library reads these back
     values = cached("04_in_distribution", {"run": r.hash, "device": torch_device.type, "eval_windows": eval_windows,
-                                                "n_eval_samples": n_eval_samples, "eval_seed": eval_seed},
-                         lambda: in_distribution(r))
+                                           "n_eval_samples": n_eval_samples, "eval_seed": eval_seed},
+                    lambda: in_distribution(r))
     quality += [{"encoding": enc, "task": task, "seed": seed, "metric": k, "value": v} for k, v in values.items()]
 quality = pd.DataFrame(quality)
 write_table(quality, "04_in_distribution")
@@ -250,10 +250,11 @@ plt.show()
 from dataclasses import replace
 
 from ropelib.encodings.sinusoidal import sinusoidal_encoding
+from ropelib.model import INIT_STD
 from ropelib.runs import run
 
 
-def sinusoid_rms_norm(L: int, d_model: int) -> float:
+def sinusoid_norm(L: int, d_model: int) -> float:
     """Median norm of the unscaled sinusoidal vectors of positions 0..L-1 (sqrt(d_model / 2) for even d)."""
     return sinusoidal_encoding(torch.arange(L), d_model).norm(dim=-1).median().item()
 
@@ -265,11 +266,11 @@ for (enc, task, seed), r in runs.items():
     m, L = r.model, r.spec.train.seq_len
     tok = m.tok_emb.weight.detach().norm(dim=-1).median().item()
     if enc == "sinusoidal":
-        pos = (m.encoding.scale * sinusoidal_encoding(torch.arange(L), m.config.d_model)).norm(dim=-1).median().item()
+        pos = m.encoding.scale * sinusoid_norm(L, m.config.d_model)
     else:
         pos = m.encoding.table.weight.detach()[:L].norm(dim=-1).median().item()
     norm_rows.append({"encoding": enc, "task": task, "token_norm_trained": tok, "position_norm": pos,
-                      "position / token": pos / tok, "token_norm_at_init": 0.02 * m.config.d_model ** 0.5})
+                      "position / token": pos / tok, "token_norm_at_init": INIT_STD * m.config.d_model ** 0.5})
 norms = pd.DataFrame(norm_rows)
 display(norms)
 
@@ -292,11 +293,10 @@ if "sinusoidal" in ENCODINGS and "chars" in TASKS:
             continue
         # the same text at every length (as in notebook 05): span / length non-overlapping windows each
         df = cached("04_sinusoid_scale", {"run": r.hash, "device": torch_device.type, "lengths": check_lengths,
-                                               "span": span},
-                         lambda: pd.concat([lm_loss_at_lengths(r.model, chars_tokens, [n], max_windows=span // n)
-                                            for n in check_lengths], ignore_index=True))
-        pos = (0.0 if scale == "nope" else
-               float(scale * sinusoid_rms_norm(L, r.model.config.d_model)))
+                                          "span": span},
+                    lambda: pd.concat([lm_loss_at_lengths(r.model, chars_tokens, [n], max_windows=span // n)
+                                       for n in check_lengths], ignore_index=True))
+        pos = 0.0 if scale == "nope" else scale * sinusoid_norm(L, r.model.config.d_model)
         tok = r.model.tok_emb.weight.detach().norm(dim=-1).median().item()
         for length, loss in zip(check_lengths, df.loss):
             rows.append({"encoding": "nope" if scale == "nope" else "sinusoidal",
@@ -428,8 +428,8 @@ att_rows = []
 for (enc, task, seed), r in runs.items():
     L = r.spec.train.seq_len
     dist = cached("04_attention_distance", {"run": r.hash, "device": torch_device.type, "samples": attention_samples,
-                                                 "eval_seed": eval_seed},
-                       lambda: X.attention_distance(r.model, attention_inputs(task, L)))  # (layers, heads)
+                                            "eval_seed": eval_seed},
+                  lambda: X.attention_distance(r.model, attention_inputs(task, L)))  # (layers, heads)
     for layer in range(dist.shape[0]):
         for head in range(dist.shape[1]):
             att_rows.append({"encoding": enc, "task": task, "seed": seed, "layer": layer, "head": head,

@@ -130,9 +130,9 @@ for task in LM_TASKS:
                         n_windows = max(1, (eval_tokens - length) // stride + 1)
                     # evaluation cache (ropelib.memo): a rerun with the same models and library reads it back
                     df = cached("05_lm_loss", {"run": r.hash, "device": torch_device.type, "length": length,
-                                                    "mode": mode, "stride": stride, "windows": n_windows},
-                                     lambda: lm_loss_at_lengths(r.model, tokens, [length], mode, stride=stride,
-                                                                max_windows=n_windows))
+                                               "mode": mode, "stride": stride, "windows": n_windows},
+                                lambda: lm_loss_at_lengths(r.model, tokens, [length], mode, stride=stride,
+                                                           max_windows=n_windows))
                     lm_rows.append(df.assign(encoding=enc, seed=seed, run_hash=r.hash[:16], train_length=L,
                                              multiplier=length / L))
 lm = pd.concat(lm_rows, ignore_index=True)
@@ -165,9 +165,9 @@ if {"sinusoidal", "nope"} <= set(ENCODINGS) and LM_TASKS:
         as_trained = lm[(lm.encoding == "sinusoidal") & (lm.seed == seed) & (lm["mode"] == "nonoverlap")
                         & (lm.length == L0)].ppl.iloc[0]
         stripped = cached("05_without_sinusoids", {"run": r.hash, "device": torch_device.type, "length": L0,
-                                                        "windows": max(1, eval_tokens // L0)},
-                               lambda: lm_loss_at_lengths(without_positions(r.model), tokens, [L0], "nonoverlap",
-                                                          max_windows=max(1, eval_tokens // L0)))
+                                                   "windows": max(1, eval_tokens // L0)},
+                          lambda: lm_loss_at_lengths(without_positions(r.model), tokens, [L0], "nonoverlap",
+                                                     max_windows=max(1, eval_tokens // L0)))
         abl.append({"encoding": "sinusoidal", "seed": seed, "run_hash": r.hash[:16], "train_length": L0, "length": L0,
                     "ppl": float(as_trained), "ppl_without_positions": float(stripped.ppl.iloc[0])})
     abl = pd.DataFrame(abl)
@@ -246,8 +246,8 @@ for task in LM_TASKS:
             if unsupported_reason(model, P) is not None:
                 continue  # learned positions: no vector past the table
             curve = cached("05_loss_by_position", {"run": runs[(enc, task, seed)].hash, "device": torch_device.type,
-                                                        "length": P, "windows": position_windows},
-                                lambda: loss_by_position(model, tokens, P, max_windows=position_windows))  # (P,)
+                                                   "length": P, "windows": position_windows},
+                           lambda: loss_by_position(model, tokens, P, max_windows=position_windows))  # (P,)
             for lo, hi in zip(edges[:-1], edges[1:]):
                 pos_rows.append({"encoding": enc, "seed": seed, "length": P, "position_lo": int(lo),
                                  "position_hi": int(hi), "loss": float(curve[lo:hi].mean())})
@@ -300,9 +300,9 @@ for task in RET_TASKS:
         for seed in SEEDS:
             r = runs[(enc, task, seed)]
             df = cached("05_retrieval", {"run": r.hash, "device": torch_device.type, "lengths": lengths,
-                                              "depths": retrieval_depths, "samples": retrieval_samples, "seed": eval_seed},
-                             lambda: retrieval_accuracy(r.model, task_obj, lengths, depths=retrieval_depths,
-                                                        n_samples=retrieval_samples, seed=eval_seed))
+                                         "depths": retrieval_depths, "samples": retrieval_samples, "seed": eval_seed},
+                        lambda: retrieval_accuracy(r.model, task_obj, lengths, depths=retrieval_depths,
+                                                   n_samples=retrieval_samples, seed=eval_seed))
             df["distance"] = [distance[(n, d)] if s == "ok" else np.nan
                               for n, d, s in zip(df.length, df.depth, df.status)]
             ret_rows.append(df.assign(encoding=enc, task=task, seed=seed, run_hash=r.hash[:16], train_length=L,
@@ -326,10 +326,10 @@ for task in ALG_TASKS:
         for seed in SEEDS:
             r = runs[(enc, task, seed)]
             df = cached("05_algorithmic", {"run": r.hash, "device": torch_device.type,
-                                                "lengths": lengths_for(L, multipliers), "samples": algorithmic_samples,
-                                                "seed": eval_seed},
-                             lambda: algorithmic_accuracy(r.model, task_obj, lengths_for(L, multipliers),
-                                                          n_samples=algorithmic_samples, seed=eval_seed))
+                                           "lengths": lengths_for(L, multipliers), "samples": algorithmic_samples,
+                                           "seed": eval_seed},
+                        lambda: algorithmic_accuracy(r.model, task_obj, lengths_for(L, multipliers),
+                                                     n_samples=algorithmic_samples, seed=eval_seed))
             alg_rows.append(df.assign(encoding=enc, task=task, seed=seed, run_hash=r.hash[:16], train_length=L,
                                       multiplier=df.length / L))
 alg_cols = ["encoding", "task", "seed", "run_hash", "train_length", "length", "multiplier", "n", "accuracy",

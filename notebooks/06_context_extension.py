@@ -309,8 +309,8 @@ def ident(result, method: str = "none", s: float = 1.0) -> dict:
 def perplexity(model, length: int, model_id: dict) -> dict:
     """Non-overlapping loss / perplexity of `model` at `length` over about `eval_tokens` validation tokens."""
     df = cached("06_ppl", {**model_id, "length": length, "eval_tokens": eval_tokens},
-                     lambda: lm_loss_at_lengths(model, val_tokens, [length], mode="nonoverlap",
-                                                max_windows=max(1, eval_tokens // length)))
+                lambda: lm_loss_at_lengths(model, val_tokens, [length], mode="nonoverlap",
+                                           max_windows=max(1, eval_tokens // length)))
     row = df.iloc[0]
     if row["status"] != "ok":
         raise RuntimeError(f"length {length}: {row['status']} ({row['reason']})")
@@ -403,8 +403,8 @@ for seed in seeds:
     for method in methods:
         s = 1.0 if method == "none" else float(s_max)
         curve = cached("06_loss_by_position", {**ident(base, method, s), "length": n_pos, "windows": position_windows},
-                            lambda: loss_by_position(extended(base, method, s), val_tokens, n_pos,
-                                                     max_windows=position_windows))
+                       lambda: loss_by_position(extended(base, method, s), val_tokens, n_pos,
+                                                max_windows=position_windows))
         for lo, hi in zip(edges[:-1], edges[1:]):
             pos_rows.append({"task": "chars", "seed": seed, "method": method, "factor": s, "train_length": L,
                              "length": n_pos, "position_lo": int(lo), "position_hi": int(hi),
@@ -443,7 +443,7 @@ L_ret = TRAIN_LEN[retrieval_task]
 def retrieval(model, length: int, model_id: dict) -> pd.DataFrame:
     """Exact-match accuracy by depth at `length` (kv_recall: depth = distance / largest distance that fits)."""
     return cached("06_retrieval", {**model_id, "length": length, "depths": retrieval_depths,
-                                        "samples": retrieval_samples}, lambda: _retrieval(model, length))
+                                   "samples": retrieval_samples}, lambda: _retrieval(model, length))
 
 
 def _retrieval(model, length: int) -> pd.DataFrame:
