@@ -26,9 +26,11 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import lzma
 import platform
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -43,6 +45,7 @@ __all__ = [
     "make_task",
     "task_params",
     "CharsTask",
+    "BooksTask",
     "PasskeyTask",
     "KVRecallTask",
     "CopyTask",
@@ -322,6 +325,111 @@ class CharsTask(Task):
 
 
 # ---------------------------------------------------------------------------------------------
+# books: character-level LM on public-domain novels committed with the project
+# ---------------------------------------------------------------------------------------------
+#: the committed snapshot (``data/build_books.py`` built it; ``data/books_manifest.json`` lists the books)
+BOOKS_PATH = Path(__file__).resolve().parent / "corpora" / "books.jsonl.xz"
+#: SHA-256 of the snapshot's uncompressed JSON lines: every result records it, and loading checks it
+BOOKS_SHA256 = "3f138c1007a46a389cafb586b271422f8577b6cc7b68a18663ffed46b16b17c8"
+#: separator between consecutive sections of a split (a section never runs into the next one unmarked)
+SECTION_SEPARATOR = "\n\n"
+
+
+@lru_cache(maxsize=1)
+def _books_sections() -> tuple[dict, ...]:
+    """The snapshot's sections (dicts with ``ebook, title, section, text``), hash checked."""
+    try:
+        raw = lzma.decompress(BOOKS_PATH.read_bytes())
+    except FileNotFoundError:
+        raise ValueError(f"the books corpus {BOOKS_PATH} is missing: reinstall the project") from None
+    except lzma.LZMAError as exc:
+        raise ValueError(f"the books corpus {BOOKS_PATH} is corrupt ({exc}): restore it from git") from None
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != BOOKS_SHA256:
+        raise ValueError(f"the books corpus {BOOKS_PATH} has SHA-256 {digest}, expected {BOOKS_SHA256}")
+    return tuple(json.loads(line) for line in raw.decode("utf-8").splitlines())
+
+
+def _section_rank(ebook: int, section: int) -> str:
+    return hashlib.sha256(f"{ebook}:{section}".encode()).hexdigest()
+
+
+@register_task("books")
+class BooksTask(Task):
+    """Character-level LM over 14 public-domain English novels (about 12M characters).
+
+    The corpus: Project Gutenberg e-texts of Austen, Dickens, the Brontes, Eliot, Melville, Shelley,
+    Stoker, Conan Doyle, Twain and Alcott, normalised to printable ASCII, one line per paragraph, cut
+    into sections of at least 8,000 characters at paragraph ends (``data/build_books.py``). A section
+    is the unit of the split, so no text is shared between splits: from every book,
+    ``validation_sections`` sections go to ``"validation"`` and ``test_sections`` to ``"test"`` (the
+    sections of lowest SHA-256 rank of ``"ebook:section"``, a fixed pseudo-random choice), the rest to
+    ``"train"``. Validation and test therefore hold whole sections of every book. Within a split the
+    sections are joined in (ebook, section) order with a blank line. ``sample`` draws random windows of
+    ``T + 1`` characters from ``split`` (default ``"train"``); every position is scored.
+    Vocabulary: id 0 is the unknown character, then the corpus's distinct characters in sorted order.
+    """
+
+    controls = ("split",)
+    SPLITS = ("train", "validation", "test")
+
+    def __init__(self, *, validation_sections: int = 1, test_sections: int = 1) -> None:
+        super().__init__()
+        self.validation_sections = _check_int("validation_sections", validation_sections, 1)
+        self.test_sections = _check_int("test_sections", test_sections, 1)
+        sections = _books_sections()
+        by_book: dict[int, list[dict]] = {}
+        for rec in sections:
+            by_book.setdefault(rec["ebook"], []).append(rec)
+        held = self.validation_sections + self.test_sections
+        too_small = [e for e, recs in by_book.items() if len(recs) <= held]
+        if too_small:
+            raise ValueError(f"validation_sections + test_sections = {held} leaves no training text for ebook(s) {too_small}")
+        split_of: dict[tuple[int, int], str] = {}
+        for ebook, recs in by_book.items():
+            ranked = sorted(recs, key=lambda r: _section_rank(ebook, r["section"]))
+            for i, rec in enumerate(ranked):
+                split = "validation" if i < self.validation_sections else "test" if i < held else "train"
+                split_of[(ebook, rec["section"])] = split
+        self._documents = {s: [r for r in sections if split_of[(r["ebook"], r["section"])] == s] for s in self.SPLITS}
+        text = SECTION_SEPARATOR.join(r["text"] for r in sections)
+        self.vocab = [UNKNOWN_CHAR] + sorted(set(text) - {UNKNOWN_CHAR})
+        self._codes = np.array([ord(c) for c in self.vocab[1:]], dtype=np.int64)  # sorted code points
+        self._splits = {
+            s: self.encode(SECTION_SEPARATOR.join(r["text"] for r in docs)) for s, docs in self._documents.items()
+        }
+
+    encode = CharsTask.encode
+    decode = CharsTask.decode
+    min_length = CharsTask.min_length
+    _build = CharsTask._build
+
+    def tokens(self, split: str = "validation") -> torch.Tensor:
+        """All ids of ``split`` (``"train"``, ``"validation"`` or ``"test"``) as ``(N,)`` long."""
+        if split not in self.SPLITS:
+            raise ValueError(f"unknown split {split!r}; allowed: {', '.join(self.SPLITS)}")
+        return self._splits[split]
+
+    def documents(self, split: str = "validation") -> list[dict]:
+        """The sections of ``split``: dicts with ``ebook``, ``title``, ``section`` and ``text``."""
+        self.tokens(split)  # validates the name
+        return list(self._documents[split])
+
+    def info(self) -> dict[str, Any]:
+        """Source, SHA-256 of the snapshot, and per split the number of sections, books and characters."""
+        out = super().info()
+        out.update(
+            source="14 public-domain Project Gutenberg novels (data/books_manifest.json), ropelib/corpora/books.jsonl.xz",
+            sha256=BOOKS_SHA256,
+            n_chars=int(sum(len(r["text"]) for docs in self._documents.values() for r in docs)),
+            **{f"n_{s}": int(self._splits[s].numel()) for s in self.SPLITS},
+            **{f"n_{s}_sections": len(self._documents[s]) for s in self.SPLITS},
+            **{f"n_{s}_books": len({r["ebook"] for r in self._documents[s]}) for s in self.SPLITS},
+        )
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
 # passkey retrieval
 # ---------------------------------------------------------------------------------------------
 @register_task("passkey")
@@ -336,21 +444,82 @@ class PasskeyTask(Task):
     training draws depth uniformly. Scored: the ``k`` digit predictions from the query ``KEY`` on.
     ``meta``: ``depth`` (float, B), ``distance`` (tokens between the needle's last digit and the query,
     long, B). Needs ``T >= 2k + 1``.
+
+    ``digit_filler=True`` draws the filler uniformly from the digits *and* the filler tokens, so the
+    needle's digits hide among digits that mean nothing: which digits appeared no longer tells the
+    answer, and the position-blind floor falls from ``1/k!`` to a few percent (``position_blind_floor``).
     """
 
     controls = ("depth",)
 
-    def __init__(self, *, n_digits: int = 4, n_filler: int = 4) -> None:
+    def __init__(self, *, n_digits: int = 4, n_filler: int = 4, digit_filler: bool = False) -> None:
         super().__init__()
         self.n_digits = _check_int("n_digits", n_digits, 1)
         if self.n_digits > 10:
             raise ValueError(f"n_digits must be <= 10 (distinct digits), got {n_digits!r}")
         self.n_filler = _check_int("n_filler", n_filler, 1)
+        if not isinstance(digit_filler, bool):
+            raise ValueError(f"digit_filler must be True or False, got {digit_filler!r}")
+        self.digit_filler = digit_filler
         self.vocab = [str(d) for d in range(10)] + [f"f{i}" for i in range(self.n_filler)] + ["KEY"]
         self.KEY = len(self.vocab) - 1
 
     def min_length(self) -> int:
         return 2 * self.n_digits + 1
+
+    def position_blind_floor(self, length: int | None = None, n_samples: int = 20_000, seed: int = 0) -> float:
+        """Best teacher-forced exact match of any predictor that sees only bags of input tokens.
+
+        Digit-free filler (``digit_filler=False``): exactly ``1 / k!``, whatever the length (below).
+        With ``digit_filler=True`` it depends on the sequence ``length`` (required) and is estimated by
+        Monte Carlo (``n_samples`` sequences, NumPy generator ``seed``) as an *upper bound*: the
+        exact-match rate of the Bayes-optimal predictor that knows the digit counts ``c`` of the bag
+        before the answer and, in addition, which digits were already given. Given ``c``, the needle's
+        digit *set* ``A`` has posterior ``prod_{i in A} c_i`` (the filler digits are multinomial, so
+        removing the needle's digits from the counts multiplies their likelihood by ``prod c_i``), its
+        ``k!`` orders are equally likely, and a deterministic predictor is right on all ``k`` digits for
+        exactly one ordered tuple; so its best exact match is ``max_A P(A | c)`` = the product of the
+        ``k`` largest counts over ``k! e_k(c)`` (``e_k`` the elementary symmetric polynomial). A
+        predictor that sees only the bag knows less, so its floor is at most this.
+
+        Digit-free filler, the argument for ``1 / k!``:
+
+        The predictor: each scored prediction (digit ``i`` of ``k``, made at the query ``KEY`` or at an
+        answer digit) sees the multiset (bag) of the inputs up to and including its position, never
+        their order — what a causal model with no access to order could use. The argument: the filler
+        holds no digit and the needle's ``k`` digits are distinct, so the bag before digit ``i`` shows
+        the set ``D`` of the needle's digits and, by their doubled counts, the *set* of the ``i - 1``
+        digits already given (teacher forcing), but not the order of either; the rest of the bag (the
+        filler counts, two ``KEY``) does not depend on the order. So a deterministic bag predictor is a
+        rule ``d_i = f_i(D, {d_1 … d_{i-1}}, rest)``, and given ``D`` and the rest it is right on all
+        ``k`` digits for at most one of the ``k!`` equally likely orders of ``D`` (the one the rule
+        builds digit by digit): probability at most ``1 / k!`` (a randomised rule is a mixture of
+        deterministic ones). Naming any not-yet-repeated digit of ``D`` attains it. ``k = 2``: 0.5,
+        ``k = 4``: 1/24. Independent of length and depth.
+
+        This bounds predictors blind to order. A causal decoder without a positional encoding is not
+        one — the causal mask lets it infer positions (Haviv et al. 2022, arXiv 2203.16634;
+        Kazemnejad et al. 2023, arXiv 2305.19466) — so such a model may exceed the floor.
+        """
+        import math
+
+        if not self.digit_filler:
+            return 1.0 / math.factorial(self.n_digits)
+        if length is None:
+            raise ValueError("position_blind_floor(length) needs the sequence length when digit_filler=True")
+        length = _check_int("length", length, self.min_length())
+        n_samples = _check_int("n_samples", n_samples, 1)
+        batch = self._build(n_samples, length, np.random.default_rng(seed))
+        room = length - self.n_digits  # the query KEY's index: the bag before the answer is x[:, :room]
+        bag = batch.x[:, :room].numpy()  # (N, room)
+        counts = np.stack([(bag == d).sum(1) for d in range(10)], axis=1).astype(np.float64)  # (N, 10)
+        k = self.n_digits
+        e = np.zeros((n_samples, k + 1))  # e[:, j] = e_j(c), by the recurrence over digits
+        e[:, 0] = 1.0
+        for d in range(10):
+            e[:, 1:] = e[:, 1:] + counts[:, d : d + 1] * e[:, :-1]
+        top = np.sort(counts, axis=1)[:, ::-1][:, :k].prod(1)  # (N,) product of the k largest counts
+        return float(np.mean(top / (math.factorial(k) * e[:, k])))
 
     def _build(self, batch_size: int, length: int, rng: np.random.Generator, depth: float | None = None) -> Batch:
         k = self.n_digits
@@ -362,7 +531,8 @@ class PasskeyTask(Task):
             if isinstance(depth, bool) or not isinstance(depth, (int, float)) or not (0.0 <= depth <= 1.0):
                 raise ValueError(f"depth must be a number in [0, 1], got {depth!r}")
             starts = np.full(batch_size, int(round(depth * last_start)))
-        seq = rng.integers(10, 10 + self.n_filler, size=(batch_size, length + 1))  # (B, T+1) filler
+        low = 0 if self.digit_filler else 10  # digit filler: digits 0-9 as well as the filler tokens
+        seq = rng.integers(low, 10 + self.n_filler, size=(batch_size, length + 1))  # (B, T+1) filler
         digits = np.argsort(rng.random((batch_size, 10)), axis=1)[:, :k]  # (B, k) distinct digits
         rows = np.arange(batch_size)[:, None]
         seq[rows, starts[:, None] + np.arange(k + 1)[None, :]] = np.concatenate(
@@ -386,16 +556,31 @@ class PasskeyTask(Task):
 class KVRecallTask(Task):
     """``… k1 v1 … k2 v2 … [QUERY] kq`` -> ``vq``: the value paired with the queried key.
 
-    Vocabulary: ``n_keys`` keys, ``n_values`` values, ``n_filler`` fillers, ``QUERY``. Each sequence
-    holds ``n_pairs`` pairs with distinct keys (values drawn with replacement) at random places among
-    filler; one of them is queried, with ``distance`` tokens between its value and ``QUERY`` (training:
-    uniform over ``distances(T)``, the values that leave room for every pair). Scored: the one prediction after the query key. ``meta``: ``distance``
+    Associative recall with distractor pairs (Zoology MQAR, Arora et al. 2023, arXiv 2312.04927,
+    single-query form). Vocabulary: ``n_keys`` keys, ``n_values`` values, ``n_filler`` fillers,
+    ``QUERY``. Each sequence holds ``n_pairs`` pairs with distinct keys at random places among filler;
+    the values are drawn uniformly with replacement (default) or, with ``distinct_values=True``,
+    without replacement (needs ``n_values >= n_pairs``). One pair is queried, with ``distance`` tokens
+    between its value and ``QUERY`` (training: uniform over ``distances(T)``, the values that leave
+    room for every pair). Scored: the one prediction after the query key. ``meta``: ``distance``
     (long, B). Needs ``T >= 2 * n_pairs + 2``.
+
+    Solving it needs order: the bag of input tokens shows the queried key (twice) and the candidate
+    values but not which value sits next to which key. ``position_blind_floor()`` is the best a
+    bag-of-tokens predictor can do: ``1 / n_pairs`` with ``distinct_values=True``.
     """
 
     controls = ("distance",)
 
-    def __init__(self, *, n_pairs: int = 4, n_keys: int = 16, n_values: int = 16, n_filler: int = 4) -> None:
+    def __init__(
+        self,
+        *,
+        n_pairs: int = 4,
+        n_keys: int = 16,
+        n_values: int = 16,
+        n_filler: int = 4,
+        distinct_values: bool = False,
+    ) -> None:
         super().__init__()
         self.n_pairs = _check_int("n_pairs", n_pairs, 1)
         self.n_keys = _check_int("n_keys", n_keys, 1)
@@ -403,6 +588,14 @@ class KVRecallTask(Task):
         self.n_filler = _check_int("n_filler", n_filler, 1)
         if self.n_pairs > self.n_keys:
             raise ValueError(f"n_pairs={n_pairs} needs as many distinct keys, but n_keys={n_keys}")
+        if not isinstance(distinct_values, (bool, np.bool_)):
+            raise ValueError(f"distinct_values must be True or False, got {distinct_values!r}")
+        self.distinct_values = bool(distinct_values)
+        if self.distinct_values and self.n_pairs > self.n_values:
+            raise ValueError(
+                f"distinct_values=True draws n_pairs={n_pairs} values without replacement, but n_values={n_values}; "
+                f"need n_values >= n_pairs (or distinct_values=False)"
+            )
         self.vocab = (
             [f"k{i}" for i in range(self.n_keys)]
             + [f"v{i}" for i in range(self.n_values)]
@@ -424,6 +617,55 @@ class KVRecallTask(Task):
         """Largest ``distance`` that fits in sequence length ``length``."""
         return self.distances(length)[-1]
 
+    def position_blind_floor(self) -> float:
+        """Best exact match of any predictor that sees only the bag (multiset) of input tokens.
+
+        The argument. The inputs' bag holds every key of the sequence once except the queried key
+        (twice: in its pair and after ``QUERY``), the multiset ``M`` of the ``n`` = ``n_pairs`` values,
+        the filler counts and one ``QUERY``. The values, listed pair by pair, are drawn independently
+        of the keys and of the layout (which alone sets the filler counts), and exchangeably (i.i.d.,
+        or without replacement), so given the bag the queried value is each of the ``n`` listed values
+        with equal probability: ``P(v_q = v | bag) = m_v / n``, ``m_v`` the count of ``v`` in ``M``. The
+        Bayes-optimal bag predictor names a most frequent value, right with probability
+        ``max_v m_v / n``; the floor is ``E[max_v m_v] / n``. It depends on neither length nor distance.
+
+        * ``distinct_values=True``: every ``m_v`` is 0 or 1, so the floor is exactly ``1 / n_pairs``.
+        * with replacement (default): ``M`` is multinomial(``n``, uniform over ``V`` = ``n_values``) and
+          ``E[max_v m_v] = sum_{c=0}^{n-1} (1 - N_c / V^n)``, with ``N_c = n! [x^n] (sum_{i<=c} x^i/i!)^V``
+          the number of sequences of ``n`` values from ``V`` with no value more than ``c`` times;
+          computed exactly in integers. The defaults (``n_pairs=4``, ``n_values=16``) give
+          ``1381 / 4096 = 0.337``, above ``1 / 4``: repeated values help a bag predictor.
+
+        This bounds predictors blind to order. A causal decoder without a positional encoding is not
+        one — the causal mask lets it infer positions (Haviv et al. 2022, arXiv 2203.16634;
+        Kazemnejad et al. 2023, arXiv 2305.19466) — so such a model may exceed the floor.
+        """
+        n = self.n_pairs
+        if self.distinct_values:
+            return 1.0 / n
+        return float(self._expected_max_count(n, self.n_values) / n)
+
+    @staticmethod
+    def _expected_max_count(n: int, n_symbols: int) -> "Fraction":
+        """Exact ``E[max_v m_v]`` for ``n`` i.i.d. uniform draws from ``n_symbols`` symbols (a Fraction)."""
+        from fractions import Fraction
+        from math import comb
+
+        def egf_product(f: list[int], g: list[int]) -> list[int]:  # exponential generating functions
+            return [sum(comb(j, i) * f[i] * g[j - i] for i in range(j + 1)) for j in range(n + 1)]
+
+        total = n_symbols**n
+        expected = Fraction(0)
+        for c in range(n):  # E[max] = sum_{c >= 0} P(max > c)
+            base = [1 if i <= c else 0 for i in range(n + 1)]  # one symbol used at most c times
+            power, e = [1] + [0] * n, n_symbols
+            while e:  # base ** n_symbols by squaring
+                if e & 1:
+                    power = egf_product(power, base)
+                base, e = egf_product(base, base), e >> 1
+            expected += Fraction(total - power[n], total)  # power[n] = N_c
+        return expected
+
     def _build(self, batch_size: int, length: int, rng: np.random.Generator, distance: int | None = None) -> Batch:
         region = length - 2  # pairs and filler, then [QUERY] kq (then the target vq)
         allowed = np.array(self.distances(length))  # training: uniform over these
@@ -440,7 +682,10 @@ class KVRecallTask(Task):
         dist = np.empty(batch_size, dtype=np.int64)
         for b in range(batch_size):
             keys = rng.permutation(self.n_keys)[: self.n_pairs]  # distinct keys; keys[0] is queried
-            values = rng.integers(self.n_keys, self.n_keys + self.n_values, size=self.n_pairs)
+            if self.distinct_values:  # without replacement
+                values = self.n_keys + rng.choice(self.n_values, size=self.n_pairs, replace=False)
+            else:  # with replacement (the original draw: same batches for the same seed)
+                values = rng.integers(self.n_keys, self.n_keys + self.n_values, size=self.n_pairs)
             d = int(allowed[rng.integers(len(allowed))]) if distance is None else distance
             q_start = region - 2 - d  # the queried pair occupies q_start, q_start + 1
             # distractor pairs: each goes left or right of the queried pair where 2-token room is left

@@ -72,7 +72,7 @@ def test_bad_sample_input_raises(name):
 def test_registry_errors_and_task_config():
     with pytest.raises(ValueError, match="'nope'.*chars"):
         make_task("nope")
-    with pytest.raises(ValueError, match="'n_digit'.*accepted: n_digits, n_filler"):
+    with pytest.raises(ValueError, match="'n_digit'.*accepted: digit_filler, n_digits, n_filler"):
         make_task("passkey", n_digit=3)
     with pytest.raises(ValueError, match="'colour'"):
         TaskConfig("copy", {"colour": 1})
@@ -81,7 +81,7 @@ def test_registry_errors_and_task_config():
     assert len({cfg, TaskConfig.from_dict(cfg.to_dict()), TaskConfig("passkey")}) == 2  # hashable
     assert make_task(cfg).n_digits == 3
     assert make_task(cfg, n_digits=5).n_digits == 5  # keywords override
-    assert make_task(cfg).params() == {"n_digits": 3, "n_filler": 4}
+    assert make_task(cfg).params() == {"n_digits": 3, "n_filler": 4, "digit_filler": False}
     assert task_params("copy") == {"n_symbols": 10}
     with pytest.raises(ValueError, match="unknown TaskConfig"):
         TaskConfig.from_dict({"name": "copy", "extra": 1})
@@ -193,3 +193,94 @@ def test_any_length_fits_and_scores_inside_the_sequence(name, length, seed):
         assert (scored == expected).all()
     else:  # copy / reverse: n symbols plus EOS
         assert torch.equal(scored, batch.meta["n"] + 1)
+
+
+# -- kv_recall distinct values, and the position-blind floors of the retrieval tasks ---------------
+def _binomial_tolerance(p: float, n: int) -> float:
+    """Four standard errors of a proportion of n draws with success probability p (plus one count)."""
+    return 4.0 * (p * (1.0 - p) / n) ** 0.5 + 1.0 / n
+
+
+def _bag(x: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """The multiset of each row's tokens as counts: (B, T) -> (B, V). Order is gone."""
+    return torch.nn.functional.one_hot(x, vocab_size).sum(dim=1)
+
+
+def test_kv_recall_distinct_values_and_errors():
+    task = make_task("kv_recall", n_pairs=6, n_values=6, distinct_values=True)
+    batch = task.sample(50, 30, gen(0))
+    is_value = (batch.x >= task.n_keys) & (batch.x < task.n_keys + task.n_values)
+    values = batch.x[is_value].view(50, 6)  # (B, n_pairs): every value of a row once
+    assert all(len(set(row.tolist())) == 6 for row in values)
+    assert task.params()["distinct_values"] is True
+    assert TaskConfig("kv_recall", {"distinct_values": True}).params == {"distinct_values": True}
+    default, explicit = make_task("kv_recall"), make_task("kv_recall", distinct_values=False)
+    a, b = default.sample(8, 40, gen(3)), explicit.sample(8, 40, gen(3))
+    assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)  # the default draws what it always drew
+    assert task_params("kv_recall")["distinct_values"] is False
+    with pytest.raises(ValueError, match=r"n_pairs=5.*n_values=3"):
+        make_task("kv_recall", n_pairs=5, n_values=3, distinct_values=True)
+    with pytest.raises(ValueError, match="distinct_values"):
+        make_task("kv_recall", distinct_values="yes")
+
+
+def test_kv_recall_floor_formula_against_enumeration():
+    """E[max count] / n_pairs from the EGF formula equals brute force over every value assignment."""
+    import itertools
+    from fractions import Fraction
+
+    for n, v in [(1, 4), (2, 2), (3, 3), (4, 3), (3, 5), (5, 2)]:
+        brute = Fraction(
+            sum(max(t.count(s) for s in t) for t in itertools.product(range(v), repeat=n)), v**n
+        )
+        task = make_task("kv_recall", n_pairs=n, n_keys=max(n, 2), n_values=v)
+        assert task.position_blind_floor() == pytest.approx(float(brute / n), abs=1e-15)
+    assert make_task("kv_recall").position_blind_floor() == 1381 / 4096  # defaults: 4 pairs, 16 values
+    for n in (1, 2, 4, 7):
+        assert make_task("kv_recall", n_pairs=n, distinct_values=True).position_blind_floor() == 1.0 / n
+
+
+@pytest.mark.parametrize(
+    "params",
+    [dict(n_pairs=4, distinct_values=True), dict(n_pairs=3, n_values=3, distinct_values=True),
+     dict(n_pairs=4), dict(n_pairs=4, n_values=3)],
+)
+def test_kv_recall_floor_is_what_the_best_bag_predictor_gets(params):
+    """Monte Carlo: the Bayes-optimal bag-of-tokens predictor. Given the bag, the queried value is each of
+    the n_pairs listed values with equal probability (position_blind_floor's argument), so the posterior
+    of value v is its count / n_pairs and the optimal guess is a most frequent value."""
+    task = make_task("kv_recall", **params)
+    n = 4000
+    batch = task.sample(n, 16, gen(11))
+    bag = _bag(batch.x, task.vocab_size)  # (B, V): all the predictor sees
+    value_counts = bag[:, task.n_keys : task.n_keys + task.n_values]  # (B, n_values)
+    assert (bag[:, : task.n_keys].max(dim=1).values == 2).all()  # the bag shows the queried key (twice)
+    guess = task.n_keys + value_counts.argmax(dim=1)  # (B,) a most frequent value (the first on ties)
+    target = batch.y[batch.y != IGNORE_INDEX]  # (B,) one scored token per row
+    accuracy = float((guess == target).double().mean())
+    floor = task.position_blind_floor()
+    assert abs(accuracy - floor) <= _binomial_tolerance(floor, n), (accuracy, floor)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_passkey_floor_is_what_the_best_bag_predictor_gets(k):
+    """Monte Carlo: at each scored position the predictor sees the bag of the inputs so far and names the
+    smallest needle digit not yet repeated in the answer (count 1); any such rule attains 1 / k!, and no
+    bag rule does better (position_blind_floor's argument). Exact match under teacher forcing."""
+    import math
+
+    task = make_task("passkey", n_digits=k)
+    n = 3000
+    batch = task.sample(n, 20, gen(12))
+    prefix_bags = torch.nn.functional.one_hot(batch.x, task.vocab_size).cumsum(dim=1)  # (B, T, V): bag of x[:, :p+1]
+    digit_counts = prefix_bags[..., :10]  # (B, T, 10)
+    big = torch.iinfo(torch.long).max
+    candidates = torch.where(digit_counts == 1, torch.arange(10), torch.full_like(digit_counts, big))
+    guess = candidates.min(dim=-1).values  # (B, T) smallest digit seen once so far
+    scored = batch.y != IGNORE_INDEX
+    exact = ((guess == batch.y) | ~scored).all(dim=1)  # (B,)
+    accuracy = float(exact.double().mean())
+    floor = task.position_blind_floor()
+    assert floor == 1.0 / math.factorial(k)
+    assert abs(accuracy - floor) <= _binomial_tolerance(floor, n), (accuracy, floor)
+    assert make_task("passkey", n_digits=2).position_blind_floor() == 0.5
