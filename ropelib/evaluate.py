@@ -8,16 +8,21 @@ Window schemes for ``lm_loss_at_lengths`` over a token stream ``t[0 … N-1]`` a
 * ``"nonoverlap"``: windows start at ``0, L, 2L, …`` and every target is scored — the evaluation of
   Press et al. 2021 (ALiBi, arXiv 2108.12409, §4 / Table 1): on average a token sees ``(L-1)/2``
   tokens of context, and the first token of each window none.
-* ``"sliding"`` with ``stride`` ``S`` (``1 <= S <= L``): windows start at ``0, S, 2S, …``; the first
-  window scores all its ``L`` targets, every later window only its last ``S`` targets. Each target is
-  therefore scored exactly once, and every target after the first window sees at least ``L - S + 1``
-  input tokens (itself and ``L - S`` before it) — the scheme of the HF "perplexity of fixed-length
-  models" guide and ALiBi's appendix B (``S = 1``: full context ``L`` for every token). With
-  ``S = L`` it is exactly ``"nonoverlap"``.
+* ``"sliding"`` with ``stride`` ``S`` (``1 <= S <= L``; default ``max(1, L // 4)``): windows start at
+  ``0, S, 2S, …``; the first window scores all its ``L`` targets, every later window only its last
+  ``S`` targets. Each target is therefore scored exactly once, and every target after the first
+  window sees at least ``L - S + 1`` input tokens (itself and ``L - S`` before it) — the scheme of the
+  HF "perplexity of fixed-length models" guide and ALiBi's appendix B, which uses small strides
+  (``S = 1``: full context ``L`` for every token). The default keeps ``S <= L / 4``, so every target
+  past the first window sees at least three quarters of a window. With ``S = L`` it is exactly
+  ``"nonoverlap"``.
 
-In both schemes only full windows are used (the tail of the stream that does not fill one is not
-scored) and ``max_windows`` keeps the first windows, to bound CPU time; the loss is the mean over
-scored tokens (token-weighted), ``ppl = exp(loss)``.
+In both schemes only full windows are used (the tail of the stream that does not fill one, fewer
+than ``S`` targets, is not scored). With ``max_windows=None`` and ``max_tokens=None`` every target
+of the stream but that tail is scored; ``max_windows`` keeps the first windows and ``max_tokens``
+the first windows until at least that many targets are scored (sliding over a whole split at 8x
+the training length is expensive), to bound compute. The loss is the mean over scored tokens (token-weighted),
+``ppl = exp(loss)``.
 
 An encoding with a finite table (learned absolute positions: ``encoding.max_positions``) cannot
 represent a position past it; such a length gets ``loss = NaN`` and an explicit ``reason`` (or a
@@ -122,10 +127,19 @@ def _token_nll(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tens
     return nll.view_as(y)  # (B, T)
 
 
-def _window_starts(n_tokens: int, length: int, stride: int, max_windows: int | None) -> list[int]:
+def _window_starts(
+    n_tokens: int, length: int, stride: int, max_windows: int | None, max_tokens: int | None = None
+) -> list[int]:
+    """Window starts ``0, S, 2S, …`` of full windows, cut to ``max_windows`` windows and to the first
+    windows that score at least ``max_tokens`` targets (the first scores ``length``, later ones ``stride``)."""
     last = n_tokens - length - 1  # a window needs length + 1 tokens
     starts = list(range(0, last + 1, stride)) if last >= 0 else []
-    return starts[:max_windows] if max_windows is not None else starts
+    if max_windows is not None:
+        starts = starts[:max_windows]
+    if max_tokens is not None:
+        needed = 1 + max(0, -(-(max_tokens - length) // stride))  # 1 + ceil((max_tokens - L) / S)
+        starts = starts[:needed]
+    return starts
 
 
 # -- language modelling ------------------------------------------------------------------------------
@@ -140,19 +154,23 @@ def lm_loss_at_lengths(
     stride: int | None = None,
     max_windows: int | None = None,
     *,
+    max_tokens: int | None = None,
     batch_size: int = 8,
     strict: bool = False,
 ) -> pd.DataFrame:
     """Mean next-token loss and perplexity of ``model`` over ``tokens`` (N,) at each window length.
 
     ``mode``: ``"nonoverlap"`` or ``"sliding"`` (module docstring); ``stride`` (sliding only; default
-    ``L // 2``, at most ``L``). ``max_windows``: use only the first windows (CPU budget). Returns one
-    row per length with columns ``length, mode, stride, loss, ppl, n_tokens, n_windows,
-    min_context, status, reason``; ``status`` is ``"ok"``, ``"unsupported"`` (e.g. a learned position
-    table too short: NaN loss, never clamped; ``strict=True`` raises ValueError instead) or
-    ``"too_short"`` (not enough tokens for one window). ``min_context`` is the fewest input tokens a
-    scored target outside the first window sees: ``L - S + 1`` (1 for non-overlapping windows; the
-    first window's targets see ``1 … L``).
+    ``max(1, L // 4)``, at most ``L``). ``max_windows``: use only the first windows; ``max_tokens``: use
+    only the first windows until at least ``max_tokens`` targets are scored (``1 + ceil((max_tokens -
+    L) / S)`` windows; either mode, meant for sliding windows at long lengths). Both ``None`` (the
+    default): the whole stream (every target but the tail that fills no window). Returns one row
+    per length with columns ``length, mode, stride, loss, ppl, n_tokens`` (targets scored),
+    ``n_windows, min_context, status, reason``; ``status`` is ``"ok"``, ``"unsupported"`` (e.g. a
+    learned position table too short: NaN loss, never clamped; ``strict=True`` raises ValueError
+    instead) or ``"too_short"`` (not enough tokens for one window). ``min_context`` is the fewest
+    input tokens a scored target outside the first window sees: ``L - S + 1`` (1 for non-overlapping
+    windows; the first window's targets see ``1 … L``).
     """
     if mode not in MODES:
         raise ValueError(f"unknown evaluation mode {mode!r}; allowed: {', '.join(MODES)}")
@@ -162,6 +180,8 @@ def lm_loss_at_lengths(
     lengths = _check_lengths(lengths)
     if max_windows is not None:
         max_windows = _check_positive_int("max_windows", max_windows)
+    if max_tokens is not None:
+        max_tokens = _check_positive_int("max_tokens", max_tokens)
     batch_size = _check_positive_int("batch_size", batch_size)
     if mode == "nonoverlap" and stride is not None:
         raise ValueError(f"stride={stride!r} applies to mode='sliding' only; mode='nonoverlap' uses stride = length")
@@ -177,11 +197,11 @@ def lm_loss_at_lengths(
     rows = []
     try:
         for L in lengths:
-            S = L if mode == "nonoverlap" else (stride if stride is not None else max(1, L // 2))
+            S = L if mode == "nonoverlap" else (stride if stride is not None else max(1, L // 4))
             row = {"length": L, "mode": mode, "stride": S, "loss": math.nan, "ppl": math.nan, "n_tokens": 0,
                    "n_windows": 0, "min_context": L - S + 1, "status": "ok", "reason": ""}
             reason = unsupported_reason(model, L)
-            starts = _window_starts(tokens.numel(), L, S, max_windows)
+            starts = _window_starts(tokens.numel(), L, S, max_windows, max_tokens)
             if reason is not None:
                 if strict:
                     raise ValueError(f"cannot evaluate at length {L}: {reason}")
@@ -220,9 +240,10 @@ def loss_by_position(
 ) -> np.ndarray:
     """Mean loss at each position ``0 … length-1`` over non-overlapping windows: ``(length,)`` float64.
 
-    Position ``p`` is the prediction of the token after ``p + 1`` inputs. A length the model cannot
-    represent (learned table too short) raises ValueError naming the reason (there is no row to hold
-    a NaN with a reason here), as does a stream too short for one window.
+    Position ``p`` is the prediction of the token after ``p + 1`` inputs. ``length`` may exceed the
+    training length (the curve past it is the extrapolation) wherever the encoding can represent it;
+    a length it cannot (learned table too short) raises ValueError naming the reason (there is no row
+    to hold a NaN with a reason here), as does a stream too short for one window.
     """
     length = _check_positive_int("length", length)
     if max_windows is not None:
@@ -255,8 +276,8 @@ def loss_by_position(
 
 
 @torch.no_grad()
-def _exact_match(model: nn.Module, batch: Any, batch_size: int) -> tuple[float, float]:
-    """(fraction of rows with every scored prediction right, fraction of scored tokens right)."""
+def _exact_match(model: nn.Module, batch: Any, batch_size: int) -> tuple[int, int, int]:
+    """(rows with every scored prediction right, scored tokens right, scored tokens): counts."""
     device = _device_of(model)
     rows_ok, tokens_ok, n_tokens = 0, 0, 0
     for i in range(0, batch.x.shape[0], batch_size):
@@ -268,7 +289,7 @@ def _exact_match(model: nn.Module, batch: Any, batch_size: int) -> tuple[float, 
         rows_ok += int((right | ~scored).all(-1).sum())
         tokens_ok += int(right.sum())
         n_tokens += int(scored.sum())
-    return rows_ok / batch.x.shape[0], tokens_ok / max(n_tokens, 1)
+    return rows_ok, tokens_ok, n_tokens
 
 
 def _eval_rows(model, task, lengths, control, values, n_samples, seed, batch_size, fits, strict):
@@ -282,7 +303,7 @@ def _eval_rows(model, task, lengths, control, values, n_samples, seed, batch_siz
         for L in lengths:
             for v in values:
                 row = {"length": L, control: v, "accuracy": math.nan, "token_accuracy": math.nan,
-                       "n_samples": n_samples, "status": "ok", "reason": ""}
+                       "n_samples": n_samples, "n_correct": pd.NA, "status": "ok", "reason": ""}
                 reason = unsupported_reason(model, L)
                 if reason is None:
                     reason = fits(L, v)
@@ -296,11 +317,15 @@ def _eval_rows(model, task, lengths, control, values, n_samples, seed, batch_siz
                 else:
                     g = batch_generator(seed, "eval", task.name, L, control, v)
                     batch = task.sample(n_samples, L, g, **{control: v})
-                    row["accuracy"], row["token_accuracy"] = _exact_match(model, batch, batch_size)
+                    rows_ok, tokens_ok, n_tokens = _exact_match(model, batch, batch_size)
+                    row.update(accuracy=rows_ok / n_samples, token_accuracy=tokens_ok / max(n_tokens, 1),
+                               n_correct=rows_ok)
                 rows.append(row)
     finally:
         model.train(was_training)
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    df["n_correct"] = df["n_correct"].astype("Int64")  # <NA> where the cell was not evaluated
+    return df
 
 
 def retrieval_accuracy(
@@ -321,9 +346,14 @@ def retrieval_accuracy(
     ``distances`` (kv_recall: tokens between the queried value and the query), matching the task's
     evaluation control (``task.controls``). The ``n_samples`` sequences of each cell come from a
     generator seeded from ``(seed, task, length, control, value)``. Columns: ``length``, ``depth`` or
-    ``distance``, ``accuracy``, ``token_accuracy``, ``n_samples``, ``status``, ``reason``; a cell that
-    cannot be built (distance longer than the length allows, learned table too short) is NaN with a
-    reason (``strict=True`` raises ValueError).
+    ``distance``, ``accuracy``, ``token_accuracy``, ``n_samples``, ``n_correct`` (rows exactly right,
+    nullable ``Int64``: with ``n_samples`` it gives a Wilson interval), ``status``, ``reason``; a cell
+    that cannot be built (distance longer than the length allows, learned table too short) is NaN
+    (``n_correct`` ``<NA>``) with a reason (``strict=True`` raises ValueError).
+
+    Compare an accuracy with the task's ``position_blind_floor()`` (kv_recall with
+    ``distinct_values=True``: ``1 / n_pairs``; passkey: ``1 / n_digits!``), what a predictor that sees
+    only the bag of input tokens can reach: retrieval shown to use positions must clear it.
     """
     if (depths is None) == (distances is None):
         raise ValueError("give exactly one of depths= (passkey) or distances= (kv_recall)")
@@ -362,7 +392,8 @@ def algorithmic_accuracy(
     At each ``T`` every sample has the longest instance that fits, ``n = task.max_n(T)`` (copy and
     reverse: ``(T - 2) // 2``), so the rows are the instance lengths a model trained at a shorter
     ``T`` never saw. Columns: ``length``, ``n`` (instance length), ``accuracy`` (whole answer right),
-    ``token_accuracy``, ``n_samples``, ``status``, ``reason``.
+    ``token_accuracy``, ``n_samples``, ``n_correct`` (rows exactly right, ``Int64``), ``status``,
+    ``reason``.
     """
     if "n" not in getattr(task, "controls", ()) or not hasattr(task, "max_n"):
         raise ValueError(

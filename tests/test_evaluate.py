@@ -313,3 +313,141 @@ def test_rope_scaling_errors(chars):
         with_rope_scaling(model)
     with pytest.raises(ValueError):
         with_rope_scaling(model, rope_type="not-a-type", factor=2.0)
+
+
+# -- exact-match counts, position-blind floors, default stride, whole-stream and max_tokens scoring ----
+
+
+class KVOracle(nn.Module):
+    """kv_recall solved by order: after the last token (the query key), the token that followed that key."""
+
+    def __init__(self, task):
+        super().__init__()
+        self.task = task
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        B, T = x.shape
+        logits = torch.zeros(B, T, self.task.vocab_size)
+        for b in range(B):
+            first = int((x[b] == x[b, -1]).nonzero()[0])  # the queried key's pair
+            logits[b, -1, int(x[b, first + 1])] = 1.0
+        return logits
+
+
+class KVBagModel(nn.Module):
+    """Sees only the bag of the inputs so far: logits = each value's count (a most frequent value wins)."""
+
+    def __init__(self, task):
+        super().__init__()
+        self.task = task
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        counts = F.one_hot(x, self.task.vocab_size).cumsum(dim=1).float()  # (B, T, V) prefix bags
+        logits = torch.zeros_like(counts)
+        values = slice(self.task.n_keys, self.task.n_keys + self.task.n_values)
+        logits[..., values] = counts[..., values]
+        return logits
+
+
+def wilson(k: int, n: int, z: float = 3.29) -> tuple[float, float]:
+    """Wilson score interval of k successes in n (z = 3.29: 99.9%)."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def test_retrieval_by_distance_reports_counts_for_a_wilson_interval():
+    import pandas as pd
+
+    task = make_task("kv_recall", n_pairs=4, distinct_values=True)
+    good = retrieval_accuracy(KVOracle(task), task, [16, 24], distances=[0, 5, 13], n_samples=20, batch_size=7)
+    assert {"length", "distance", "accuracy", "token_accuracy", "n_samples", "n_correct", "status",
+            "reason"} <= set(good.columns)
+    assert str(good.n_correct.dtype) == "Int64"
+    ok = good[good.status == "ok"]
+    assert len(ok) == 5 and (ok.accuracy == 1.0).all() and (ok.n_correct == ok.n_samples).all()
+    missing = good[(good.length == 16) & (good.distance == 13)].iloc[0]
+    assert missing.status == "does_not_fit" and pd.isna(missing.n_correct) and math.isnan(missing.accuracy)
+    # the bag-of-tokens model: at the floor 1 / n_pairs at every distance, within its Wilson interval
+    bag = retrieval_accuracy(KVBagModel(task), task, [24], distances=[0, 6, 14], n_samples=400, batch_size=200)
+    floor = task.position_blind_floor()
+    assert floor == 0.25
+    for row in bag.itertuples():
+        assert row.n_correct == round(row.accuracy * row.n_samples) and isinstance(int(row.n_correct), int)
+        low, high = wilson(int(row.n_correct), int(row.n_samples))
+        assert low <= floor <= high, (row.distance, row.accuracy)
+    alg = algorithmic_accuracy(CopyOracle(make_task("copy")), make_task("copy"), [10, 21], n_samples=6)
+    assert (alg.n_correct == 6).all()
+
+
+def test_sliding_default_stride_is_a_quarter_of_the_length():
+    tokens = torch.arange(300) % 7
+    df = lm_loss_at_lengths(Uniform(7), tokens, [16, 40, 3, 1], mode="sliding")
+    assert df.stride.tolist() == [4, 10, 1, 1]  # max(1, L // 4)
+    assert (df.min_context == df.length - df.stride + 1).all()
+    assert (df.stride <= np.maximum(1, df.length / 4)).all()
+
+
+class Unigram(nn.Module):
+    """Random logits that depend on the current token only: each target's loss is context-free, so the
+    mean loss identifies which targets were scored."""
+
+    def __init__(self, vocab: int, seed: int = 0) -> None:
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(vocab, vocab, generator=torch.Generator().manual_seed(seed)))
+
+    def forward(self, x):
+        return self.table[x]  # (B, T, V)
+
+    def nll(self, tokens):  # (N-1,) loss of target t[j] from input t[j-1]
+        return F.cross_entropy(self.table[tokens[:-1]], tokens[1:], reduction="none")
+
+
+@pytest.mark.parametrize("mode, L, S", [("nonoverlap", 16, None), ("sliding", 16, None), ("sliding", 12, 5),
+                                        ("sliding", 20, 1)])
+def test_max_windows_none_scores_the_whole_stream(mode, L, S):
+    tokens = torch.randint(0, 9, (333,), generator=torch.Generator().manual_seed(0))
+    model = Unigram(9)
+    row = lm_loss_at_lengths(model, tokens, [L], mode=mode, stride=S, max_windows=None).iloc[0]
+    stride = L if mode == "nonoverlap" else (S or max(1, L // 4))
+    last_start = (len(tokens) - L - 1) // stride * stride
+    scored = last_start + L  # targets t[1] … t[scored]: all but a tail shorter than one stride
+    assert row.n_tokens == scored and len(tokens) - 1 - scored < stride
+    assert row.n_windows == last_start // stride + 1
+    with torch.no_grad():
+        expected = float(model.nll(tokens)[:scored].double().mean())
+    assert row.loss == pytest.approx(expected, rel=1e-6)
+
+
+def test_max_tokens_keeps_the_first_windows_that_score_that_many(chars, tokens):
+    model = toy(chars.vocab_size, seed=5)
+    L = 32
+    S = L // 4
+    for max_tokens in (1, L, L + 1, 100, 10**9):
+        row = lm_loss_at_lengths(model, tokens, [L], mode="sliding", max_tokens=max_tokens).iloc[0]
+        full = lm_loss_at_lengths(model, tokens, [L], mode="sliding").iloc[0]
+        windows = min(full.n_windows, 1 + max(0, math.ceil((max_tokens - L) / S)))
+        assert row.n_windows == windows and row.n_tokens == L + (windows - 1) * S
+        assert row.n_tokens >= min(max_tokens, full.n_tokens)
+        assert row.n_tokens - S < max_tokens or windows == 1  # one window fewer would score too few
+        same = lm_loss_at_lengths(model, tokens, [L], mode="sliding", max_windows=int(windows)).iloc[0]
+        assert row.loss == same.loss
+    both = lm_loss_at_lengths(model, tokens, [L], mode="sliding", max_tokens=100, max_windows=3).iloc[0]
+    assert both.n_windows == 3  # the tighter limit wins
+    nonoverlap = lm_loss_at_lengths(model, tokens, [L], max_tokens=70).iloc[0]
+    assert nonoverlap.n_windows == 3 and nonoverlap.n_tokens == 96
+    with pytest.raises(ValueError, match="max_tokens"):
+        lm_loss_at_lengths(model, tokens, [L], mode="sliding", max_tokens=0)
+
+
+def test_loss_by_position_beyond_the_training_length(chars, tokens):
+    """RoPE has no position table: a model trained at L runs at 4L, and the curve covers every position."""
+    model = toy(chars.vocab_size, encoding="rope", seed=6)
+    train_length = 16
+    curve = loss_by_position(model, tokens, 4 * train_length, max_windows=4)
+    assert curve.shape == (4 * train_length,) and np.isfinite(curve).all()
+    loss = lm_loss_at_lengths(model, tokens, [4 * train_length], max_windows=4).loss[0]
+    assert curve.mean() == pytest.approx(loss, rel=1e-6)
