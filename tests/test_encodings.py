@@ -44,7 +44,8 @@ def test_unknown_parameter_lists_accepted_ones(name, bad, accepted):
 
 def test_encoding_params_defaults():
     assert encoding_params("t5") == {"num_buckets": 32, "max_distance": 128, "bidirectional": False}
-    assert encoding_params("randomized") == {"inner": "rope", "inner_params": None, "max_position": 2048}
+    assert encoding_params("randomized") == {"inner": "rope", "inner_params": None, "max_position": 2048,
+                                             "eval_positions": "ordered", "eval_seed": 0}
 
 
 @pytest.mark.parametrize("name", [n for n in MINE if n != "randomized"])

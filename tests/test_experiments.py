@@ -34,7 +34,7 @@ def test_default_setup_covers_the_comparison():
     assert len(s.seeds) >= 3
     kinds = {t.kind for t in s.tasks}
     assert {"lm", "retrieval"} <= kinds
-    assert s.task("chars").train_length == 64
+    assert s.task("books").train_length == 128  # pilot numbers in experiments.SETUPS
 
 
 @pytest.mark.parametrize("profile", ["smoke", "default", "full"])
@@ -64,8 +64,8 @@ def test_same_size_and_budget_across_encodings():
 
 def test_device_is_not_part_of_the_identity():
     s = X.base_setup("default")
-    a = X.base_spec(s, "rope", "chars", 0, device="cpu")
-    b = X.base_spec(s, "rope", "chars", 0, device="auto")
+    a = X.base_spec(s, "rope", "books", 0, device="cpu")
+    b = X.base_spec(s, "rope", "books", 0, device="auto")
     assert a.hash() == b.hash() and a.train.device != b.train.device
 
 
@@ -75,7 +75,7 @@ def test_learned_table_is_exactly_the_training_length_and_randomized_range():
         name, params = X.encoding_config("learned", task.train_length, s)
         assert name == "learned" and params == {"max_positions": task.train_length}
     name, params = X.encoding_config("randomized", 64, s)
-    assert name == "randomized" and params == {"inner": "rope", "max_position": s.randomized_max_position}
+    assert name == "randomized" and params == {"inner": "rope", "max_position": 16 * 64, "eval_positions": "random"}
     assert X.encoding_config("alibi", 64, s) == ("alibi", {})
 
 
@@ -87,7 +87,7 @@ def test_sinusoids_start_at_the_size_of_a_token_embedding():
     s = X.base_setup("default")
     assert X.encoding_config("sinusoidal", 64, s) == ("sinusoidal", {"scale": X.SINUSOID_SCALE})
     assert X.SINUSOID_SCALE == pytest.approx(0.02 * math.sqrt(2), rel=1e-15)
-    spec = X.base_spec(s, "sinusoidal", "chars", s.seeds[0], "cpu")
+    spec = X.base_spec(s, "sinusoidal", "books", s.seeds[0], "cpu")
     model = ToyTransformer(spec.model)
     table = sinusoidal_table(4096, s.d_model).double()
     pe_rms = float(model.encoding.scale * table.pow(2).mean().sqrt())
@@ -106,9 +106,9 @@ def test_smoke_specs_build_models():
 
 def test_subset_selection_and_errors():
     s = X.base_setup("default")
-    rope = X.base_specs(s, encodings=["rope"], tasks=["chars"], seeds=[1])
-    assert list(rope) == [("rope", "chars", 1)]
-    assert rope[("rope", "chars", 1)].hash() == X.base_spec(s, "rope", "chars", 1).hash()
+    rope = X.base_specs(s, encodings=["rope"], tasks=["books"], seeds=[1])
+    assert list(rope) == [("rope", "books", 1)]
+    assert rope[("rope", "books", 1)].hash() == X.base_spec(s, "rope", "books", 1).hash()
     with pytest.raises(ValueError, match="unknown profile 'huge'.*smoke"):
         X.base_setup("huge")
     with pytest.raises(ValueError, match="not in this setup"):
@@ -116,7 +116,7 @@ def test_subset_selection_and_errors():
     with pytest.raises(ValueError, match="task 'copy' is not in this setup"):
         s.task("copy")
     with pytest.raises(ValueError, match="seed 99"):
-        X.base_spec(s, "rope", "chars", 99)
+        X.base_spec(s, "rope", "books", 99)
     with pytest.raises(ValueError, match="unknown encoding 'roap'"):
         X.encoding_config("roap", 64, s)
     with pytest.raises(ValueError, match="unknown task 'wiki'"):
@@ -207,7 +207,7 @@ def test_attention_distance_known_patterns():
 
 def test_attention_distance_of_a_real_model_is_within_bounds():
     torch.manual_seed(0)
-    model = ToyTransformer(X.base_spec(X.base_setup("smoke"), "alibi", "chars", 0).model)
+    model = ToyTransformer(X.base_spec(X.base_setup("smoke"), "alibi", "books", 0).model)
     x = torch.randint(0, model.config.vocab_size, (2, 16))
     d = X.attention_distance(model, x)
     assert d.shape == (model.config.n_layers, model.config.n_heads)
@@ -342,3 +342,183 @@ def test_ordering_table_details():
     assert row.reproduced is False and row.note.startswith("no CI")
     with pytest.raises(ValueError, match="columns"):
         X.ordering_table(claims, ours.drop(columns="ci_low"), metric="m", lower_is_better=True)
+
+
+# -- length-dependent encoding settings (encoding_config / encoding_settings) -----------------------
+
+#: the parameters each encoding's settings table lists ("(none)": nothing of it depends on L)
+_SETTINGS = {
+    "nope": {"(none)"}, "sinusoidal": {"scale"}, "learned": {"max_positions"}, "t5": {"num_buckets", "max_distance"},
+    "alibi": {"slopes"}, "rope": {"rope_theta"}, "xpos": {"scale_base", "rope_theta"}, "kerple": {"(none)"},
+    "fire": {"init_threshold"}, "randomized": {"max_position", "eval_positions"},
+}
+
+
+def _train_lengths() -> list[int]:
+    return sorted({t.train_length for p in X.SETUPS.values() for t in p.tasks})
+
+
+@pytest.mark.parametrize("L", sorted({3, 4, 16, 17, 18, 24, 31, 32, 33, 100, 256, 1000, *_train_lengths()}))
+def test_t5_buckets_reached_past_training_are_trained(L):
+    """Every bucket a distance up to 8L - 1 reaches is one some distance 0 … L-1 of a training window reaches."""
+    from ropelib.encodings import t5_relative_bucket
+
+    name, params = X.encoding_config("t5", L, X.base_setup("default"))
+    assert name == "t5" and params == {"num_buckets": min(32, L), "max_distance": L - 1}
+    nb, M = params["num_buckets"], params["max_distance"]
+    train = set(t5_relative_bucket(-torch.arange(L), False, nb, M).tolist())
+    evaluated = t5_relative_bucket(-torch.arange(8 * L), False, nb, M)
+    assert set(evaluated.tolist()) <= train
+    assert (evaluated[L:] == nb - 1).all() and nb - 1 in train  # past L: the last bucket, trained at L - 1
+    if L >= 32:  # 32 buckets: at most a few unreachable ones (log bins narrower than one token), ~all trained
+        assert nb == 32 and len(train) >= 31
+
+
+def test_t5_old_defaults_leave_buckets_untrained_and_the_model_uses_the_rule():
+    from ropelib.encodings import t5_relative_bucket
+
+    L = 64
+    train = set(t5_relative_bucket(-torch.arange(L), False, 32, 128).tolist())  # the former defaults
+    assert not set(t5_relative_bucket(-torch.arange(8 * L), False, 32, 128).tolist()) <= train
+    s = X.base_setup("default")
+    for task in s.tasks:
+        enc = ToyTransformer(X.base_spec(s, "t5", task.name, s.seeds[0], "cpu").model).encoding
+        assert (enc.num_buckets, enc.max_distance) == (min(32, task.train_length), task.train_length - 1)
+
+
+def test_fire_threshold_starts_at_the_training_length():
+    s = X.base_setup("default")
+    for task in s.tasks:
+        L = task.train_length
+        assert X.encoding_config("fire", L, s) == ("fire", {"init_threshold": float(L)})
+        enc = ToyTransformer(X.base_spec(s, "fire", task.name, s.seeds[0], "cpu").model).encoding
+        assert float(enc.threshold().detach()) == L
+        with torch.no_grad():
+            trained = enc.normalized_distance(torch.arange(L), torch.arange(L)).tril()
+            long = enc.normalized_distance(torch.arange(16 * L), torch.arange(16 * L)).tril()
+        # below the threshold the normaliser is fixed: the MLP input depends on the distance only
+        d = torch.arange(L)
+        assert torch.equal(trained[L - 1, L - 1 - d], trained[d, 0])  # distance d from the last query and from d
+        assert float(trained[L - 1, 0]) > 0.95  # training covers almost all of [0, 1] ...
+        assert float(long.max()) <= 1.0 + 1e-9  # ... and inputs past L stay in [0, 1]
+        c = float(enc.c.detach())
+        assert float(trained[L - 1, 0]) == pytest.approx(math.log1p(c * (L - 1)) / math.log1p(c * L), rel=1e-5)
+
+
+def test_xpos_gamma_keeps_the_papers_ratio_to_the_training_length():
+    s = X.base_setup("default")
+    for L in [*_train_lengths(), 1024]:
+        name, params = X.encoding_config("xpos", L, s)
+        assert name == "xpos" and params["scale_base"] / L == 512 / 1024  # torchscale: 512 at training length 1024
+    assert X.encoding_config("xpos", 1024, s)[1] == {"scale_base": 512.0}
+    enc = ToyTransformer(X.base_spec(s, "xpos", "books", s.seeds[0], "cpu").model).encoding
+    assert enc.scale_base == s.task("books").train_length / 2
+
+
+def test_randomized_range_covers_the_longest_evaluation_length():
+    import inspect
+
+    from ropelib.encodings.randomized import random_positions
+    from ropelib.evaluate import LENGTH_MULTIPLIERS, lengths_for
+
+    default = inspect.signature(X.encoding_config).parameters["max_eval_multiple"].default
+    assert default == inspect.signature(X.encoding_settings).parameters["max_eval_multiple"].default
+    assert default >= max(LENGTH_MULTIPLIERS)  # the evaluation lengths of notebook 05 are all covered
+    s = X.base_setup("default")
+    for L in _train_lengths():
+        name, params = X.encoding_config("randomized", L, s)
+        assert name == "randomized" and params == {"inner": "rope", "max_position": int(default * L),
+                                                   "eval_positions": "random"}
+        assert params["max_position"] >= max(lengths_for(L))
+        assert len(set(random_positions(L, params["max_position"]).tolist())) == L
+    assert X.encoding_config("randomized", 42, s, max_eval_multiple=1.5)[1]["max_position"] == 63
+    assert X.encoding_config("randomized", 10, s, max_eval_multiple=2.25)[1]["max_position"] == 23  # ceil
+    assert X.encoding_config("randomized", 64, s, max_eval_multiple=1)[1]["max_position"] == 64
+    enc = ToyTransformer(X.base_spec(s, "randomized", "passkey", s.seeds[0], "cpu").model).encoding
+    assert enc.max_position == default * s.task("passkey").train_length
+
+
+@pytest.mark.parametrize("profile", list(X.SETUPS))
+def test_settings_table_is_what_encoding_config_builds(profile):
+    from ropelib.encodings import alibi_slopes, resolved_params
+
+    s = X.base_setup(profile)
+    for task in s.tasks:
+        L = task.train_length
+        df = X.encoding_settings(s, L)
+        assert list(df.columns) == ["encoding", "parameter", "value", "rule", "source"]
+        assert list(dict.fromkeys(df.encoding)) == list(s.encodings)  # every encoding, in setup order
+        assert not df.duplicated(["encoding", "parameter"]).any()
+        assert all(isinstance(t, str) and len(t) > 20 for t in [*df.rule, *df.source])
+        for e in s.encodings:
+            rows = df[df.encoding == e]
+            assert set(rows.parameter) == _SETTINGS[e]
+            name, params = X.encoding_config(e, L, s)
+            resolved = resolved_params(name, params)
+            for key, value in params.items():  # every setting encoding_config makes is in the table
+                if key != "inner":
+                    assert rows.set_index("parameter").value[key] == value
+            for r in rows.itertuples():
+                if r.parameter == "(none)":
+                    assert r.value is None and params == {}
+                elif e == "alibi":
+                    assert r.value == tuple(alibi_slopes(s.n_heads))
+                else:
+                    assert r.value == resolved[r.parameter]
+        # end to end: the models the specs build carry the table's values
+        for e in s.encodings:
+            enc = ToyTransformer(X.base_spec(s, e, task.name, s.seeds[0], "cpu").model).encoding
+            got = {
+                "learned": lambda: {"max_positions": enc.max_positions},
+                "t5": lambda: {"num_buckets": enc.num_buckets, "max_distance": enc.max_distance},
+                "alibi": lambda: {"slopes": enc.slopes},
+                "fire": lambda: {"init_threshold": enc.init_threshold},
+                "xpos": lambda: {"scale_base": enc.scale_base, "rope_theta": enc.rope.config.rope_theta},
+                "rope": lambda: {"rope_theta": enc.rope.config.rope_theta},
+                "randomized": lambda: {"max_position": enc.max_position, "eval_positions": enc.eval_positions},
+                "sinusoidal": lambda: {"scale": enc.scale},
+            }.get(e, dict)()
+            table = df[df.encoding == e].set_index("parameter").value
+            assert got == {k: table[k] for k in got}, e
+
+
+def test_settings_table_text_follows_the_values():
+    s = X.base_setup("default")
+    df = X.encoding_settings(s, 64, max_eval_multiple=4.0).set_index(["encoding", "parameter"])
+    assert df.value["randomized", "max_position"] == 256 and "= 256" in df.rule["randomized", "max_position"]
+    assert df.value["randomized", "eval_positions"] == "random"  # the paper's test protocol
+    assert "at evaluation too" in df.rule["randomized", "eval_positions"]
+    assert "bucket 31" in df.rule["t5", "max_distance"] and "= 63" in df.rule["t5", "max_distance"]
+    assert "1/m = 256 tokens = 4.00 x L" in df.rule["alibi", "slopes"]
+    assert "arXiv 2305.16843" in df.source["randomized", "max_position"]
+    assert "arXiv 2310.04418" in df.source["fire", "init_threshold"]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "64", None, np.float64(64.0)])
+def test_encoding_config_rejects_bad_train_lengths(bad):
+    s = X.base_setup("default")
+    with pytest.raises(ValueError, match="train_length must be a positive integer"):
+        X.encoding_config("rope", bad, s)
+    with pytest.raises(ValueError, match="train_length must be a positive integer"):
+        X.encoding_settings(s, bad)
+
+
+@pytest.mark.parametrize("bad", [0.5, 0, -16.0, math.nan, math.inf, True, "16", None])
+def test_encoding_config_rejects_bad_eval_multiples(bad):
+    s = X.base_setup("default")
+    with pytest.raises(ValueError, match="max_eval_multiple must be a finite number >= 1"):
+        X.encoding_config("randomized", 64, s, max_eval_multiple=bad)
+    with pytest.raises(ValueError, match="max_eval_multiple must be a finite number >= 1"):
+        X.encoding_settings(s, 64, max_eval_multiple=bad)
+
+
+def test_encoding_config_other_errors():
+    s = X.base_setup("default")
+    assert X.encoding_config("t5", 3, s) == ("t5", {"num_buckets": 3, "max_distance": 2})
+    with pytest.raises(ValueError, match="t5 needs train_length >= 3"):
+        X.encoding_config("t5", 2, s)
+    assert X.encoding_config("rope", 1, s) == ("rope", {})  # the other encodings accept any positive L
+    with pytest.raises(ValueError, match="setup must be a BaseSetup"):
+        X.encoding_settings("default", 64)
+    with pytest.raises(ValueError, match="unknown encoding 'roap'"):
+        X.encoding_config("roap", 64, s, max_eval_multiple=16.0)

@@ -3,8 +3,11 @@
 A wrapper around any other encoding. In training, a sequence of ``n`` tokens gets ``n`` distinct
 positions drawn uniformly from ``[0, max_position)`` and sorted, in place of ``0 … n-1``; so a model
 trained on short inputs has already seen every position up to ``max_position`` (chosen much larger than
-any test length). At evaluation it gets the ordinary ``offset … offset+n-1``. Every other hook is the
-inner encoding's.
+any test length). At evaluation, ``eval_positions="ordered"`` (the default) gives the ordinary
+``offset … offset+n-1``; ``eval_positions="random"`` is the paper's protocol — the authors' code draws a
+fresh sorted subset at test time too — made deterministic: every evaluation forward draws from a
+generator seeded with ``eval_seed``, so the same input always gets the same positions. Every other hook
+is the inner encoding's.
 
 The draw uses torch's global RNG (``torch.manual_seed`` makes seeded training deterministic); it is made
 on the CPU and then moved, so a seed gives the same positions on every device. One draw is shared by
@@ -19,13 +22,21 @@ import torch
 
 from .base import PositionalEncoding, default_positions, make_encoding, register_encoding
 
-__all__ = ["Randomized", "random_positions"]
+__all__ = ["Randomized", "random_positions", "EVAL_POSITIONS"]
+
+#: what a randomized encoding feeds its inner encoding at evaluation
+EVAL_POSITIONS = ("ordered", "random")
 
 
-def random_positions(length: int, max_position: int, device: torch.device | str | None = None) -> torch.Tensor:
+def random_positions(
+    length: int,
+    max_position: int,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """``length`` distinct integers from ``[0, max_position)``, sorted ascending: a ``(length,)`` long tensor.
 
-    Uses torch's global RNG. Raises ``ValueError`` if ``length > max_position``.
+    Uses ``generator`` (default: torch's global RNG). Raises ``ValueError`` if ``length > max_position``.
     """
     if not isinstance(length, int) or isinstance(length, bool) or length < 0:
         raise ValueError(f"length must be a non-negative integer, got {length!r}")
@@ -35,7 +46,7 @@ def random_positions(length: int, max_position: int, device: torch.device | str 
         raise ValueError(
             f"cannot draw {length} distinct positions from [0, {max_position}): length must be <= max_position"
         )
-    drawn = torch.randperm(max_position, dtype=torch.long)[:length]
+    drawn = torch.randperm(max_position, dtype=torch.long, generator=generator)[:length]
     return torch.sort(drawn).values.to(device)
 
 
@@ -52,8 +63,16 @@ class Randomized(PositionalEncoding):
         inner: str = "rope",
         inner_params: Mapping[str, object] | None = None,
         max_position: int = 2048,
+        eval_positions: str = "ordered",
+        eval_seed: int = 0,
     ) -> None:
         super().__init__(n_heads=n_heads, head_dim=head_dim, d_model=d_model)
+        if eval_positions not in EVAL_POSITIONS:
+            raise ValueError(f"unknown eval_positions {eval_positions!r}; allowed: {', '.join(EVAL_POSITIONS)}")
+        if not isinstance(eval_seed, int) or isinstance(eval_seed, bool) or eval_seed < 0:
+            raise ValueError(f"eval_seed must be a non-negative integer, got {eval_seed!r}")
+        self.eval_positions = eval_positions
+        self.eval_seed = eval_seed
         if not isinstance(max_position, int) or isinstance(max_position, bool) or max_position < 1:
             raise ValueError(f"max_position must be a positive integer, got {max_position!r}")
         if inner == "randomized":
@@ -78,12 +97,21 @@ class Randomized(PositionalEncoding):
         self.max_positions = table
 
     def positions(self, length: int, offset: int = 0, device: torch.device | str | None = None) -> torch.Tensor:
-        """Training: ``length`` sorted distinct draws from ``[0, max_position)``. Eval: ``offset … offset+length-1``.
+        """Training: ``length`` sorted distinct draws from ``[0, max_position)``. Eval: ``offset …
+        offset+length-1`` (``eval_positions="ordered"``) or a draw seeded with ``eval_seed`` (``"random"``).
 
-        Training positions are drawn for a whole sequence, so ``offset`` must be 0 there.
+        Random positions are drawn for a whole sequence, so ``offset`` must be 0 there.
         """
-        if not self.training:
+        if not self.training and self.eval_positions == "ordered":
             return default_positions(length, offset, device)
+        if not self.training:
+            if offset != 0:
+                raise ValueError(
+                    f"offset={offset} with eval_positions='random': positions are drawn for a whole sequence "
+                    "(incremental decoding needs eval_positions='ordered')"
+                )
+            generator = torch.Generator().manual_seed(self.eval_seed)
+            return random_positions(length, self.max_position, device, generator)
         if offset != 0:
             raise ValueError(
                 f"offset={offset} in training: randomized positions are drawn for a whole sequence "
@@ -122,4 +150,4 @@ class Randomized(PositionalEncoding):
         return self.inner.has_embed
 
     def extra_repr(self) -> str:
-        return f"inner={self.inner_name!r}, max_position={self.max_position}"
+        return f"inner={self.inner_name!r}, max_position={self.max_position}, eval_positions={self.eval_positions!r}"
