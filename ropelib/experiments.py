@@ -11,8 +11,9 @@ the positional encoding differs, trained short and evaluated long) and Kazemneja
 (arXiv 2305.19466, §3: decoder-only models on algorithmic tasks, NoPE included). Randomized positions
 are Ruoss et al. 2023 (arXiv 2305.16843, §3) around RoPE.
 
-Statistics: ``mean_ci`` is the two-sided Student-t confidence interval of a mean over seeds
-(``scipy.stats.t``), ``aggregate_seeds`` applies it per group of a tidy table. ``attention_distance``
+Statistics: ``mean_ci`` (from ``ropelib.stats``) is the two-sided Student-t confidence interval of a
+mean over seeds (``scipy.stats.t``), ``aggregate_seeds`` applies it per group of a tidy table (for
+accuracies use ``ropelib.stats.accuracy_ci``, whose interval stays in [0, 1]). ``attention_distance``
 measures where attention goes; ``ordering_table`` sets our seed means beside the published orderings
 of ``ropelib.published``.
 """
@@ -28,10 +29,10 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 
 from .data import TaskConfig, make_task
 from .gates import DEFAULT_THRESHOLDS, GateThresholds
+from .stats import mean_ci
 from .model import INIT_STD, ModelConfig
 from .runs import RunResult, RunSpec, is_finished, run, sweep
 from .train import TrainConfig
@@ -550,31 +551,6 @@ def run_specs(
 
 
 # -- statistics over seeds -------------------------------------------------------------------------
-
-
-def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float, float, int]:
-    """``(mean, ci_low, ci_high, n)`` of the finite ``values``: a two-sided Student-t interval.
-
-    ``mean ± t_{(1+confidence)/2, n-1} * s / sqrt(n)`` with ``s`` the sample standard deviation
-    (ddof=1), i.e. ``scipy.stats.t.interval(confidence, n - 1, loc=mean, scale=sem)``. NaNs are dropped
-    (``n`` counts the rest). ``n == 0``: all NaN; ``n == 1``: the value and a NaN interval; all values
-    equal: the interval collapses to the mean.
-    """
-    if not (isinstance(confidence, float) and 0.0 < confidence < 1.0):
-        raise ValueError(f"confidence must be a float in (0, 1), got {confidence!r}")
-    x = np.asarray(list(values), dtype=np.float64)
-    x = x[np.isfinite(x)]
-    n = int(x.size)
-    if n == 0:
-        return math.nan, math.nan, math.nan, 0
-    mean = float(x.mean())
-    if n == 1:
-        return mean, math.nan, math.nan, 1
-    sem = float(x.std(ddof=1) / math.sqrt(n))
-    if sem == 0.0:
-        return mean, mean, mean, n
-    low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sem)
-    return mean, float(low), float(high), n
 
 
 def aggregate_seeds(
