@@ -16,16 +16,37 @@ counts once, as the output head) and the second term is attention's ``Q K^T`` an
 ``T x T`` square (forward 4 T d per layer, backward twice that; the causal half is not discounted).
 The achieved FLOP/s is reported as a fraction of the GEMM rate.
 
-    python benchmarks/train_throughput.py            # the default size, 5 repetitions
-    python benchmarks/train_throughput.py --quick    # a smoke run: tiny sizes, one repetition
+Second comparison, the training *loop* (``--loop-only`` runs it alone): for the base models of a profile
+(``ropelib.experiments.SETUPS``, default ``default``: the ``books`` task at train length 128, batch 8,
+d_model 64, 2 layers, 4 heads; RoPE and ALiBi), the real spec of each encoding (``base_spec``, seed 0,
+``--loop-steps`` steps, so warm-up and cosine are over those steps) is trained twice per round, on one
+torch thread:
 
-Ends with one ``SUMMARY`` line: reference tokens/s, RoPE / ALiBi / T5 ratios to the reference and the
-goals (RoPE within 10 %, ALiBi and T5 within 25 %), GEMM GFLOP/s.
+(a) by ``ropelib.train.train`` (no checkpoints, progress bar off): tokens/s from the wall time of the
+    whole call (optimiser and scheduler set-up, per-step batch generation from ``task.sample`` with
+    ``batch_generator(seed, step)``, the finite-loss check, grad-norm and loss reads, history records);
+(b) by a bare PyTorch loop of the same ``ToyTransformer`` (same initialisation) over the same batches,
+    generated before the clock starts: AdamW on the same parameter groups, ``clip_grad_norm_``, the same
+    ``LambdaLR(warmup_cosine)``, nothing else.
+
+Both start from the same weights and see the same batches, so they must end with bit-identical weights
+(checked, and printed as ``same weights``): the only difference is the loop's own overhead. Rounds are
+interleaved ((a), (b) of every encoding, the order of (a) and (b) alternating between rounds); the
+median over rounds of each is reported, and the ratio (a)/(b) against the goal (>= 0.90).
+
+    python benchmarks/train_throughput.py            # the default size, 5 repetitions, then the loop
+    python benchmarks/train_throughput.py --quick    # a smoke run: tiny sizes, one repetition
+    python benchmarks/train_throughput.py --loop-only --loop-steps 40 --rounds 5
+
+Ends with ``SUMMARY`` lines: (model comparison) reference tokens/s, RoPE / ALiBi / T5 ratios to the
+reference and the goals (RoPE within 10 %, ALiBi and T5 within 25 %), GEMM GFLOP/s; (loop comparison,
+``SUMMARY loop``) the median ratio train()/bare loop of each encoding and the goal.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import platform
 import statistics
@@ -35,11 +56,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ropelib import experiments as X
+from ropelib.data import make_task
 from ropelib.encodings import ENCODINGS
-from ropelib.model import ModelConfig, ToyTransformer
+from ropelib.model import ModelConfig, ToyTransformer, select_device
+from ropelib.train import TrainConfig, batch_generator, param_groups, train, warmup_cosine
 
 REFERENCE = "reference"
 GOALS = {"rope": 0.90, "alibi": 0.75, "t5": 0.75}  # minimum tokens/s ratio to the reference
+LOOP_GOAL = 0.90  # minimum tokens/s ratio of ropelib.train.train to a bare loop of the same model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,6 +181,147 @@ def gemm_rate(n: int, repeats: int) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
+# ---------------------------------------------------------------------------------------------
+# the training loop: ropelib.train.train against a bare PyTorch loop of the same model and batches
+# ---------------------------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _fresh_model(spec, device: torch.device) -> ToyTransformer:
+    torch.manual_seed(spec.train.seed)  # as ropelib.runs does: the initialisation is seeded
+    return ToyTransformer(spec.model).to(device)
+
+
+def run_train(spec, task, device: torch.device) -> tuple[float, dict[str, torch.Tensor]]:
+    """(a): wall seconds of ``ropelib.train.train`` on a fresh model (no checkpoints, no bar); final weights."""
+    model = _fresh_model(spec, device)
+    _sync(device)
+    start = time.perf_counter()
+    train(model, task, spec.train, progress=False)
+    _sync(device)
+    return time.perf_counter() - start, model.state_dict()
+
+
+def bare_batches(spec, task, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches ``train`` draws at each step (``batch_generator(seed, step)``), generated up front."""
+    cfg = spec.train
+    out = []
+    for step in range(cfg.steps):
+        batch = task.sample(cfg.batch_size, cfg.seq_len, batch_generator(cfg.seed, step))
+        out.append((batch.x.to(device), batch.y.to(device)))  # (B, T) long each
+    return out
+
+
+def run_bare(spec, batches, device: torch.device) -> tuple[float, dict[str, torch.Tensor]]:
+    """(b): wall seconds of a bare loop (AdamW, clip, LambdaLR) over pre-generated batches; final weights."""
+    cfg: TrainConfig = spec.train
+    model = _fresh_model(spec, device)
+    model.train()
+    use_amp = cfg.amp and device.type == "cuda"
+    max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+    _sync(device)
+    start = time.perf_counter()
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio))
+    for x, y in batches:
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = model(x)  # (B, T, V)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        opt.step()
+        sched.step()
+    _sync(device)
+    return time.perf_counter() - start, model.state_dict()
+
+
+def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def loop_comparison(args: argparse.Namespace) -> dict[str, float]:
+    """Prints the (a)/(b) table and the ``SUMMARY loop`` line; returns encoding -> median ratio."""
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads if args.threads is not None else 1)
+    try:
+        return _loop_comparison(args)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _loop_comparison(args: argparse.Namespace) -> dict[str, float]:
+    setup = X.base_setup(args.loop_profile)
+    device = select_device(args.device)
+    specs = {}
+    for enc in args.loop_encodings:
+        spec = X.base_spec(setup, enc, args.loop_task, setup.seeds[0], device=str(device), steps=args.loop_steps)
+        specs[enc] = dataclasses.replace(spec, train=dataclasses.replace(spec.train, checkpoint_every=0))
+    first = next(iter(specs.values()))
+    task = make_task(first.task)
+    cfg, mcfg = first.train, first.model
+    tokens = cfg.steps * cfg.batch_size * cfg.seq_len
+    print(
+        f"\ntraining loop, profile {args.loop_profile!r} task {args.loop_task!r}: {mcfg.n_layers} layers, "
+        f"d_model {mcfg.d_model}, {mcfg.n_heads} heads, seq {cfg.seq_len}, batch {cfg.batch_size}, lr {cfg.lr:g}; "
+        f"device {device}, {torch.get_num_threads()} torch thread(s); {args.rounds} interleaved rounds x "
+        f"{cfg.steps} steps ({tokens} tokens) per loop"
+    )
+    batches = {enc: bare_batches(spec, task, device) for enc, spec in specs.items()}
+    warm = {enc: dataclasses.replace(spec, train=dataclasses.replace(spec.train, steps=min(2, cfg.steps),
+                                                                       warmup_steps=min(2, cfg.warmup_steps)))
+            for enc, spec in specs.items()}
+    for enc, spec in warm.items():  # warm-up: allocator, first-call overheads, lazy imports
+        run_train(spec, task, device)
+        run_bare(spec, batches[enc][: spec.train.steps], device)
+    rates: dict[str, dict[str, list[float]]] = {enc: {"train": [], "bare": []} for enc in specs}
+    same: dict[str, bool] = {}
+    for r in range(args.rounds):
+        for enc, spec in specs.items():
+            order = ("train", "bare") if r % 2 == 0 else ("bare", "train")
+            for which in order:
+                if which == "train":
+                    seconds, weights = run_train(spec, task, device)
+                else:
+                    seconds, weights = run_bare(spec, batches[enc], device)
+                rates[enc][which].append(tokens / seconds)
+                if r == 0:
+                    if which == order[0]:
+                        first_weights = weights
+                    else:
+                        same[enc] = _same_weights(first_weights, weights)
+        print(
+            f"  round {r + 1}/{args.rounds}: "
+            + ", ".join(f"{e} {rates[e]['train'][-1] / rates[e]['bare'][-1]:.3f}" for e in specs),
+            flush=True,
+        )
+
+    header = (f"{'encoding':<10} {'train() tok/s':>13} {'bare tok/s':>11} {'ratio':>6} {'spread':>7} "
+              f"{'same weights':>12}  per-round ratios")
+    print(header)
+    print("-" * len(header))
+    ratios: dict[str, float] = {}
+    for enc in specs:
+        a, b = statistics.median(rates[enc]["train"]), statistics.median(rates[enc]["bare"])
+        per_round = [x / y for x, y in zip(rates[enc]["train"], rates[enc]["bare"])]
+        ratios[enc] = statistics.median(per_round)
+        spread = (max(per_round) - min(per_round)) if len(per_round) > 1 else math.nan
+        print(
+            f"{enc:<10} {a:>13.0f} {b:>11.0f} {ratios[enc]:>6.3f} {spread:>7.3f} "
+            f"{'yes' if same[enc] else 'NO':>12}  " + " ".join(f"{x:.3f}" for x in per_round)
+        )
+    verdict = "ok" if all(v >= LOOP_GOAL for v in ratios.values()) else "MISSED"
+    print(
+        "\nSUMMARY loop train()/bare tokens/s: "
+        + "; ".join(f"{e} {v:.3f}x" for e, v in ratios.items())
+        + f" (goal >= {LOOP_GOAL:.2f}: {verdict}); same weights: {'yes' if all(same.values()) else 'NO'}"
+        + ("; quick smoke run, not representative" if args.quick else "")
+    )
+    return ratios
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, one repetition")
@@ -169,10 +335,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--d-model", type=int, default=128)
     parser.add_argument("--vocab-size", type=int, default=128)
     parser.add_argument("--gemm-size", type=int, default=1024)
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's; the loop comparison: 1)")
+    loop = parser.add_argument_group("training-loop comparison (ropelib.train.train vs a bare loop)")
+    loop.add_argument("--loop-only", action="store_true", help="run only the training-loop comparison")
+    loop.add_argument("--no-loop", action="store_true", help="skip the training-loop comparison")
+    loop.add_argument("--loop-steps", type=int, default=40, help="training steps per loop per round")
+    loop.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median reported)")
+    loop.add_argument("--loop-profile", default="default", choices=list(X.SETUPS), help="base models of this profile")
+    loop.add_argument("--loop-task", default="books", help="a language-model task of that profile")
+    loop.add_argument("--loop-encodings", nargs="+", default=["rope", "alibi"])
+    loop.add_argument("--device", default="cpu", help="device of the loop comparison: cpu | cuda | mps | auto")
     args = parser.parse_args(argv)
+    if args.loop_only and args.no_loop:
+        parser.error("--loop-only and --no-loop exclude each other")
+    if args.loop_steps < 1 or args.rounds < 1:
+        parser.error(f"--loop-steps and --rounds must be >= 1, got {args.loop_steps} and {args.rounds}")
     if args.quick:
         args.repeats, args.steps, args.batch_size, args.seq_len, args.gemm_size = 1, 1, 4, 64, 256
+        args.loop_steps, args.rounds = min(args.loop_steps, 3), 1
+    if args.loop_only:
+        loop_comparison(args)
+        return
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     names = sorted(ENCODINGS) if args.encodings is None else list(args.encodings)
@@ -221,6 +405,8 @@ def main(argv: list[str] | None = None) -> None:
         f"\nSUMMARY reference {ref_rate:.0f} tokens/s; " + "; ".join(goals) + f"; GEMM {gemm_flops / 1e9:.1f} GFLOP/s"
         + ("; quick smoke run, sizes not representative" if args.quick else "")
     )
+    if not args.no_loop:
+        loop_comparison(args)
 
 
 if __name__ == "__main__":

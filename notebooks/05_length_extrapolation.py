@@ -1,36 +1,42 @@
 # %% [markdown]
 # # 05 — Length extrapolation: trained short, tested long
 #
-# Every model of notebook 04 (ten positional encodings, several seeds, same size and budget) is
-# evaluated at 1×, 1.5×, 2×, 4×, 8× (16× in `full`) its training length $L$:
+# Every model of notebook 04 (ten positional encodings, several seeds, same size and budget, each with
+# its own tuned learning rate) is evaluated at 1×, 1.5×, 2×, 4×, 8× (16× in `full`) its training length
+# $L$ — but only the models that **passed their gate** in notebook 04 (they beat an n-gram baseline and
+# use their context, or beat the retrieval task's position-blind floor) enter a summary, an ordering or a
+# conclusion. Failed models are listed, not averaged in.
 #
-# * **character LM perplexity** on held-out text, with **non-overlapping** windows (the protocol of
-#   the ALiBi paper's Table 1: every window starts from scratch, so on average a token sees only
-#   $(L'-1)/2$ tokens of context) and with **sliding** windows (every scored token after the first
-#   window sees at least $L'(1 - f) + 1$ tokens, $f$ = `sliding_stride_fraction`) — the difference is the
-#   *early-token effect*;
-# * **loss by position** inside one long window: where, exactly, a model breaks;
-# * **passkey retrieval accuracy** by length and by distance between the needle and the query;
-# * **copy / reverse exact match** by length where the profile trains them (Kazemnejad et al. 2023).
+# * **character LM perplexity** on the whole *test* split, with **non-overlapping** windows (the
+#   protocol of the ALiBi paper's Table 1: every window starts from scratch, so on average a token sees
+#   only $(L'-1)/2$ tokens of context) and with **sliding** windows of stride $L'/4$ (every scored token
+#   after the first window sees at least $3L'/4 + 1$ tokens; ALiBi's Appendix B uses small strides) —
+#   the difference is the *early-token effect*;
+# * **loss by position** out to the longest length: where, exactly, a model breaks;
+# * **passkey retrieval accuracy** by length and by distance between the needle and the query, against
+#   the task's position-blind floor;
+# * **copy / reverse exact match** by length where the profile trains them (Kazemnejad et al. 2023);
+# * **positions removed**: every model evaluated again with its positional encoding switched off
+#   (`ropelib.ablation.without_positions`), to see how much each one relies on it.
 #
-# Every number is a mean over seeds with a 95% Student-t interval (`ropelib.experiments.mean_ci`,
-# scipy). At the end our orderings are set beside the published ones: the ALiBi paper's Table 1
-# (sinusoidal ≫ rotary > T5 > ALiBi past $L$) and Kazemnejad et al.'s ranking on algorithmic tasks
-# (NoPE ≥ T5 > ALiBi > rotary ≈ absolute), whose numbers live in `ropelib.published` with their source.
+# Perplexities are means over the passing seeds with a 95% Student-t interval; accuracies carry a
+# bootstrap interval over seeds and samples that stays in [0, 1] (`ropelib.stats`). At the end our
+# orderings are set beside the published ones: the ALiBi paper's Table 1 (sinusoidal ≫ rotary > T5 >
+# ALiBi past $L$) and Kazemnejad et al.'s ranking on algorithmic tasks (NoPE ≥ T5 > ALiBi > rotary ≈
+# absolute), whose numbers live in `ropelib.published` with their source.
 #
-# The models come from the run cache (same `RunSpec`s as notebook 04, `ropelib.experiments`); on a
+# The models come from the run cache (the same `RunSpec`s as notebook 04, `ropelib.protocols`); on a
 # cache miss this notebook trains them.
 
 # %% tags=["parameters"]
 profile = "default"  # smoke | default | full: also selects the models (ropelib.experiments.SETUPS)
 device = "auto"  # auto | cpu | cuda | mps
 jobs = 2  # training processes in parallel on a cache miss (one GPU: 1)
-cpu_threads = 1  # torch intra-op threads of this process on CPU (more oversubscribes a busy machine)
+cpu_threads = 2  # torch intra-op threads of this process for the evaluations (training workers use one each)
 multipliers = [1.0, 1.5, 2.0, 4.0, 8.0]  # evaluation lengths = round(m * L)
-eval_tokens = 4096  # chars: every length scores the same first eval_tokens of the validation text
-sliding_stride_fraction = 0.5  # sliding-window stride = fraction x evaluation length
-position_multiplier = 4.0  # loss by position inside windows of this x L
-position_windows = 64
+eval_tokens = 16384  # sliding windows: scored test tokens per cell (non-overlapping windows score the whole test split)
+sliding_stride_fraction = 0.25  # sliding-window stride = fraction x evaluation length (at most 1/4)
+position_windows = 64  # loss by position: windows of the longest length
 position_bins = 32
 retrieval_depths = [0.0, 0.25, 0.5, 0.75, 1.0]  # passkey needle depth (0: first token, 1: just before the query)
 retrieval_samples = 32  # sequences per (length, depth) cell
@@ -61,11 +67,10 @@ import torch
 from IPython.display import Markdown, display
 
 from ropelib import experiments as X
-from ropelib import memo, published
+from ropelib import extrapolation, memo, protocols, published, results
 from ropelib.data import make_task
 from ropelib.evaluate import algorithmic_accuracy, lengths_for, lm_loss_at_lengths, loss_by_position, retrieval_accuracy, unsupported_reason
 from ropelib.model import select_device
-from ropelib.paths import atomic_write_text, results_dir
 from ropelib.plotting import color_for, savefig, set_theme
 from ropelib.provenance import show_provenance
 
@@ -89,91 +94,62 @@ t_start = time.time()
 
 
 def write_table(df: pd.DataFrame, name: str) -> None:
-    """Write a tidy table to results/<name>.csv atomically (with the profile as first column)."""
-    df = df.copy()
-    df.insert(0, "profile", profile)
-    atomic_write_text(results_dir() / f"{name}.csv", df.to_csv(index=False))
+    """Write results/<name>.csv (ropelib.results: columns checked against its schema, written atomically)."""
+    results.write_table(df, name, profile)
 
 
-specs = X.base_specs(setup, device)
+specs, _ = protocols.tuned_specs(setup, device, jobs=jobs)
 runs = X.run_specs(specs, jobs=jobs)
 n_trained = sum(not r.cached for r in runs.values())
+gates = protocols.gate_models(runs, setup)
+gate_samples, gate_seed = setup.gate_samples, protocols.GATE_SEED
+PASSED = protocols.passed_keys(gates)
+
+
+def passed(enc: str, task: str, seed: int) -> bool:
+    return (enc, task, int(seed)) in PASSED
+
+
 print(f"profile={profile}, device={torch_device}: {len(runs)} models ({n_trained} trained now), "
-      f"multipliers {multipliers}")
+      f"multipliers {multipliers}; {len(PASSED)} passed their gate")
+failed_gate = gates[~gates.passed.fillna(False).astype(bool) & gates.kind.isin(["lm", "retrieval"])]
+if len(failed_gate):
+    display(Markdown("**Failed their gate (notebook 04), excluded from every summary below:** " + "; ".join(
+        f"{enc}/{task} seeds {', '.join(str(s) for s in g.seed)}" for (enc, task), g in failed_gate.groupby(["encoding", "task"]))))
 
 # %% [markdown]
 # ## 1. Character LM: perplexity at longer lengths
 #
-# Every evaluation length scores the same stretch of text (the first `eval_tokens` characters of the
-# validation split): with a fixed number of windows instead, longer windows would cover more (and
-# different) text, and part of any trend with length would be a trend in the text.
+# Non-overlapping windows score the whole test split at every length (the same text: with a fixed number
+# of windows instead, longer windows would cover more and different text, and part of any trend with
+# length would be a trend in the text). Sliding windows, which cost $1/f$ times more, score the first
+# `eval_tokens` targets of the test split at every length.
 #
 # `learned` has a position table of exactly $L$ rows: past $L$ it has no position vector at all, so its
 # rows are NaN with an explicit reason (never clamped to the last row).
 
 # %%
-tokens = make_task("chars").tokens("validation")
-lm_rows = []
-for task in LM_TASKS:
-    L = setup.task(task).train_length
-    lengths = lengths_for(L, multipliers)
-    for enc in ENCODINGS:
-        for seed in SEEDS:
-            r = runs[(enc, task, seed)]
-            for mode in ("nonoverlap", "sliding"):
-                for length in lengths:
-                    # the same text span at every length: windows x stride = eval_tokens
-                    if mode == "nonoverlap":
-                        stride, n_windows = None, max(1, eval_tokens // length)
-                    else:
-                        stride = max(1, int(round(sliding_stride_fraction * length)))
-                        n_windows = max(1, (eval_tokens - length) // stride + 1)
-                    # evaluation cache (ropelib.memo): a rerun with the same models and library reads it back
-                    df = cached("05_lm_loss", {"run": r.hash, "device": torch_device.type, "length": length,
-                                               "mode": mode, "stride": stride, "windows": n_windows},
-                                lambda: lm_loss_at_lengths(r.model, tokens, [length], mode, stride=stride,
-                                                           max_windows=n_windows))
-                    lm_rows.append(df.assign(encoding=enc, seed=seed, run_hash=r.hash[:16], train_length=L,
-                                             multiplier=length / L))
-lm = pd.concat(lm_rows, ignore_index=True)
-lm = lm[["encoding", "seed", "run_hash", "train_length", "length", "multiplier", "mode", "stride", "loss", "ppl",
-         "n_tokens", "n_windows", "min_context", "status", "reason"]]
+LM_TASK = protocols.lm_task(setup)
+tokens = protocols.split_tokens(specs[(ENCODINGS[0], LM_TASK, SEEDS[0])].task, "test", setup.lm_eval_tokens)
+lm = extrapolation.lm_length_grid(runs, setup, PASSED, multipliers, sliding_stride_fraction=sliding_stride_fraction,
+                                  sliding_tokens=eval_tokens, device=torch_device.type, cached=cached)
 write_table(lm, "05_lm_loss")
-
-keys = ["encoding", "train_length", "length", "multiplier", "mode"]
-lm_summary = X.aggregate_seeds(lm, keys, "loss", prefix="loss_").merge(
-    X.aggregate_seeds(lm, keys, "ppl", prefix="ppl_").drop(columns="n_seeds"), on=keys)
+lm_ok = lm[lm.passed_gate]  # the models that passed their gate: the only ones summarised
+lm_summary = extrapolation.summarise_lm(lm)
 write_table(lm_summary, "05_lm_summary")
 
-# ablation for the discussion at the end (and claim C5 in notebook 07): the sinusoidal models with their
-# position vectors removed at evaluation, at 1x (non-overlapping, the same windows as above)
-sin_ablation = pd.DataFrame(columns=["variant", "ppl"])
-if {"sinusoidal", "nope"} <= set(ENCODINGS) and LM_TASKS:
-    from dataclasses import replace
-
-    from ropelib.model import ToyTransformer
-
-    def without_positions(model):
-        stripped = ToyTransformer(replace(model.config, encoding="nope", encoding_params={})).to(torch_device)
-        stripped.load_state_dict(model.state_dict())  # sinusoids have no parameters: the same weights
-        return stripped
-
-    L0 = setup.task(LM_TASKS[0]).train_length
-    abl = []
-    for seed in SEEDS:
-        r = runs[("sinusoidal", LM_TASKS[0], seed)]
-        as_trained = lm[(lm.encoding == "sinusoidal") & (lm.seed == seed) & (lm["mode"] == "nonoverlap")
-                        & (lm.length == L0)].ppl.iloc[0]
-        stripped = cached("05_without_sinusoids", {"run": r.hash, "device": torch_device.type, "length": L0,
-                                                   "windows": max(1, eval_tokens // L0)},
-                          lambda: lm_loss_at_lengths(without_positions(r.model), tokens, [L0], "nonoverlap",
-                                                     max_windows=max(1, eval_tokens // L0)))
-        abl.append({"encoding": "sinusoidal", "seed": seed, "run_hash": r.hash[:16], "train_length": L0, "length": L0,
-                    "ppl": float(as_trained), "ppl_without_positions": float(stripped.ppl.iloc[0])})
-    abl = pd.DataFrame(abl)
-    write_table(abl, "05_without_positions")
-    sin_ablation = pd.DataFrame({"variant": ["as trained", "without sinusoids"],
-                                 "ppl": [abl.ppl.mean(), abl.ppl_without_positions.mean()]})
+# positions removed (ropelib.ablation.without_positions), every encoding on every task, at 1x: the language
+# models over the test split (non-overlapping), the retrieval models on the gate's sequences (exact match)
+abl = extrapolation.positions_removed(runs, setup, gates, device=torch_device.type, cached=cached)
+write_table(abl, "05_without_positions")
+abl_summary = (abl[abl.passed_gate].assign(change=lambda d: np.where(d.metric == "ppl", d.without_positions / d.as_trained,
+                                                                     d.without_positions - d.as_trained))
+               .groupby(["task", "metric", "encoding"]).agg(as_trained=("as_trained", "mean"),
+                                                             without_positions=("without_positions", "mean"),
+                                                             change=("change", "mean"), n_seeds=("seed", "count")))
+display(Markdown("**Positions removed at 1x** (passing models; `change`: perplexity ratio for the language model, "
+                 "accuracy difference for retrieval):"))
+display(abl_summary)
 print(f"{(lm.status != 'ok').sum()} of {len(lm)} cells without a value: "
       f"{sorted(set(lm.loc[lm.status != 'ok', 'encoding']))} ({', '.join(sorted(set(lm.loc[lm.status != 'ok', 'status'])))})")
 
@@ -192,7 +168,11 @@ display(Markdown(f"**Perplexity, non-overlapping windows** (mean over {len(SEEDS
 display(ppl_table("nonoverlap"))
 display(Markdown("**Perplexity, sliding windows** (stride = "
                  f"{sliding_stride_fraction:g} x length)"))
-ppl_table("sliding")
+display(ppl_table("sliding"))
+NGRAM = protocols.ngram_reference(specs[(ENCODINGS[0], LM_TASK, SEEDS[0])].task, "test",
+                                  max_tokens=setup.lm_eval_tokens).set_index("order").perplexity
+display(Markdown("Models that failed their gate show —. Reference: Kneser–Ney n-grams fitted on the training split "
+                 "score the test split at " + ", ".join(f"{p:.2f} (order {o})" for o, p in NGRAM.items()) + "."))
 
 # %%
 pub = published.alibi_table()
@@ -203,6 +183,9 @@ for ax, mode in zip(axes[:2], ("nonoverlap", "sliding")):
         s = s[np.isfinite(s.ppl_mean)]
         ax.plot(s.multiplier, s.ppl_mean, marker="o", markersize=3, color=color_for(enc), label=enc)
         ax.fill_between(s.multiplier, s.ppl_ci_low, s.ppl_ci_high, color=color_for(enc), alpha=0.15, linewidth=0)
+    for order, ls in ((3, "--"), (4, "-.")):
+        if order in NGRAM.index:
+            ax.axhline(NGRAM[order], color="0.3", linestyle=ls, linewidth=0.9, label=f"{order}-gram")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.axvline(1.0, color="0.5", linestyle=":", linewidth=1)
@@ -212,8 +195,8 @@ for ax, mode in zip(axes[:2], ("nonoverlap", "sliding")):
     ax.yaxis.set_major_formatter(ScalarFormatter())
     ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("evaluation length / training length")
-    ax.set_ylabel("perplexity (chars)")
-    ax.set_title(f"ours, {mode} windows")
+    ax.set_ylabel("test perplexity (chars)")
+    ax.set_title(f"ours, {mode} windows (passing models)")
 axes[0].legend(fontsize=7, ncol=2)
 for enc in pub.encoding.unique():
     s = pub[pub.encoding == enc].dropna()
@@ -225,20 +208,21 @@ axes[2].set_ylabel("perplexity (WikiText-103)")
 axes[2].set_title("ALiBi paper, Table 1 (non-overlapping)")
 axes[2].legend(fontsize=7)
 savefig(fig, "perplexity_vs_length", notebook=NOTEBOOK,
-        caption=f"Character-LM perplexity vs evaluation length (multiples of L) for every encoding, non-overlapping and sliding windows, seed means with 95% CI bands; right: the ALiBi paper's Table 1 ({profile} profile).")
+        caption=f"Character-LM test perplexity vs evaluation length (multiples of L) for the encodings whose models passed their gate, non-overlapping and sliding windows (stride L'/4), seed means with 95% CI bands, dashed: 3- and 4-gram baselines; right: the ALiBi paper's Table 1 ({profile} profile).")
 plt.show()
 
 # %% [markdown]
 # ## 2. Loss by position inside one long window
 #
-# Mean loss at each position of non-overlapping windows of `position_multiplier` × $L$ tokens (binned).
-# Left of the dotted line the model is inside its training length; right of it every position is new.
+# Mean loss at each position of non-overlapping windows of the longest evaluation length (`position_windows`
+# windows of the test split, binned). Left of the dotted line the model is inside its training length;
+# right of it every position is new.
 
 # %%
 pos_rows = []
 for task in LM_TASKS:
     L = setup.task(task).train_length
-    P = int(round(position_multiplier * L))
+    P = int(round(max(multipliers) * L))
     edges = np.linspace(0, P, position_bins + 1).round().astype(int)
     for enc in ENCODINGS:
         for seed in SEEDS:
@@ -249,14 +233,15 @@ for task in LM_TASKS:
                                                    "length": P, "windows": position_windows},
                            lambda: loss_by_position(model, tokens, P, max_windows=position_windows))  # (P,)
             for lo, hi in zip(edges[:-1], edges[1:]):
-                pos_rows.append({"encoding": enc, "seed": seed, "length": P, "position_lo": int(lo),
+                pos_rows.append({"encoding": enc, "seed": seed, "passed_gate": passed(enc, task, seed), "length": P,
+                                 "position_lo": int(lo),
                                  "position_hi": int(hi), "loss": float(curve[lo:hi].mean())})
 pos = pd.DataFrame(pos_rows)
 write_table(pos, "05_loss_by_position")
 
 late_vs_all = pd.Series(dtype=float)
 if len(pos):
-    pos_summary = X.aggregate_seeds(pos, ["encoding", "position_lo", "position_hi"], "loss")
+    pos_summary = X.aggregate_seeds(pos[pos.passed_gate], ["encoding", "position_lo", "position_hi"], "loss")
     L = setup.task(LM_TASKS[0]).train_length
     # inside the training length a causal model sees in a long window exactly what it sees in a window of L
     inside = pos_summary[pos_summary.position_hi <= L]
@@ -276,43 +261,25 @@ if len(pos):
     ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("position in the window")
     ax.set_ylabel("loss (nats / char)")
-    ax.set_title(f"Loss by position, windows of {int(position_multiplier * L)} tokens")
+    ax.set_title(f"Loss by position, windows of {int(max(multipliers) * L)} tokens (passing models)")
     ax.legend(fontsize=7, ncol=2)
     savefig(fig, "loss_by_position", notebook=NOTEBOOK,
-            caption=f"Character-LM loss by position inside windows of {position_multiplier:g}x the training length (seed means, 95% CI bands); the dotted line is the training length.")
+            caption=f"Character-LM test loss by position inside windows of {max(multipliers):g}x the training length, models that passed their gate (seed means, 95% CI bands); the dotted line is the training length.")
     plt.show()
 
 # %% [markdown]
 # ## 3. Passkey retrieval by length and distance
 #
 # Exact match of the digits after the query, `retrieval_samples` sequences per (length, depth) cell.
-# The distance is the number of tokens between the needle's last digit and the query.
+# The distance is the number of tokens between the needle's last digit and the query. The dashed line
+# is the task's position-blind floor: the best exact match of a predictor that knows which tokens
+# occurred but not their order (`PasskeyTask.position_blind_floor`, $1/k!$ for $k$ distinct digits).
 
 # %%
-ret_rows = []
-for task in RET_TASKS:
-    L = setup.task(task).train_length
-    task_obj = make_task(specs[(ENCODINGS[0], task, SEEDS[0])].task)
-    lengths = lengths_for(L, multipliers)
-    distance = {(n, d): int(task_obj.sample(1, n, torch.Generator().manual_seed(0), depth=d).meta["distance"][0])
-                for n in lengths for d in retrieval_depths}
-    for enc in ENCODINGS:
-        for seed in SEEDS:
-            r = runs[(enc, task, seed)]
-            df = cached("05_retrieval", {"run": r.hash, "device": torch_device.type, "lengths": lengths,
-                                         "depths": retrieval_depths, "samples": retrieval_samples, "seed": eval_seed},
-                        lambda: retrieval_accuracy(r.model, task_obj, lengths, depths=retrieval_depths,
-                                                   n_samples=retrieval_samples, seed=eval_seed))
-            df["distance"] = [distance[(n, d)] if s == "ok" else np.nan
-                              for n, d, s in zip(df.length, df.depth, df.status)]
-            ret_rows.append(df.assign(encoding=enc, task=task, seed=seed, run_hash=r.hash[:16], train_length=L,
-                                      multiplier=df.length / L))
-ret = pd.concat(ret_rows, ignore_index=True) if ret_rows else pd.DataFrame(
-    columns=["encoding", "task", "seed", "run_hash", "train_length", "length", "multiplier", "depth", "distance",
-             "accuracy", "token_accuracy", "n_samples", "status", "reason"])
-ret = ret[["encoding", "task", "seed", "run_hash", "train_length", "length", "multiplier", "depth", "distance",
-           "accuracy", "token_accuracy", "n_samples", "status", "reason"]]
+ret = extrapolation.retrieval_grid(runs, setup, PASSED, multipliers, retrieval_depths, n_samples=retrieval_samples,
+                                   seed=eval_seed, device=torch_device.type, cached=cached)
 write_table(ret, "05_retrieval")
+FLOOR = ret.groupby("task").floor.first().to_dict() if len(ret) else {}
 
 # %% [markdown]
 # ## 4. Copy and reverse (Kazemnejad et al.)
@@ -331,9 +298,9 @@ for task in ALG_TASKS:
                         lambda: algorithmic_accuracy(r.model, task_obj, lengths_for(L, multipliers),
                                                      n_samples=algorithmic_samples, seed=eval_seed))
             alg_rows.append(df.assign(encoding=enc, task=task, seed=seed, run_hash=r.hash[:16], train_length=L,
-                                      multiplier=df.length / L))
-alg_cols = ["encoding", "task", "seed", "run_hash", "train_length", "length", "multiplier", "n", "accuracy",
-            "token_accuracy", "n_samples", "status", "reason"]
+                                      multiplier=df.length / L, passed_gate=True))
+alg_cols = ["encoding", "task", "seed", "run_hash", "passed_gate", "train_length", "length", "multiplier", "n",
+            "accuracy", "token_accuracy", "n_correct", "n_samples", "status", "reason"]
 alg = pd.concat(alg_rows, ignore_index=True)[alg_cols] if alg_rows else pd.DataFrame(columns=alg_cols)
 write_table(alg, "05_algorithmic")
 if not ALG_TASKS:
@@ -341,12 +308,9 @@ if not ALG_TASKS:
           f"the Kazemnejad comparison below uses {', '.join(RET_TASKS)} accuracy instead.")
 
 # %%
-acc_seed = pd.concat(
-    [ret.groupby(["encoding", "task", "seed", "train_length", "length", "multiplier"], as_index=False).accuracy.mean(),
-     alg[["encoding", "task", "seed", "train_length", "length", "multiplier", "accuracy"]]],
-    ignore_index=True,
-).astype({"accuracy": float})
-acc_summary = X.aggregate_seeds(acc_seed, ["encoding", "task", "train_length", "length", "multiplier"], "accuracy")
+# per seed: exact-match counts pooled over depths (retrieval) or instance lengths (algorithmic); summary over
+# the passing seeds with an interval that stays in [0, 1] (ropelib.stats.accuracy_ci)
+acc_seed, acc_summary = extrapolation.accuracy_summary([ret, alg], FLOOR, seed=eval_seed)
 write_table(acc_summary, "05_accuracy_summary")
 
 acc_tasks = RET_TASKS + ALG_TASKS
@@ -356,7 +320,9 @@ for ax, task in zip(axes[0], acc_tasks):
         s = acc_summary[(acc_summary.task == task) & (acc_summary.encoding == enc)].sort_values("multiplier")
         s = s[np.isfinite(s["mean"])]
         ax.plot(s.multiplier, s["mean"], marker="o", markersize=3, color=color_for(enc), label=enc)
-        ax.fill_between(s.multiplier, s.ci_low.clip(0, 1), s.ci_high.clip(0, 1), color=color_for(enc), alpha=0.12, linewidth=0)
+        ax.fill_between(s.multiplier, s.ci_low, s.ci_high, color=color_for(enc), alpha=0.12, linewidth=0)
+    if task in FLOOR:
+        ax.axhline(FLOOR[task], color="0.3", linestyle="--", linewidth=0.9, label=f"position-blind floor {FLOOR[task]:.3f}")
     ax.set_xscale("log", base=2)
     ax.axvline(1.0, color="0.5", linestyle=":", linewidth=1)
     ax.set_xticks(multipliers, [f"{m:g}x" for m in multipliers])
@@ -369,19 +335,20 @@ axes[0, 0].legend(fontsize=7, ncol=2)
 if RET_TASKS:
     ax = axes[0, -1]
     task = RET_TASKS[0]
-    far = ret[(ret.task == task) & (ret.status == "ok")]
+    far = ret[(ret.task == task) & (ret.status == "ok") & ret.passed_gate]
     far = far[far.multiplier == far.multiplier.max()]
     by_d = far.groupby(["encoding", "distance"], as_index=False).accuracy.mean()
     for enc in ENCODINGS:
         s = by_d[by_d.encoding == enc]
         ax.plot(s.distance, s.accuracy, marker="o", markersize=3, color=color_for(enc), label=enc)
     ax.axvline(setup.task(task).train_length, color="0.5", linestyle=":", linewidth=1)
+    ax.axhline(FLOOR[task], color="0.3", linestyle="--", linewidth=0.9)
     ax.set_xlabel("distance needle -> query (tokens)")
     ax.set_ylabel("exact match (seed mean)")
     ax.set_ylim(-0.03, 1.03)
     ax.set_title(f"{task} at {far.multiplier.max():g}x: by distance" if len(far) else task)
 savefig(fig, "accuracy_vs_length", notebook=NOTEBOOK,
-        caption="Retrieval (and copy/reverse where trained) exact match vs evaluation length, seed means with 95% CI bands; right: passkey accuracy by needle distance at the longest length.")
+        caption="Retrieval (and copy/reverse where trained) exact match vs evaluation length for the models that passed their gate, seed means with 95% bootstrap bands (in [0, 1]), dashed: the position-blind floor; right: passkey accuracy by needle distance at the longest length.")
 plt.show()
 
 # %% [markdown]
@@ -400,8 +367,8 @@ alibi_claims = claims[claims.source == "alibi_table1"]
 alibi_ratio_claims = published.published_orderings(relative=True).query("source == 'alibi_table1'")
 kaz_claims = claims[claims.source == "kazemnejad2023"]
 # per seed: perplexity relative to the same model's perplexity at 1x (same protocol)
-at_1x = lm[lm.multiplier == 1.0].set_index(["encoding", "seed", "mode"]).ppl.rename("ppl_1x")
-lm_ratio = lm.join(at_1x, on=["encoding", "seed", "mode"]).assign(ratio=lambda d: d.ppl / d.ppl_1x)
+at_1x = lm_ok[lm_ok.multiplier == 1.0].set_index(["encoding", "seed", "mode"]).ppl.rename("ppl_1x")
+lm_ratio = lm_ok.join(at_1x, on=["encoding", "seed", "mode"]).assign(ratio=lambda d: d.ppl / d.ppl_1x)
 ratio_summary = X.aggregate_seeds(lm_ratio, ["encoding", "multiplier", "mode"], "ratio")
 tables = []
 for mode in ("nonoverlap", "sliding"):
@@ -411,12 +378,20 @@ for mode in ("nonoverlap", "sliding"):
     ours_r = ratio_summary[(ratio_summary["mode"] == mode) & (ratio_summary.multiplier > 1)]
     tables.append(X.ordering_table(alibi_ratio_claims, ours_r, metric=f"ppl_ratio_{mode}", lower_is_better=True))
 kaz_task = ALG_TASKS if ALG_TASKS else RET_TASKS
-kaz_seed = acc_seed[acc_seed.task.isin(kaz_task)].groupby(["encoding", "seed", "multiplier"], as_index=False).accuracy.mean()
+kaz_seed = (acc_seed[acc_seed.task.isin(kaz_task) & acc_seed.passed_gate.astype(bool)]
+            .groupby(["encoding", "seed", "multiplier"], as_index=False).accuracy.mean())
 kaz_ours = X.aggregate_seeds(kaz_seed, ["encoding", "multiplier"], "accuracy")
 kaz_ours = kaz_ours[kaz_ours.multiplier > 1]
 kaz = X.ordering_table(kaz_claims, kaz_ours, metric="accuracy", lower_is_better=False)
 kaz["note"] = kaz["note"] + f"; measured on {'+'.join(kaz_task)}"
 orderings = pd.concat(tables + [kaz], ignore_index=True)
+# a side with no passing model is not a result: say so instead of "no value"
+lm_failed = {e for e in ENCODINGS if LM_TASKS and not any(passed(e, LM_TASKS[0], sd) for sd in SEEDS)}
+acc_failed = {e for e in ENCODINGS if kaz_task and not any(passed(e, kaz_task[0], sd) for sd in SEEDS)}
+for i, r in orderings.iterrows():
+    gone = sorted({r.better, r.worse} & (acc_failed if r.metric == "accuracy" else lm_failed))
+    if gone:
+        orderings.loc[i, ["reproduced", "note"]] = [np.nan, f"not testable: {', '.join(gone)} failed the gate"]
 write_table(orderings, "05_orderings")
 
 show = orderings.assign(
@@ -446,7 +421,7 @@ rep
 # The table shows perplexity at each length divided by the value at 1×, under both protocols.
 
 # %%
-ratio = lm_summary.pivot_table(index=["encoding", "mode"], columns="multiplier", values="ppl_mean")
+ratio = lm_summary.pivot_table(index=["encoding", "mode"], columns="multiplier", values="ppl_mean", dropna=False)
 ratio = ratio.div(ratio[1.0], axis=0)
 ratio.columns = [f"{m:g}x" for m in ratio.columns]
 ratio = ratio.reindex([(e, m) for e in ENCODINGS for m in ("nonoverlap", "sliding")])
@@ -462,7 +437,12 @@ early
 
 # %%
 lines = []
-if LM_TASKS:
+for (enc, task), g in failed_gate.groupby(["encoding", "task"]):
+    lines.append(f"* Failed its gate, so not a result here: {enc} on {task} ({len(g)} of {len(SEEDS)} seeds; "
+                 f"{g.reason.iloc[0].split(':')[0]}, ...).")
+if LM_TASKS and not lm_summary.ppl_mean.notna().any():
+    lines.append(f"* No {LM_TASKS[0]} model passed its gate: there is no length-extrapolation result for the language model.")
+elif LM_TASKS:
     L = setup.task(LM_TASKS[0]).train_length
     top = max(multipliers)
     non = lm_summary[lm_summary["mode"] == "nonoverlap"].set_index(["encoding", "multiplier"])
@@ -477,7 +457,8 @@ if LM_TASKS:
     lines.append(
         f"* Perplexity at {top:g}x relative to 1x (non-overlapping): within 10% for {', '.join(flat) or 'none'}; "
         f"largest rise {r_top.idxmax()} ({r_top.max():.2f}x). Learned positions cannot be evaluated past 1x at all.")
-    for enc in [e for e in ("alibi", "t5", "rope", "sinusoidal") if e in ENCODINGS]:
+    for enc in [e for e in ("alibi", "t5", "rope", "sinusoidal") if e in ENCODINGS and np.isfinite(non.loc[(e, 1.0), "ppl_mean"])
+                and 2.0 in multipliers]:
         a, b = non.loc[(enc, 2.0), "ppl_mean"], sl.loc[(enc, 2.0), "ppl_mean"]
         a1, b1 = non.loc[(enc, 1.0), "ppl_mean"], sl.loc[(enc, 1.0), "ppl_mean"]
         lines.append(f"* {enc}: 2x/1x perplexity {a / a1:.3f} non-overlapping vs {b / b1:.3f} sliding.")
@@ -534,30 +515,30 @@ if {"t5", "rope"} <= set(ENCODINGS) and LM_TASKS:
         f"were within {max(published.ALIBI_TABLE1[512].values()) - min(published.ALIBI_TABLE1[512].values()):.2f} "
         f"of each other at L), which is why the orderings are also checked on perplexity relative "
         f"to 1x (ppl_ratio rows).")
+if len(abl_summary):
+    for (task, metric), g in abl_summary.groupby(level=["task", "metric"]):
+        g = g.droplevel(["task", "metric"])
+        if metric == "ppl":
+            lines.append(f"* Positions removed at 1x ({task}, perplexity as trained -> without positions): "
+                         + ", ".join(f"{e} {r.as_trained:.2f} -> {r.without_positions:.2f} (x{r.change:.2f})" for e, r in g.iterrows())
+                         + ". A small ratio means the model barely reads its positional encoding.")
+        else:
+            lines.append(f"* Positions removed at 1x ({task}, exact match as trained -> without positions; floor "
+                         f"{FLOOR.get(task, np.nan):.3f}): "
+                         + ", ".join(f"{e} {r.as_trained:.2f} -> {r.without_positions:.2f}" for e, r in g.iterrows()) + ".")
 if {"sinusoidal", "nope"} <= set(ENCODINGS) and LM_TASKS:
     sr = ratio_summary[(ratio_summary.encoding == "sinusoidal") & (ratio_summary["mode"] == "nonoverlap")].set_index("multiplier")["mean"]
-    nr = ratio_summary[(ratio_summary.encoding == "nope") & (ratio_summary["mode"] == "nonoverlap")].set_index("multiplier")["mean"]
     pub_sr = published.ALIBI_TABLE1[2512]["sinusoidal"] / published.ALIBI_TABLE1[512]["sinusoidal"]
     top = max(multipliers)
     if sr.get(top, np.nan) < 1.5:
-        # a cheap test of the most likely reason: does the model use its position vectors at all? The same
-        # weights with the sinusoids removed (the encoding has no parameters, so the state dicts match).
-        ablation = sin_ablation.set_index("variant")["ppl"]
-        use = ablation["without sinusoids"] / ablation["as trained"]
-        lines.append(
-            f"* Sinusoidal does not blow up with length here (perplexity x{sr.get(2.0, np.nan):.2f} at 2x, "
-            f"x{sr.get(top, np.nan):.2f} at {top:g}x; NoPE x{nr.get(top, np.nan):.2f}; the ALiBi paper: x{pub_sr:.1f} at "
-            f"about 5x), contradicting Table 1. Tested reason: removing the sinusoids from the trained models at "
-            f"evaluation moves their 1x perplexity from {ablation['as trained']:.2f} to {ablation['without sinusoids']:.2f} "
-            f"(x{use:.2f}; seed means), "
-            + ("so they barely use them and behave like NoPE, whose position signal (from the causal mask) does not "
-               "run out past L. A model that reads little from absolute positions has little to lose on unseen ones."
-               if use < 1.1 else
-               "so they do rely on them; the flat curve is not explained by ignoring positions, and we have no tested "
-               "explanation (the ALiBi paper's models are 247M parameters trained at 512 tokens)."))
+        lines.append(f"* Sinusoidal does not blow up with length here (perplexity x{sr.get(top, np.nan):.2f} at {top:g}x; "
+                     f"the ALiBi paper: x{pub_sr:.1f} at about 5x), contradicting Table 1.")
+    elif not len(sr):
+        lines.append("* The ALiBi paper's sinusoidal blow-up cannot be tested here: no sinusoidal model passed its gate.")
 lines.append(f"* Evaluation took {time.time() - t_start:.0f} s in this execution ({torch_device.type}).")
 print("\n".join(lines))
 
 # %%
 show_provenance(profile, torch_device, multipliers=multipliers, eval_tokens=eval_tokens,
-                sliding_stride_fraction=sliding_stride_fraction, retrieval_samples=retrieval_samples);
+                sliding_stride_fraction=sliding_stride_fraction, retrieval_samples=retrieval_samples,
+                n_passed=len(PASSED));

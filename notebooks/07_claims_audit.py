@@ -1,18 +1,24 @@
 # %% [markdown]
 # # 07 — Claims audit: "How Rotary Positional Embedding Improves Long-Context Extrapolation"
 #
-# This collection started from a popular blog post (Logic Nest; a copy is in
-# `/work/shared/seed/rope-long-context-blog-post.txt`). Below, each checkable claim of the post is
+# This collection started from a popular blog post, "How Rotary Positional Embedding Improves
+# Long-Context Extrapolation" (Logic Nest blog). Below, each checkable claim of the post is
 # paraphrased in our words, with the section it comes from, and judged against this collection's own
 # measurements — the tables notebooks 04–06 wrote to `results/` and quantities computed with
 # `ropelib` — next to what the literature reports. The claims, the evidence and the rules that turn
 # numbers into verdicts live in `ropelib/claims.py` (tested in `tests/test_claims.py`); this notebook
-# only reads computed results.
+# only reads computed results (through `ropelib.results`, which checks every table against its schema).
+#
+# **Only models that learned their task count.** Every trained model passed or failed a gate in
+# notebook 04 (`results/04_gates.csv`): a language model (the `books` task) must beat a Kneser–Ney
+# n-gram on the test split and use its context; a passkey model must beat the position-blind floor.
+# A claim whose evidence would come from an encoding none of whose models passed is **not testable
+# here**, and its evidence names each failed model and why; it is never judged on failed models.
 #
 # Verdicts: **supported**, **partly supported** (true in some comparisons, or only under a stated
-# condition), **contradicted**, **not testable here** (with the reason: a missing table, a task this
-# collection does not have, or differences within the seed noise). The verdict table comes first;
-# the evidence for each claim follows.
+# condition), **contradicted**, **not testable here** (with the reason: a missing table, a model that
+# failed its gate, a task this collection does not have, or differences within the seed noise). The
+# verdict table comes first; the evidence for each claim follows.
 
 # %% tags=["parameters"]
 profile = "default"
@@ -55,7 +61,8 @@ display(Markdown(C.verdict_markdown(results)))
 # ## Where the numbers come from
 #
 # The tables read (from `ropelib.paths.results_dir()`), the profile that produced them and their size.
-# A missing table makes the claims that need it "not testable here" rather than failing.
+# A missing table makes the claims that need it "not testable here" rather than failing. Below it, the
+# gates of notebook 04: how many models of each encoding passed on each task, and why the others failed.
 
 # %%
 sources = pd.DataFrame([
@@ -65,7 +72,21 @@ sources = pd.DataFrame([
     for name, t in tables.items()
 ]).set_index("table")
 print(f"verdict table written to {verdict_csv.name} in the results folder ({len(results)} claims)")
-sources
+display(sources)
+
+gates = tables["04_gates.csv"]
+if gates is None:
+    print(C.missing_verdict("04_gates.csv"))
+else:
+    gated = gates[gates["kind"].isin(["lm", "retrieval"])].assign(passed=lambda d: d["passed"].astype(str) == "True")
+    passed_view = gated.groupby(["encoding", "task"], sort=False)["passed"].agg(
+        lambda p: f"{int(p.sum())} of {len(p)}").unstack("task")
+    display(Markdown("**Gates (notebook 04)**: models that passed, per encoding and task"))
+    display(passed_view)
+    failed = gated[~gated["passed"]]
+    if len(failed):
+        display(Markdown("**Failed their gate** (their numbers are not used by any verdict):\n\n" + "\n".join(
+            f"* {r.encoding} / {r.task} / seed {r.seed}: {r.reason}" for r in failed.itertuples())))
 
 # %% [markdown]
 # ## The claims one by one
@@ -94,10 +115,11 @@ for r in results:
 # ## Extrapolation beside the literature
 #
 # The claims C1, C2, C5 and C10 all turn on one quantity: how much an encoding's perplexity rises
-# when the input is longer than in training. Ours (tiny character-level models, `05_lm_summary.csv`,
-# perplexity divided by the 1x value, non-overlapping windows) beside the ALiBi paper's Table 1
-# (`ropelib.published`, 247M models on WikiText-103, trained at 512 tokens, also divided by the
-# value at the training length).
+# when the input is longer than in training. Ours (tiny character-level models of the `books` task,
+# `05_lm_summary.csv`: means over the models that passed their gate, test split, perplexity divided by
+# the 1x value, non-overlapping windows; NaN for an encoding none of whose models passed) beside the
+# ALiBi paper's Table 1 (`ropelib.published`, 247M models on WikiText-103, trained at 512 tokens, also
+# divided by the value at the training length).
 
 # %%
 lm = tables["05_lm_summary.csv"]
@@ -108,7 +130,8 @@ else:
     ours = ours.reset_index(level=0)
     ours_table = ours[ours["mode"] == "nonoverlap"].pivot(index="encoding", columns="multiplier", values="ratio")
     ours_table.columns = [f"{m:g}x" for m in ours_table.columns]
-    display(Markdown("**Ours** — perplexity / perplexity at 1x (non-overlapping; NaN: learned positions past their table)"))
+    display(Markdown("**Ours** — perplexity / perplexity at 1x (non-overlapping; NaN: no model of the encoding passed "
+                     "its gate, or learned positions past their table)"))
     display(ours_table)
 alibi = published.alibi_table()
 alibi["ratio"] = alibi["ppl"] / alibi.groupby("encoding")["ppl"].transform(lambda s: s.iloc[0])
@@ -122,8 +145,9 @@ alibi_table
 #
 # Past the training length a RoPE model needs its frequencies changed (PI, NTK, YaRN, …) and, in the
 # literature, a short fine-tune. Every setting notebook 06 measured, best first at each length: mean
-# perplexity over seeds and its ratio to plain RoPE at the training length (character LM,
-# non-overlapping windows; `06_zero_shot_ppl.csv`, `06_finetune.csv`).
+# perplexity over the seeds whose base model passed its gate and its ratio to plain RoPE at the
+# training length (`books` test split, non-overlapping windows; `06_zero_shot_ppl.csv`,
+# `06_finetune.csv`, rows with `passed_gate`).
 
 # %%
 zero_shot, finetune = tables["06_zero_shot_ppl.csv"], tables["06_finetune.csv"]
@@ -132,9 +156,12 @@ if zero_shot is None and finetune is None:
     settings = None
 else:
     settings = C.extension_settings(zero_shot, finetune)
-    within = settings["ratio"] <= 1 + quality_tolerance
-    print(f"{int(within.sum())} of {len(settings)} settings stay within {quality_tolerance:.0%} of plain RoPE's "
-          f"1x perplexity ({settings['ppl_1x'].iloc[0]:.3f})")
+    if settings.empty:
+        print("no context-extension result of a RoPE model that passed its gate (see the gates above)")
+    else:
+        within = settings["ratio"] <= 1 + quality_tolerance
+        print(f"{int(within.sum())} of {len(settings)} settings stay within {quality_tolerance:.0%} of plain RoPE's "
+              f"1x perplexity ({settings['ppl_1x'].iloc[0]:.3f})")
     settings = settings[["multiplier", "setting", "ppl", "ratio"]].set_index(["multiplier", "setting"])
 settings
 

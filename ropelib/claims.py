@@ -1,7 +1,7 @@
 """The claims of a popular blog post about RoPE, as data, and the verdict our own measurements give each.
 
-Source audited: "How Rotary Positional Embedding Improves Long-Context Extrapolation" (Logic Nest blog;
-a copy is in ``/work/shared/seed/rope-long-context-blog-post.txt``). Each ``Claim`` holds our paraphrase,
+Source audited: "How Rotary Positional Embedding Improves Long-Context Extrapolation", a post on the
+Logic Nest blog. Each ``Claim`` holds our paraphrase,
 the section of the post it comes from, what the literature reports (REFERENCES.md: RoFormer, Su et al.
 2021, arXiv 2104.09864 §3; sinusoidal, Vaswani et al. 2017, arXiv 1706.03762 §3.5; ALiBi, Press et al.
 2021, arXiv 2108.12409 Table 1; PI, Chen et al. 2023, arXiv 2306.15595; YaRN, Peng et al. 2023, arXiv
@@ -15,6 +15,16 @@ e.g. ``"not testable here (missing results/05_lm_summary.csv: run notebook 05)"`
 flat dict of numbers read from the tables or computed with ``ropelib`` (never typed in), with a one-line
 ``"summary"``. Rules (thresholds in ``Thresholds``):
 
+* **gates first** (``ropelib.gates``, ``results/04_gates.csv``): a trained model's numbers count only if
+  it passed its gate. A verdict that rests on trained models needs ``04_gates.csv``; when one of the
+  encodings a claim is about (its subject and the encodings it is compared with) has no model that
+  passed its gate on the task in question, the verdict is *not testable here* and the evidence names
+  each failed model with its gate's reason — it is never computed from failed models. A reference
+  encoding that only adds a caveat (NoPE) is left out, with a note, when it failed. Per-seed tables
+  (``05_retrieval``, ``05_without_positions``, ``06_*``) are read through their ``passed_gate`` rows
+  only; the 05 summaries are over passing seeds already; ``04_summary`` is over all seeds, so where only
+  some seeds passed the estimate is recomputed from the passing rows of ``04_gates.csv``. The
+  language-model task is any task of kind ``"lm"`` (``ropelib.experiments.TASK_KINDS``);
 * comparisons of two encodings use the seed means and their 95% CIs: "better" / "worse" only when the
   CIs do not overlap (a single seed has a point CI), else "tie". A claim judged on several such cells is
   *supported* when it wins every cell, *contradicted* when it wins none and loses at least one,
@@ -40,10 +50,13 @@ import torch
 
 from . import analysis as A
 from . import published
+from . import results as R
 from .encodings import make_encoding
 from .encodings.sinusoidal import sinusoidal_table
-from .paths import atomic_write_text, figures_dir, results_dir
+from .experiments import TASK_KINDS
+from .paths import figures_dir
 from .rope import rope_frequencies
+from .stats import accuracy_ci, mean_ci
 
 __all__ = [
     "VERDICTS",
@@ -57,6 +70,9 @@ __all__ = [
     "verdict_category",
     "read_table",
     "load_tables",
+    "is_lm_task",
+    "gate_failures",
+    "gate_verdict",
     "compare",
     "ppl_ratios",
     "worse_than_nope",
@@ -86,9 +102,10 @@ __all__ = [
 
 VERDICTS = ("supported", "partly supported", "contradicted", "not testable here")
 
-#: results file -> the notebook that writes it
+#: results file -> the notebook that writes it (the tables the audit reads; schema: ``ropelib.results``)
 TABLE_NOTEBOOK: Mapping[str, str] = {
     "04_runs.csv": "04",
+    "04_gates.csv": "04",
     "04_summary.csv": "04",
     "04_throughput.csv": "04",
     "05_lm_summary.csv": "05",
@@ -220,29 +237,138 @@ def _single_profile(table: pd.DataFrame, label: str) -> pd.DataFrame:
 # reading results/
 # ---------------------------------------------------------------------------------------------
 def read_table(filename: str, directory: str | Path | None = None, profile: str | None = None) -> pd.DataFrame | None:
-    """``results/<filename>`` as a DataFrame, or ``None`` if the file does not exist.
+    """``results/<filename>`` as a DataFrame (``ropelib.results.read_table``), or ``None`` if the file
+    does not exist.
 
     ``directory`` defaults to ``ropelib.paths.results_dir()``. When the table holds rows of several
-    profiles, ``profile`` selects one (ValueError if it is not among them or not given).
+    profiles, ``profile`` selects one (ValueError if it is not among them or not given). A table whose
+    columns differ from ``ropelib.results.SCHEMA`` (written before the schema changed) is a ValueError
+    that says to rerun its notebook.
     """
     if filename not in TABLE_NOTEBOOK:
         raise ValueError(f"unknown results table {filename!r}; known: {', '.join(TABLE_NOTEBOOK)}")
-    path = Path(directory) if directory is not None else results_dir()
-    path = path / filename
-    if not path.exists():
+    if not R.table_path(filename, directory).exists():
         return None
-    table = pd.read_csv(path)
-    if "profile" in table.columns and table["profile"].nunique() > 1:
-        profiles = sorted(table["profile"].unique())
-        if profile not in profiles:
-            raise ValueError(f"{filename} holds profiles {profiles}; choose one with profile=, got {profile!r}")
-        table = table[table["profile"] == profile].reset_index(drop=True)
-    return table
+    return R.read_table(filename, directory, profile)
 
 
 def load_tables(directory: str | Path | None = None, profile: str | None = None) -> dict[str, pd.DataFrame | None]:
     """Every table of ``TABLE_NOTEBOOK`` (``None`` for a missing file), keyed by file name."""
     return {name: read_table(name, directory, profile) for name in TABLE_NOTEBOOK}
+
+
+# ---------------------------------------------------------------------------------------------
+# the gates (results/04_gates.csv)
+# ---------------------------------------------------------------------------------------------
+def is_lm_task(task: Any) -> bool:
+    """Whether ``task`` is a language-modelling task (kind ``"lm"`` in ``ropelib.experiments.TASK_KINDS``)."""
+    return TASK_KINDS.get(str(task)) == "lm"
+
+
+def _lm_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a language-modelling task (every row when the table has no ``task`` column)."""
+    return table[table["task"].map(is_lm_task).astype(bool)] if "task" in table.columns else table
+
+
+def _truthy(values: pd.Series) -> pd.Series:
+    """A boolean column as read back from CSV (bools, ``"True"``/``"False"`` strings, NaN = False)."""
+    return values.map(lambda v: (str(v).strip().lower() == "true") if not isinstance(v, (bool, np.bool_))
+                      else bool(v)).astype(bool)
+
+
+def _passed_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of models that passed their gate (``passed_gate``); every row without that column."""
+    if "passed_gate" not in table.columns:
+        return table
+    return table[_truthy(table["passed_gate"])]
+
+
+def _gate_rows(gates: pd.DataFrame, encoding: str, *, task: str | None = None, kind: str | None = None) -> pd.DataFrame:
+    rows = gates[gates["encoding"] == encoding]
+    if task is not None:
+        rows = rows[rows["task"] == task]
+    if kind is not None:
+        kinds = rows["kind"] if "kind" in rows.columns else rows["task"].map(lambda t: TASK_KINDS.get(str(t)))
+        rows = rows[kinds == kind]
+    return rows
+
+
+def _model_passed(rows: pd.DataFrame) -> pd.Series:
+    """Per gate row: passed, or a task kind without a gate (copy / reverse: ``passed`` is NaN there)."""
+    kinds = rows["kind"] if "kind" in rows.columns else rows["task"].map(lambda t: TASK_KINDS.get(str(t)))
+    return _truthy(rows["passed"]) | ~kinds.isin(["lm", "retrieval"])
+
+
+def gate_failures(
+    gates: pd.DataFrame, encodings: Sequence[str], *, task: str | None = None, kind: str | None = None
+) -> dict[str, list[tuple[str, int, str]]]:
+    """The encodings of ``encodings`` none of whose models passed the gate, with every failed model.
+
+    ``gates`` is ``04_gates.csv``; the models considered are those of ``task`` (a task name) or of every
+    task of ``kind`` (``"lm"``, ``"retrieval"``). Returns ``{encoding: [(task, seed, reason), ...]}``
+    for each encoding with no passing model (``reason`` is the gate's reason string; an encoding with no
+    gate row at all gets one entry with seed -1 saying so); ``{}`` when every encoding has a passing
+    model.
+    """
+    _require_columns(gates, ("encoding", "task", "seed", "passed", "reason"), "04_gates")
+    out: dict[str, list[tuple[str, int, str]]] = {}
+    for enc in encodings:
+        rows = _gate_rows(gates, enc, task=task, kind=kind)
+        if rows.empty:
+            where = task or (f"a task of kind {kind!r}" if kind else "any task")
+            out[enc] = [(task or str(kind or ""), -1, f"no row in 04_gates.csv for {enc} on {where}")]
+            continue
+        if _model_passed(rows).any():
+            continue
+        out[enc] = [(str(r.task), int(r.seed), "" if pd.isna(r.reason) else str(r.reason)) for r in rows.itertuples()]
+    return out
+
+
+def _short_reason(reason: str) -> str:
+    """``"context_gain failed: <rule>, got -0.02"`` -> ``"context_gain failed (got -0.02)"``, per failed check."""
+    parts = []
+    for part in str(reason).split("; "):
+        name, sep, rest = part.partition(" failed: ")
+        got = rest.rpartition(", got ")[2] if ", got " in rest else ""
+        parts.append(f"{name} failed (got {got})" if sep and got else part)
+    return ", ".join(parts)
+
+
+def gate_verdict(failures: Mapping[str, Sequence[tuple[str, int, str]]]) -> tuple[str, dict]:
+    """The not-testable verdict and evidence for ``gate_failures``' output (non-empty): which models
+    failed and why (the full reason per model in the evidence, abbreviated in the summary)."""
+    if not failures:
+        raise ValueError("gate_verdict needs at least one failed encoding")
+    ev: dict[str, Any] = {}
+    names, notes = [], []
+    for enc, models in failures.items():
+        tasks = list(dict.fromkeys(t for t, _, _ in models))
+        names.append(f"{enc} ({', '.join(t for t in tasks if t)})" if any(tasks) else enc)
+        for task in tasks:
+            per_model = []
+            for t, seed, reason in models:
+                if t != task:
+                    continue
+                label = f"{enc} {task} seed {seed}" if seed >= 0 else f"{enc} {task}".strip()
+                ev[f"gate failed: {label}"] = reason
+                per_model.append(f"seed {seed}: {_short_reason(reason)}" if seed >= 0 else reason)
+            notes.append(f"{enc}/{task} — " + "; ".join(per_model))
+    verdict = f"not testable here (no model of {', '.join(names)} passed its gate)"
+    ev["summary"] = ("every model of these encodings failed its gate (notebook 04), so their numbers are not used: "
+                     + " | ".join(notes))
+    return verdict, ev
+
+
+def _gate_check(
+    gates: pd.DataFrame, encodings: Sequence[str], *, task: str | None = None, kind: str | None = None
+) -> tuple[str, dict] | None:
+    """``gate_verdict`` when one of ``encodings`` has no passing model, else ``None``."""
+    failures = gate_failures(gates, encodings, task=task, kind=kind)
+    return gate_verdict(failures) if failures else None
+
+
+def _passed_any(gates: pd.DataFrame, encoding: str, *, task: str | None = None, kind: str | None = None) -> bool:
+    return not gate_failures(gates, [encoding], task=task, kind=kind)
 
 
 def _lm_estimate(lm: pd.DataFrame, encoding: str, mode: str, multiplier: float) -> Estimate | None:
@@ -329,13 +455,14 @@ def relative_position_check(length: int = 64, head_dim: int = 32, seed: int = 0)
 # the verdict functions
 # ---------------------------------------------------------------------------------------------
 def verdict_extrapolation_vs_traditional(
-    lm_summary: pd.DataFrame | None, *, thresholds: Thresholds = DEFAULT_THRESHOLDS
+    lm_summary: pd.DataFrame | None, gates: pd.DataFrame | None = None, *, thresholds: Thresholds = DEFAULT_THRESHOLDS
 ) -> tuple[str, dict]:
     """C1: RoPE's perplexity past the training length against sinusoidal and learned positions.
 
     Cells: every (mode, multiplier > 1) x comparator; a learned table undefined past its length loses.
+    Not testable when RoPE or a comparator has no language model that passed its gate (``04_gates``).
     """
-    missing = _missing(**{"05_lm_summary": lm_summary})
+    missing = _missing(**{"05_lm_summary": lm_summary, "04_gates": gates})
     if missing:
         return missing
     _require_columns(lm_summary, _LM_COLUMNS, "05_lm_summary")
@@ -346,6 +473,10 @@ def verdict_extrapolation_vs_traditional(
     if not multipliers or not comparators:
         return "not testable here (05_lm_summary has no RoPE rows past 1x or no traditional encoding)", {
             "summary": "no RoPE rows past 1x or no sinusoidal/learned rows"}
+    failed = _gate_check(gates, ["rope", *comparators], kind="lm")
+    if failed:
+        return failed
+    nope_ok = _reference_ok(lm, gates, "nope", ev)
     for mode in sorted(lm["mode"].unique()):
         for m in multipliers:
             rope = _lm_estimate(lm, "rope", mode, m)
@@ -374,7 +505,7 @@ def verdict_extrapolation_vs_traditional(
     summary = (f"RoPE beats sinusoidal/learned in {ev['cells won']} (mode, length) cells; at {top:g}x "
                f"(non-overlapping) ppl RoPE {rope_top:.2f} vs sinusoidal {sin_top:.2f}"
                + ("; learned positions are undefined past 1x" if learned_nan else ""))
-    for mode in sorted(lm["mode"].unique()):  # the no-position reference
+    for mode in sorted(lm["mode"].unique()) if nope_ok else ():  # the no-position reference
         rope, nope = _lm_estimate(lm, "rope", mode, top), _lm_estimate(lm, "nope", mode, top)
         if rope is not None and nope is not None:
             ev[f"{mode} {top:g}x: nope ppl"] = nope.mean
@@ -391,8 +522,16 @@ def verdict_extrapolation_vs_traditional(
     return verdict, ev
 
 
-def _chars(table: pd.DataFrame) -> pd.DataFrame:
-    return table[table["task"] == "chars"] if "task" in table.columns else table
+def _reference_ok(table: pd.DataFrame, gates: pd.DataFrame, encoding: str, ev: dict, *, task: str | None = None,
+                  kind: str | None = "lm") -> bool:
+    """Whether a reference encoding (one that only adds a caveat) can be used: it is in ``table`` and
+    one of its models passed its gate; a failed one is noted in ``ev``."""
+    if not (table["encoding"] == encoding).any():
+        return False
+    if _passed_any(gates, encoding, task=task, kind=kind):
+        return True
+    ev[f"{encoding}: reference left out"] = "no model passed its gate"
+    return False
 
 
 def extension_settings(zero_shot: pd.DataFrame | None, finetune: pd.DataFrame | None) -> pd.DataFrame:
@@ -401,13 +540,14 @@ def extension_settings(zero_shot: pd.DataFrame | None, finetune: pd.DataFrame | 
 
     ``zero_shot`` is ``06_zero_shot_ppl.csv`` (a method's rows where the input length equals its factor
     times L; plain RoPE, ``method == "none"``, at every length), ``finetune`` is ``06_finetune.csv``
-    (``metric == "ppl"``, fine-tuned settings, ``ft_steps > 0``). Columns ``setting, method, ft_steps,
-    multiplier, ppl, ppl_1x, ratio``, sorted by multiplier then ratio.
+    (``metric == "ppl"``, fine-tuned settings, ``ft_steps > 0``). Only the language-model task's rows
+    of base models that passed their gate (``passed_gate``) are used; no such row: an empty table.
+    Columns ``setting, method, ft_steps, multiplier, ppl, ppl_1x, ratio``, sorted by multiplier then ratio.
     """
     rows, ppl_1x = [], math.nan
     if zero_shot is not None:
         _require_columns(zero_shot, ("method", "factor", "multiplier", "ppl"), "06_zero_shot_ppl")
-        zs = _chars(_single_profile(zero_shot, "06_zero_shot_ppl"))
+        zs = _passed_rows(_lm_rows(_single_profile(zero_shot, "06_zero_shot_ppl")))
         ppl_1x = float(zs[(zs["method"] == "none") & np.isclose(zs["multiplier"], 1.0)]["ppl"].mean())
         own_length = (zs["method"] == "none") | np.isclose(zs["multiplier"], zs["factor"])
         past = zs[(zs["multiplier"] > 1 + 1e-9) & own_length]
@@ -415,9 +555,9 @@ def extension_settings(zero_shot: pd.DataFrame | None, finetune: pd.DataFrame | 
             rows.append({"method": method, "ft_steps": 0, "multiplier": float(m), "ppl": float(g["ppl"].mean())})
     if finetune is not None:
         _require_columns(finetune, ("method", "ft_steps", "multiplier", "metric", "value"), "06_finetune")
-        ft = _chars(_single_profile(finetune, "06_finetune"))
+        ft = _passed_rows(_lm_rows(_single_profile(finetune, "06_finetune")))
         ft = ft[ft["metric"] == "ppl"]
-        if not np.isfinite(ppl_1x):
+        if not np.isfinite(ppl_1x) and len(ft):
             base = ft[(ft["method"] == "none") & (ft["ft_steps"] == 0) & np.isclose(ft["multiplier"], 1.0)]
             ppl_1x = float(base["value"].mean())
         tuned = ft[(ft["multiplier"] > 1 + 1e-9) & ((ft["ft_steps"] > 0) | (zero_shot is None))]
@@ -465,22 +605,27 @@ def verdict_no_quality_loss(
     lm_summary: pd.DataFrame | None,
     zero_shot: pd.DataFrame | None = None,
     finetune: pd.DataFrame | None = None,
+    gates: pd.DataFrame | None = None,
     *,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
 ) -> tuple[str, dict]:
     """C2: does RoPE's perplexity stay within ``quality_tolerance`` of its 1x value past the training length?
 
     Cells: (mode, multiplier > 1) of plain RoPE (05). If plain RoPE loses quality somewhere and one of
-    notebook 06's context-extension settings (``06_zero_shot_ppl.csv``, ``06_finetune.csv``) holds
-    quality, the verdict is "partly supported" with that condition.
+    notebook 06's context-extension settings (``06_zero_shot_ppl.csv``, ``06_finetune.csv``, rows of
+    base models that passed their gate) holds quality, the verdict is "partly supported" with that
+    condition. Not testable when no RoPE language model passed its gate (``04_gates``).
     """
-    missing = _missing(**{"05_lm_summary": lm_summary})
+    missing = _missing(**{"05_lm_summary": lm_summary, "04_gates": gates})
     if missing:
         return missing
     tol = thresholds.quality_tolerance
     _require_columns(lm_summary, _LM_COLUMNS, "05_lm_summary")
     if not (lm_summary["encoding"] == "rope").any():
         return "not testable here (05_lm_summary has no RoPE rows)", {"summary": "no RoPE rows"}
+    failed = _gate_check(gates, ["rope"], kind="lm")
+    if failed:
+        return failed
     ratios = _beyond(ppl_ratios(_single_profile(lm_summary, "05_lm_summary"), "rope"))
     if ratios.empty:
         return "not testable here (05_lm_summary has no RoPE rows past 1x)", {"summary": "no RoPE rows past 1x"}
@@ -521,6 +666,7 @@ def verdict_no_quality_loss(
 
 def verdict_long_range_dependencies(
     retrieval: pd.DataFrame | None,
+    gates: pd.DataFrame | None = None,
     *,
     model_head_dim: int = 32,
     base: float = 10_000.0,
@@ -532,13 +678,22 @@ def verdict_long_range_dependencies(
     Per task: short vs long distances at the training length (split at the median distance), and
     distances longer than any seen at 1x (longer inputs). Theory in the evidence: RoFormer's bound
     ``B(r)`` (``ropelib.analysis.decay_bound``) and the mean score of Gaussian q, k (Barbero et al.).
+    Only the rows of RoPE models that passed their gate (``passed_gate``); not testable when, on a
+    retrieval task, no RoPE model passed (``04_gates``).
     """
-    missing = _missing(**{"05_retrieval": retrieval})
+    missing = _missing(**{"05_retrieval": retrieval, "04_gates": gates})
     if missing:
         return missing
     _require_columns(retrieval, ("encoding", "task", "multiplier", "distance", "accuracy"), "05_retrieval")
     ret = _single_profile(retrieval, "05_retrieval")
     ret = ret[ret["encoding"] == "rope"]
+    failures: dict[str, list] = {}
+    for task in sorted(map(str, ret["task"].unique())):
+        for enc, models in gate_failures(gates, ["rope"], task=task).items():
+            failures.setdefault(enc, []).extend(models)
+    if failures:
+        return gate_verdict(failures)
+    ret = _passed_rows(ret)
     if "status" in ret.columns:
         ret = ret[ret["status"] == "ok"]
     ev: dict[str, Any] = {}
@@ -630,23 +785,31 @@ def worse_than_nope(lm_summary: pd.DataFrame, encoding: str, mode: str = "nonove
     """Whether ``encoding``'s 1x perplexity is significantly worse (CIs apart) than NoPE's, the model with
     no positional information at all — then the encoding did not learn to use positions, and a flat
     curve past the training length says nothing about extrapolation. Returns ``(worse, its ppl, NoPE's)``;
-    ``(False, …, nan)`` when there is no NoPE row."""
+    ``(False, …, nan)`` when there is no NoPE row. ``worse`` is False when either 1x value is undefined
+    (NaN: ``05_lm_summary`` is over the models that passed their gate, NaN when none did), so a model
+    that failed its gate never counts as worse or better than NoPE."""
     mine, nope = _lm_estimate(lm_summary, encoding, mode, 1.0), _lm_estimate(lm_summary, "nope", mode, 1.0)
     if mine is None or nope is None:
         return False, math.nan if mine is None else mine.mean, math.nan
+    if not (mine.defined and nope.defined):
+        return False, mine.mean, nope.mean
     return compare(mine, nope, lower_is_better=True) == "worse", mine.mean, nope.mean
 
 
 def position_use(without_positions: pd.DataFrame | None, encoding: str) -> tuple[float, float] | None:
-    """``(mean 1x ppl as trained, mean 1x ppl with the position vectors removed)`` of ``encoding``'s models
-    from ``05_without_positions.csv`` (the same weights evaluated with NoPE); ``None`` without rows."""
+    """``(mean 1x ppl as trained, mean 1x ppl with the positional encoding removed)`` of ``encoding``'s
+    language models from ``05_without_positions.csv`` (the same weights evaluated without positions;
+    rows with ``metric == "ppl"``, columns ``as_trained`` and ``without_positions``), over the models that
+    passed their gate (``passed_gate``); ``None`` without such rows."""
     if without_positions is None:
         return None
-    _require_columns(without_positions, ("encoding", "ppl", "ppl_without_positions"), "05_without_positions")
-    rows = without_positions[without_positions["encoding"] == encoding]
+    _require_columns(without_positions, ("encoding", "metric", "as_trained", "without_positions"),
+                     "05_without_positions")
+    rows = without_positions[(without_positions["encoding"] == encoding) & (without_positions["metric"] == "ppl")]
+    rows = _passed_rows(rows)
     if rows.empty:
         return None
-    return float(rows["ppl"].mean()), float(rows["ppl_without_positions"].mean())
+    return float(rows["as_trained"].mean()), float(rows["without_positions"].mean())
 
 
 def _barely_uses_positions(without_positions: pd.DataFrame | None, encoding: str, tol: float, ev: dict) -> str:
@@ -674,26 +837,32 @@ def _degradation_cells(lm: pd.DataFrame, encoding: str, tol: float) -> tuple[pd.
 def verdict_sinusoidal_extrapolates(
     lm_summary: pd.DataFrame | None,
     without_positions: pd.DataFrame | None = None,
+    gates: pd.DataFrame | None = None,
     *,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
 ) -> tuple[str, dict]:
     """C5: does the sinusoidal model keep its 1x perplexity (within ``quality_tolerance``) on longer inputs?
 
     With ``05_without_positions.csv`` (optional): when removing the sinusoids barely changes the 1x
-    perplexity, the verdict carries the caveat that the test is weak (``_barely_uses_positions``)."""
-    missing = _missing(**{"05_lm_summary": lm_summary})
+    perplexity, the verdict carries the caveat that the test is weak (``_barely_uses_positions``).
+    Not testable when no sinusoidal language model passed its gate (``04_gates``); NoPE, the reference
+    of the weak-baseline check, is left out when none of its models passed."""
+    missing = _missing(**{"05_lm_summary": lm_summary, "04_gates": gates})
     if missing:
         return missing
     lm = _single_profile(lm_summary, "05_lm_summary")
     _require_columns(lm, _LM_COLUMNS, "05_lm_summary")
     if not (lm["encoding"] == "sinusoidal").any():
         return "not testable here (05_lm_summary has no sinusoidal rows)", {"summary": "no sinusoidal rows"}
+    failed = _gate_check(gates, ["sinusoidal"], kind="lm")
+    if failed:
+        return failed
     ratios, ev = _degradation_cells(lm, "sinusoidal", thresholds.quality_tolerance)
     if ratios.empty:
         return "not testable here (no sinusoidal rows past 1x)", {"summary": "no sinusoidal rows past 1x"}
     ok = ratios["ratio"] <= 1 + thresholds.quality_tolerance
     verdict = "supported" if ok.all() else "contradicted" if not ok.any() else "partly supported"
-    if (lm["encoding"] == "nope").any():
+    if _reference_ok(lm, gates, "nope", ev):
         nope = _beyond(ppl_ratios(lm, "nope"))
         ev.update({f"{r.mode} {r.multiplier:g}x: nope ppl / 1x": r.ratio for r in nope.itertuples()})
     worst = ratios.loc[ratios["ratio"].idxmax()]
@@ -717,17 +886,23 @@ def verdict_sinusoidal_extrapolates(
 def verdict_traditional_decline(
     lm_summary: pd.DataFrame | None,
     without_positions: pd.DataFrame | None = None,
+    gates: pd.DataFrame | None = None,
     *,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
 ) -> tuple[str, dict]:
     """C10: do traditional encodings decline past the training length? Sinusoidal perplexity above
     ``1 + quality_tolerance`` times its 1x value, learned undefined (a decline to nothing). The caveat of
-    C5 (``05_without_positions.csv``, optional) is added when the sinusoidal models barely use positions."""
-    missing = _missing(**{"05_lm_summary": lm_summary})
+    C5 (``05_without_positions.csv``, optional) is added when the sinusoidal models barely use positions.
+    Not testable when the sinusoidal or the learned encoding (those in the table) has no language model
+    that passed its gate (``04_gates``)."""
+    missing = _missing(**{"05_lm_summary": lm_summary, "04_gates": gates})
     if missing:
         return missing
     lm = _single_profile(lm_summary, "05_lm_summary")
     _require_columns(lm, _LM_COLUMNS, "05_lm_summary")
+    failed = _gate_check(gates, [e for e in TRADITIONAL if (lm["encoding"] == e).any()], kind="lm")
+    if failed:
+        return failed
     declines, ev, why = [], {}, ""
     if (lm["encoding"] == "sinusoidal").any():
         ratios, ev = _degradation_cells(lm, "sinusoidal", thresholds.quality_tolerance)
@@ -756,29 +931,62 @@ def verdict_traditional_decline(
 
 
 _SUMMARY_COLUMNS = ("encoding", "task", "metric", "mean", "ci_low", "ci_high")
-_QUALITY_METRICS = {"val_loss": True, "accuracy": False}  # metric -> lower is better
+#: 04_summary metrics of in-distribution quality -> lower is better (``loss``: the LM's test loss at L)
+_QUALITY_METRICS = {"loss": True, "accuracy": False}
+#: bootstrap seed of an accuracy interval recomputed from the passing seeds (notebook 04's ``eval_seed``)
+BOOTSTRAP_SEED = 12345
 
 
-def _summary_estimate(summary: pd.DataFrame, encoding: str, task: str, metric: str) -> Estimate | None:
+def _summary_estimate(summary: pd.DataFrame, encoding: str, task: str, metric: str,
+                      gates: pd.DataFrame | None = None) -> Estimate | None:
+    """The ``04_summary`` estimate of one (encoding, task, metric), or ``None`` without a row.
+
+    ``04_summary`` is over every seed (``n_passed`` of them passed their gate). When some seeds failed
+    and ``gates`` is given, the estimate is recomputed from the passing rows of ``04_gates``: a Student-t
+    interval for ``loss`` / ``ppl`` / ``context_gain`` (``ropelib.stats.mean_ci``), ``accuracy_ci`` of the
+    counts for ``accuracy`` (as notebook 04 computes them); none passed: an undefined (NaN) estimate.
+    """
     rows = summary[(summary["encoding"] == encoding) & (summary["task"] == task) & (summary["metric"] == metric)]
     if rows.empty:
         return None
     r = rows.iloc[0]
-    return Estimate(float(r["mean"]), float(r["ci_low"]), float(r["ci_high"]), int(r.get("n_seeds", 1)))
+    n_seeds = int(r.get("n_seeds", 1))
+    row = Estimate(float(r["mean"]), float(r["ci_low"]), float(r["ci_high"]), n_seeds)
+    n_passed = r.get("n_passed", None)
+    if gates is None or n_passed is None or pd.isna(n_passed) or int(n_passed) >= n_seeds:
+        return row
+    ok = _gate_rows(gates, encoding, task=task)
+    ok = ok[_model_passed(ok)]
+    if ok.empty:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    if metric == "accuracy":
+        ci = accuracy_ci([(int(c), int(n)) for c, n in zip(ok["correct"], ok["n"])], seed=BOOTSTRAP_SEED)
+        return Estimate(float(ci["mean"]), float(ci["ci_low"]), float(ci["ci_high"]), int(ci["n_seeds"]))
+    if metric not in ok.columns:
+        raise ValueError(f"04_gates has no column {metric!r} to recompute {encoding}/{task} over its passing seeds")
+    mean, low, high, n = mean_ci(ok[metric].to_numpy(dtype=float))
+    return Estimate(mean, low, high, n)
+
+
+def _quality_cells(summary: pd.DataFrame, metrics: Mapping[str, bool]) -> list[tuple[str, str]]:
+    """The (task, metric) cells of ``04_summary`` with a quality metric, sorted."""
+    cells = summary[summary["metric"].isin(list(metrics))][["task", "metric"]].drop_duplicates()
+    return sorted((str(t), str(m)) for t, m in cells.itertuples(index=False))
 
 
 def _pairwise(
-    summary: pd.DataFrame, subject: str, comparators: Sequence[str], metrics: Mapping[str, bool]
+    summary: pd.DataFrame, subject: str, comparators: Sequence[str], metrics: Mapping[str, bool],
+    gates: pd.DataFrame | None = None,
 ) -> tuple[list[str], dict]:
     _require_columns(summary, _SUMMARY_COLUMNS, "04_summary")
     outcomes, ev = [], {}
-    for (task, metric), _ in summary[summary["metric"].isin(list(metrics))].groupby(["task", "metric"]):
-        a = _summary_estimate(summary, subject, task, metric)
+    for task, metric in _quality_cells(summary, metrics):
+        a = _summary_estimate(summary, subject, task, metric, gates)
         if a is None:
             continue
         ev[f"{task} {metric}: {subject}"] = a.mean
         for comp in comparators:
-            b = _summary_estimate(summary, comp, task, metric)
+            b = _summary_estimate(summary, comp, task, metric, gates)
             if b is None:
                 continue
             outcome = compare(a, b, lower_is_better=metrics[metric])
@@ -788,12 +996,28 @@ def _pairwise(
     return outcomes, ev
 
 
-def _pairwise_verdict(summary: pd.DataFrame | None, subject: str, comparators: Sequence[str],
-                      metrics: Mapping[str, bool], what: str) -> tuple[str, dict]:
-    missing = _missing(**{"04_summary": summary})
+def _pairwise_gate_failures(summary: pd.DataFrame, encodings: Sequence[str], metrics: Mapping[str, bool],
+                            gates: pd.DataFrame) -> dict[str, list[tuple[str, int, str]]]:
+    """``gate_failures`` over every task of ``04_summary``'s quality cells, for the encodings it has rows of."""
+    failures: dict[str, list[tuple[str, int, str]]] = {}
+    for task in sorted({t for t, _ in _quality_cells(summary, metrics)}):
+        present = set(summary.loc[summary["task"] == task, "encoding"])
+        for enc, models in gate_failures(gates, [e for e in encodings if e in present], task=task).items():
+            failures.setdefault(enc, []).extend(models)
+    return failures
+
+
+def _pairwise_verdict(summary: pd.DataFrame | None, gates: pd.DataFrame | None, subject: str,
+                      comparators: Sequence[str], metrics: Mapping[str, bool], what: str) -> tuple[str, dict]:
+    missing = _missing(**{"04_summary": summary, "04_gates": gates})
     if missing:
         return missing
-    outcomes, ev = _pairwise(_single_profile(summary, "04_summary"), subject, comparators, metrics)
+    summary = _single_profile(summary, "04_summary")
+    _require_columns(summary, _SUMMARY_COLUMNS, "04_summary")
+    failures = _pairwise_gate_failures(summary, [subject, *comparators], metrics, gates)
+    if failures:
+        return gate_verdict(failures)
+    outcomes, ev = _pairwise(summary, subject, comparators, metrics, gates)
     if not outcomes:
         return f"not testable here (04_summary has no {subject} vs {'/'.join(comparators)} rows)", {
             "summary": "no comparable rows"}
@@ -802,25 +1026,34 @@ def _pairwise_verdict(summary: pd.DataFrame | None, subject: str, comparators: S
     ev["summary"] = (f"{subject} vs {'/'.join(comparators)} on {what}: significantly better in {counts['better']}, "
                      f"worse in {counts['worse']}, tied in {counts['tie']} of {len(outcomes)} comparisons")
     if "sinusoidal" in comparators:
-        ev["summary"] += _weak_sinusoidal_note(_single_profile(summary, "04_summary"))
+        ev["summary"] += _weak_sinusoidal_note(summary, gates)
     return verdict, ev
 
 
-def _weak_sinusoidal_note(summary: pd.DataFrame) -> str:
-    """A caveat when the sinusoidal model's in-distribution loss (chars) is worse than NoPE's (CIs apart)."""
-    sin, nope = (_summary_estimate(summary, e, "chars", "val_loss") for e in ("sinusoidal", "nope"))
-    if sin is None or nope is None or compare(sin, nope, lower_is_better=True) != "worse":
-        return ""
-    return (f"; caveat: our sinusoidal model is worse than NoPE at the training length "
-            f"(val_loss {sin.mean:.3f} vs {nope.mean:.3f}), a weak baseline")
+def _weak_sinusoidal_note(summary: pd.DataFrame, gates: pd.DataFrame | None = None) -> str:
+    """A caveat when the sinusoidal model's in-distribution test loss (language-model task) is worse than
+    NoPE's (CIs apart); ``""`` when either has no model that passed its gate."""
+    for task in sorted({str(t) for t in summary["task"] if is_lm_task(t)}):
+        if gates is not None and gate_failures(gates, [e for e in ("sinusoidal", "nope")
+                                                       if ((summary["encoding"] == e) & (summary["task"] == task)).any()],
+                                               task=task):
+            continue
+        sin, nope = (_summary_estimate(summary, e, task, "loss", gates) for e in ("sinusoidal", "nope"))
+        if sin is None or nope is None or not (sin.defined and nope.defined):
+            continue
+        if compare(sin, nope, lower_is_better=True) == "worse":
+            return (f"; caveat: our sinusoidal model is worse than NoPE at the training length "
+                    f"({task} test loss {sin.mean:.3f} vs {nope.mean:.3f}), a weak baseline")
+    return ""
 
 
 def verdict_learned_richer(
-    summary: pd.DataFrame | None, *, thresholds: Thresholds = DEFAULT_THRESHOLDS
+    summary: pd.DataFrame | None, gates: pd.DataFrame | None = None, *, thresholds: Thresholds = DEFAULT_THRESHOLDS
 ) -> tuple[str, dict]:
-    """C6: do learned absolute positions give better in-distribution quality than sinusoidal and RoPE?"""
-    return _pairwise_verdict(summary, "learned", ("sinusoidal", "rope"), _QUALITY_METRICS,
-                             "in-distribution quality (val_loss, accuracy)")
+    """C6: do learned absolute positions give better in-distribution quality than sinusoidal and RoPE?
+    (``04_summary``: test loss of the language model, accuracy of the retrieval task; gated by ``04_gates``.)"""
+    return _pairwise_verdict(summary, gates, "learned", ("sinusoidal", "rope"), _QUALITY_METRICS,
+                             "in-distribution quality (test loss, accuracy)")
 
 
 def paired_speed_ratio(throughput: pd.DataFrame, encoding: str, reference: str) -> Estimate | None:
@@ -878,11 +1111,12 @@ def verdict_rope_faster(
 
 
 def verdict_rope_outperforms(
-    summary: pd.DataFrame | None, *, thresholds: Thresholds = DEFAULT_THRESHOLDS
+    summary: pd.DataFrame | None, gates: pd.DataFrame | None = None, *, thresholds: Thresholds = DEFAULT_THRESHOLDS
 ) -> tuple[str, dict]:
-    """C8: is RoPE's in-distribution quality better than sinusoidal's and learned's on every task?"""
-    return _pairwise_verdict(summary, "rope", TRADITIONAL, _QUALITY_METRICS,
-                             "in-distribution quality (val_loss, accuracy)")
+    """C8: is RoPE's in-distribution quality better than sinusoidal's and learned's on every task?
+    (``04_summary``: test loss of the language model, accuracy of the retrieval task; gated by ``04_gates``.)"""
+    return _pairwise_verdict(summary, gates, "rope", TRADITIONAL, _QUALITY_METRICS,
+                             "in-distribution quality (test loss, accuracy)")
 
 
 def verdict_relative_position(
@@ -946,7 +1180,7 @@ CLAIMS: tuple[Claim, ...] = (
         f"({_alibi('t5', 2512)}) and ALiBi ({_alibi('alibi', 2512)}). RoFormer (arXiv 2104.09864) does not test "
         f"extrapolation. Kazemnejad et al. (arXiv 2305.19466): MRR rotary {published.KAZEMNEJAD_MRR['rope']} "
         f"vs absolute {published.KAZEMNEJAD_MRR['learned']}, NoPE {published.KAZEMNEJAD_MRR['nope']}.",
-        verdict_extrapolation_vs_traditional, ("05_lm_summary.csv",),
+        verdict_extrapolation_vs_traditional, ("05_lm_summary.csv", "04_gates.csv"),
         (("05_length_extrapolation", "perplexity_vs_length"),),
     ),
     Claim(
@@ -957,7 +1191,7 @@ CLAIMS: tuple[Claim, ...] = (
         f"{_alibi('rope', 15512)} at 15512. PI (arXiv 2306.15595) Table 1: LLaMA-7B > 1000 ppl past 2048 with no "
         f"extension; with PI and 1000 fine-tune steps 6.95 at 8192. YaRN (arXiv 2309.00071): 400 fine-tune "
         f"steps for s = 16. Long contexts need an extension method and usually a short fine-tune.",
-        verdict_no_quality_loss, ("05_lm_summary.csv", "06_zero_shot_ppl.csv", "06_finetune.csv"),
+        verdict_no_quality_loss, ("05_lm_summary.csv", "06_zero_shot_ppl.csv", "06_finetune.csv", "04_gates.csv"),
         (("05_length_extrapolation", "perplexity_vs_length"), ("05_length_extrapolation", "loss_by_position"),
          ("06_context_extension", "zero_shot_ppl"),
          ("06_context_extension", "finetune_curve")),
@@ -970,7 +1204,7 @@ CLAIMS: tuple[Claim, ...] = (
         "2306.15595 §2.2) calls that bound vacuous; Barbero et al. (arXiv 2410.06205, Props 3.1–3.2): no "
         "decay in expectation for Gaussian q, k. Liu et al. (arXiv 2310.05209): low-frequency pairs meet "
         "unseen angles past L. Kazemnejad et al.: a 1024-context rotary code LM's ppl explodes by 1400 tokens.",
-        verdict_long_range_dependencies, ("05_retrieval.csv",),
+        verdict_long_range_dependencies, ("05_retrieval.csv", "04_gates.csv"),
         (("05_length_extrapolation", "accuracy_vs_length"), ("02_long_range_decay", "decay_bound_far"),
          ("02_long_range_decay", "bound_vs_scores")),
         options=("model_head_dim", "base"),
@@ -991,7 +1225,7 @@ CLAIMS: tuple[Claim, ...] = (
         "Understanding Positional Embeddings",
         f"Vaswani et al. (§3.5) only hypothesised it. ALiBi Table 1: sinusoidal ppl {_alibi('sinusoidal', 512)} "
         f"at 512 -> {_alibi('sinusoidal', 1012)} at 1012 -> {_alibi('sinusoidal', 15512)} at 15512.",
-        verdict_sinusoidal_extrapolates, ("05_lm_summary.csv", "05_without_positions.csv"),
+        verdict_sinusoidal_extrapolates, ("05_lm_summary.csv", "05_without_positions.csv", "04_gates.csv"),
         (("05_length_extrapolation", "perplexity_vs_length"),),
     ),
     Claim(
@@ -1001,7 +1235,7 @@ CLAIMS: tuple[Claim, ...] = (
         "Vaswani et al. (§3.5): learned and sinusoidal gave nearly identical results. EleutherAI (2021), "
         "125M on OpenWebText2: val loss learned 2.809 vs rotary 2.759. A learned table has no vector past "
         "its last row, so it cannot extrapolate at all.",
-        verdict_learned_richer, ("04_summary.csv",),
+        verdict_learned_richer, ("04_summary.csv", "04_gates.csv"),
         (("04_train_tiny_models", "in_distribution"),),
     ),
     Claim(
@@ -1021,7 +1255,7 @@ CLAIMS: tuple[Claim, ...] = (
         f"RoFormer: WMT14 En-De BLEU 27.3 -> 27.5. EleutherAI: val loss learned 2.809 / T5 2.801 / rotary "
         f"2.759 (125M, OWT2), 2.24 / 2.223 / 2.173 (1.4B, Pile). ALiBi Table 1 at the training length: "
         f"sinusoidal {_alibi('sinusoidal', 512)} vs rotary {_alibi('rope', 512)} (a tie).",
-        verdict_rope_outperforms, ("04_summary.csv",),
+        verdict_rope_outperforms, ("04_summary.csv", "04_gates.csv"),
         (("04_train_tiny_models", "in_distribution"),),
     ),
     Claim(
@@ -1041,7 +1275,7 @@ CLAIMS: tuple[Claim, ...] = (
         f"ALiBi Table 1: sinusoidal ppl {_alibi('sinusoidal', 512)} -> {_alibi('sinusoidal', 1012)} at ~2x. "
         f"Kazemnejad et al.: absolute MRR {published.KAZEMNEJAD_MRR['learned']}, the lowest. Learned tables are "
         f"undefined past their length.",
-        verdict_traditional_decline, ("05_lm_summary.csv", "05_without_positions.csv"),
+        verdict_traditional_decline, ("05_lm_summary.csv", "05_without_positions.csv", "04_gates.csv"),
         (("05_length_extrapolation", "perplexity_vs_length"),),
     ),
     Claim(
@@ -1151,7 +1385,8 @@ def evidence_frame(result: ClaimResult) -> pd.DataFrame:
 
 
 def write_verdicts(results: Sequence[ClaimResult], profile: str, filename: str = "07_claims.csv") -> Path:
-    """Write the verdict table to ``results_dir()/<filename>`` atomically and return the path.
+    """Write the verdict table to ``results_dir()/<filename>`` (``ropelib.results.write_table``: schema
+    checked, written atomically) and return the path.
 
     Columns ``profile, claim_id, claim, section, category, verdict, summary, evidence_json, figures,
     literature``; ``evidence_json`` holds every evidence number.
@@ -1160,7 +1395,6 @@ def write_verdicts(results: Sequence[ClaimResult], profile: str, filename: str =
     for r in results:
         evidence = {k: (_fmt(v) if isinstance(v, (float, np.floating)) else v) for k, v in r.evidence.items()}
         rows.append({
-            "profile": profile,
             "claim_id": r.claim.id,
             "claim": r.claim.short,
             "section": r.claim.section,
@@ -1171,6 +1405,5 @@ def write_verdicts(results: Sequence[ClaimResult], profile: str, filename: str =
             "figures": ";".join(f"{nb}/{name}" for nb, name in r.claim.figures),
             "literature": r.claim.literature,
         })
-    path = results_dir() / filename
-    atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
-    return path
+    columns = [c for c in R.columns(filename) if c != "profile"]
+    return R.write_table(pd.DataFrame(rows, columns=columns), filename, profile)

@@ -267,7 +267,7 @@ def gate_models(
         rows.append(row)
     df = pd.DataFrame(rows)
     if "context_gain" in df:  # the context gate is on the seed mean of each (encoding, task)
-        df["context_gain_per_seed"] = df["context_gain"]
+        df.insert(df.columns.get_loc("context_gain") + 1, "context_gain_per_seed", df["context_gain"])
         df["context_gain"] = df.groupby(["encoding", "task"])["context_gain_per_seed"].transform("mean")
     gated = df[df.kind.isin(["lm", "retrieval"])]
     if not len(gated):
