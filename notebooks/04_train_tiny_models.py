@@ -60,7 +60,6 @@ attention_samples = 8
 device = "auto"
 eval_windows = 32
 jobs = 2
-n_eval_samples = 256
 profile = "default"
 
 # %%
@@ -618,9 +617,20 @@ lines.append(
     f"{NGRAM.get(4, np.nan):.2f} (4) and {NGRAM.get(5, np.nan):.2f} (5). Every seed passed the gate for "
     f"{', '.join(lm_ok) or 'no encoding'}; no seed passed for {', '.join(lm_bad) or 'none'}"
     + (f" (perplexity {', '.join(e + ' ' + format(s_ppl.loc[e, 'mean'], '.2f') for e in lm_bad)}, "
-       f"context gain {', '.join(e + ' ' + format(s_gain.loc[e, 'mean'], '+.3f') for e in lm_bad)} nats): "
-       f"these models predict from the last few characters like an n-gram, no better, and every later result "
-       f"about them is reported as failed, not as a finding." if lm_bad else "."))
+       f"context gain {', '.join(e + ' ' + format(s_gain.loc[e, 'mean'], '+.3f') for e in lm_bad)} nats); "
+       f"every later result about them is reported as failed, not as a finding." if lm_bad else "."))
+near = [e for e in lm_bad if s_ppl.loc[e, "mean"] < NGRAM.get(setup.gates.lm_baseline_order, np.nan)]
+flat = [e for e in lm_bad if e not in near]
+if near:
+    lines.append(
+        f"* {', '.join(near)}: below the order-{setup.gates.lm_baseline_order} n-gram, so they learned more than "
+        f"trigram statistics, but their context gain ({s_gain.loc[near, 'mean'].min():.3f}–{s_gain.loc[near, 'mean'].max():.3f} "
+        f"nats, seed means) falls short of the {setup.gates.context_gain_nats:g}-nat gate: they are failed by the "
+        f"rule, narrowly. More training raises the gain (RoPE, seed 0: 0.13 after 800 steps, 0.15 after 1200 on "
+        f"this split; pilot numbers in ropelib.experiments.SETUPS).")
+if flat:
+    lines.append(f"* {', '.join(flat)}: no better than an n-gram of order {setup.gates.lm_baseline_order} and "
+                 f"(almost) no context gain: at this size and budget they did not learn to use their context.")
 order4 = NGRAM.get(4, np.nan)
 beat4 = [e for e in ENCODINGS if s_ppl.loc[e, "mean"] < order4]
 lines.append(f"* Against the order-4 n-gram ({order4:.2f}): " + (f"{', '.join(beat4)} beat it on average."
@@ -659,7 +669,11 @@ if scale_check is not None:
            f"scale, so an unscaled baseline would make absolute positions look far worse than they are. "
            if st.loc[unscaled_s, 1.0] - st.loc[base_s, 1.0] > 0.05 else "")
         + (f"Larger scales grow more past L (largest rise x{grow.max():.2f} at scale {grow.idxmax():.3g}): "
-           f"sinusoids that carry more of the signal extrapolate worse, as in the ALiBi paper."
+           f"sinusoids that carry more of the signal extrapolate worse, as in the ALiBi paper -- one seed of models "
+           f"that would fail the gate themselves (test perplexity at L "
+           + ", ".join(f"{x:.3g}: {np.exp(st.loc[x, 1.0]):.2f}" for x in st.index)
+           + f", against the order-{setup.gates.lm_baseline_order} n-gram's {NGRAM.get(setup.gates.lm_baseline_order, np.nan):.2f}), "
+           f"so a hint, not a finding."
            if grow.max() > 1.2 and grow.idxmax() > base_s else
            f"No scale blows up past L here (largest rise x{grow.max():.2f}; the ALiBi paper's sinusoidal model: "
            f"x{published.ALIBI_TABLE1[2512]['sinusoidal'] / published.ALIBI_TABLE1[512]['sinusoidal']:.1f} at about 5L)."))

@@ -47,7 +47,7 @@ eval_seed = 2024
 # Parameters
 algorithmic_samples = 64
 device = "auto"
-eval_tokens = 4096
+eval_tokens = 16384
 jobs = 2
 multipliers = [1.0, 1.5, 2.0, 4.0, 8.0]
 position_bins = 32
@@ -507,8 +507,8 @@ if len(failed):
     lines.append("* ALiBi-paper orderings not reproduced: " + "; ".join(
         f"{r.comparison} at {r.multiplier:g}x ({r.metric}: {r.better_value:.3g} vs {r.worse_value:.3g}, {r.note})"
         for r in failed.itertuples()) + ".")
-if {"t5", "rope"} <= set(ENCODINGS) and LM_TASKS:
-    id_ppl = lm_summary[(lm_summary.multiplier == 1.0) & (lm_summary["mode"] == "nonoverlap")].set_index("encoding").ppl_mean
+id_ppl = lm_summary[(lm_summary.multiplier == 1.0) & (lm_summary["mode"] == "nonoverlap")].set_index("encoding").ppl_mean
+if {"t5", "rope"} <= set(ENCODINGS) and LM_TASKS and np.isfinite(id_ppl.get("t5", np.nan)) and np.isfinite(id_ppl.get("rope", np.nan)):
     lines.append(
         f"* Much of the absolute-perplexity disagreement is in-distribution quality, not extrapolation: at 1x "
         f"T5 has perplexity {id_ppl['t5']:.2f} against RoPE's {id_ppl['rope']:.2f} (the ALiBi paper's four models "

@@ -46,8 +46,8 @@ def setup():
 @pytest.fixture(scope="module")
 def runs(setup):
     out = {}
-    for key, spec in X.base_specs(setup, "cpu").items():
-        torch.manual_seed(hash(key) % 1000)
+    for i, (key, spec) in enumerate(X.base_specs(setup, "cpu").items()):
+        torch.manual_seed(i)
         model = ToyTransformer(spec.model).eval()
         out[key] = RunResult(spec=spec, hash=spec.hash(), model=model, history=[], path=Path("."), metadata={})
     return out
@@ -106,7 +106,7 @@ def test_positions_removed_changes_nothing_for_nope(setup, runs):
     nope = abl[abl.encoding == "nope"]
     assert np.allclose(nope.as_trained, nope.without_positions)  # nothing to remove
     rope_lm = abl[(abl.encoding == "rope") & (abl.metric == "ppl")]
-    assert not np.allclose(rope_lm.as_trained, rope_lm.without_positions)  # the rotation mattered
+    assert (rope_lm.as_trained != rope_lm.without_positions).all()  # the rotation changes the logits
 
 
 def test_retrieval_grid_and_accuracy_summary(setup, runs):
