@@ -196,7 +196,7 @@ assert sp.simplify(sp.diff(full[0, 0], m) + sp.diff(full[0, 0], n)) != 0  # the 
 # ### The "sin/cos table" often presented as RoPE is the sinusoidal encoding
 #
 # A popular write-up, *How Rotary Positional Embedding Improves Long-Context Extrapolation* (Logic
-# Nest blog; copy in `/work/shared/seed/`), describes RoPE with this formula:
+# Nest blog), describes RoPE with this formula:
 #
 # > pos_embedding(i) = [sin(position / 10000^(2j/d_model)), cos(position / 10000^(2j/d_model))],
 # > where i is the position index, j is the dimension index, and d_model is the total number of

@@ -175,6 +175,15 @@ def test_tokens_must_be_integer(chars):
 # -- retrieval and algorithmic accuracy (rule-based oracles) ----------------------------------------
 
 
+class TaskOracle(nn.Module):
+    """Base of the hand-written test models below: holds the task and one dummy parameter (for the device)."""
+
+    def __init__(self, task):
+        super().__init__()
+        self.task = task
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+
 class PasskeyOracle(nn.Module):
     """Copies the digits after the first KEY once the query (the last KEY) is seen; ``wrong_last`` gets the last digit wrong."""
 
@@ -199,13 +208,8 @@ class PasskeyOracle(nn.Module):
         return logits
 
 
-class CopyOracle(nn.Module):
+class CopyOracle(TaskOracle):
     """After SEP, predicts the symbols that followed BOS, then EOS."""
-
-    def __init__(self, task):
-        super().__init__()
-        self.task = task
-        self.dummy = nn.Parameter(torch.zeros(1))
 
     def forward(self, x):
         B, T = x.shape
@@ -318,13 +322,8 @@ def test_rope_scaling_errors(chars):
 # -- exact-match counts, position-blind floors, default stride, whole-stream and max_tokens scoring ----
 
 
-class KVOracle(nn.Module):
+class KVOracle(TaskOracle):
     """kv_recall solved by order: after the last token (the query key), the token that followed that key."""
-
-    def __init__(self, task):
-        super().__init__()
-        self.task = task
-        self.dummy = nn.Parameter(torch.zeros(1))
 
     def forward(self, x):
         B, T = x.shape
@@ -335,13 +334,8 @@ class KVOracle(nn.Module):
         return logits
 
 
-class KVBagModel(nn.Module):
+class KVBagModel(TaskOracle):
     """Sees only the bag of the inputs so far: logits = each value's count (a most frequent value wins)."""
-
-    def __init__(self, task):
-        super().__init__()
-        self.task = task
-        self.dummy = nn.Parameter(torch.zeros(1))
 
     def forward(self, x):
         counts = F.one_hot(x, self.task.vocab_size).cumsum(dim=1).float()  # (B, T, V) prefix bags

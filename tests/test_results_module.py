@@ -14,7 +14,7 @@ from ropelib import results as R
 from ropelib.paths import REPO_ROOT
 
 #: the tables of a complete run to check the schema against (as in tests/test_results.py); unset: skipped
-CHECK_DIR = os.environ.get("ROPELIB_CHECK_RESULTS_DIR")
+CHECK_DIR = os.environ.get("ROPELIB_CHECK_RESULTS_DIR") or str(Path(__file__).resolve().parent.parent / "results")  # default: the committed reference run
 
 
 def frame(name: str, n: int = 2) -> pd.DataFrame:
