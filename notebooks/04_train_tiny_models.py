@@ -626,8 +626,8 @@ if near:
         f"* {', '.join(near)}: below the order-{setup.gates.lm_baseline_order} n-gram, so they learned more than "
         f"trigram statistics, but their context gain ({s_gain.loc[near, 'mean'].min():.3f}–{s_gain.loc[near, 'mean'].max():.3f} "
         f"nats, seed means) falls short of the {setup.gates.context_gain_nats:g}-nat gate: they are failed by the "
-        f"rule, narrowly. More training raises the gain (RoPE, seed 0: 0.13 after 800 steps, 0.15 after 1200 on "
-        f"this split; pilot numbers in ropelib.experiments.SETUPS).")
+        f"rule, narrowly. In the pilots (ropelib.experiments.SETUPS) more steps barely raise it: the gain levels "
+        f"off near the gate.")
 if flat:
     lines.append(f"* {', '.join(flat)}: no better than an n-gram of order {setup.gates.lm_baseline_order} and "
                  f"(almost) no context gain: at this size and budget they did not learn to use their context.")
