@@ -284,3 +284,75 @@ def test_passkey_floor_is_what_the_best_bag_predictor_gets(k):
     assert floor == 1.0 / math.factorial(k)
     assert abs(accuracy - floor) <= _binomial_tolerance(floor, n), (accuracy, floor)
     assert make_task("passkey", n_digits=2).position_blind_floor() == 0.5
+
+
+# -- books ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def books():
+    return make_task("books")
+
+
+def test_books_corpus_hash_sizes_and_splits(books):
+    from ropelib.data import BOOKS_SHA256
+
+    info = books.info()
+    assert info["sha256"] == BOOKS_SHA256 and info["n_chars"] > 5_000_000
+    assert info["n_train"] + info["n_validation"] + info["n_test"] > info["n_chars"]  # plus the separators
+    for split in ("validation", "test"):  # one whole section of every book
+        docs = books.documents(split)
+        assert len(docs) == info[f"n_{split}_sections"] == info["n_train_books"] == 14
+        assert len({d["ebook"] for d in docs}) == 14
+    seen = {}
+    for split in books.SPLITS:
+        for d in books.documents(split):
+            assert (d["ebook"], d["section"]) not in seen, "a section in two splits"
+            seen[(d["ebook"], d["section"])] = split
+    assert books.vocab[0] == "\ufffd" and books.vocab_size == len(set(books.vocab)) < 100
+
+
+def test_books_text_round_trips_and_windows_stay_in_their_split(books):
+    val = books.tokens("validation")
+    first = books.documents("validation")[0]["text"]
+    assert books.decode(val[: len(first)]) == first
+    batch = books.sample(4, 64, 0, split="test")
+    test = books.tokens("test").numpy()
+    for row, start in zip(batch.x.numpy(), batch.meta["start"].numpy()):
+        assert (row == test[start : start + 64]).all()
+    again = books.sample(4, 64, 0, split="test")
+    assert torch.equal(batch.x, again.x) and torch.equal(batch.y, again.y)  # seeded
+
+
+def test_books_bad_input(books):
+    with pytest.raises(ValueError, match="unknown split 'dev'"):
+        books.tokens("dev")
+    with pytest.raises(ValueError, match="validation_sections"):
+        make_task("books", validation_sections=0)
+    with pytest.raises(ValueError, match="leaves no training text"):
+        make_task("books", validation_sections=40, test_sections=40)
+
+
+def test_books_snapshot_is_checked(tmp_path, monkeypatch):
+    import lzma
+
+    import ropelib.data as D
+
+    try:
+        corrupt = tmp_path / "corrupt.jsonl.xz"
+        corrupt.write_bytes(b"not xz at all")
+        monkeypatch.setattr(D, "BOOKS_PATH", corrupt)
+        D._books_sections.cache_clear()
+        with pytest.raises(ValueError, match="corrupt"):
+            D._books_sections()
+        other = tmp_path / "other.jsonl.xz"
+        other.write_bytes(lzma.compress(b'{"ebook": 1, "section": 0, "title": "x", "text": "y"}\n'))
+        monkeypatch.setattr(D, "BOOKS_PATH", other)
+        D._books_sections.cache_clear()
+        with pytest.raises(ValueError, match="SHA-256"):
+            D._books_sections()
+        monkeypatch.setattr(D, "BOOKS_PATH", tmp_path / "missing.jsonl.xz")
+        D._books_sections.cache_clear()
+        with pytest.raises(ValueError, match="missing"):
+            D._books_sections()
+    finally:
+        monkeypatch.undo()
+        D._books_sections.cache_clear()
