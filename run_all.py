@@ -6,7 +6,7 @@
 
 Each ``notebooks/NN_*.ipynb`` runs in order, in its own papermill subprocess (kernel ``python3``), with
 the chosen profile's parameters from ``profiles.yaml`` plus ``profile`` and ``device`` injected
-(DESIGN.md, "run_all.py"). Every parameter name is checked against the notebook's ``parameters`` cell
+(docs/design.md §11, "run_all.py"). Every parameter name is checked against the notebook's ``parameters`` cell
 before anything executes. A notebook executes into a temporary file under ``build/running/``; only on
 success does it replace the committed notebook (atomically, with papermill's timing metadata stripped)
 and its jupytext ``py:percent`` pair is rewritten. On a failure the committed notebook is untouched,

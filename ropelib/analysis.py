@@ -1,6 +1,6 @@
 """Closed-form quantities about RoPE and its context-extension methods (notebooks 01–03).
 
-Notation as in REFERENCES.md: ``d`` the rotated head dimension (even), ``b`` the base, ``L`` the
+Notation as in docs/references.md §0: ``d`` the rotated head dimension (even), ``b`` the base, ``L`` the
 training (original) length, ``s`` the scale factor, pair ``i = 0 … d/2 - 1``, ``theta_i = b^(-2i/d)``.
 
 * Frequencies and wavelengths ``lambda_i = 2 pi / theta_i`` — RoFormer (Su et al. 2021, arXiv
@@ -21,7 +21,7 @@ training (original) length, ``s`` the scale factor, pair ``i = 0 … d/2 - 1``, 
 * ``toeplitz_deviation`` / ``position_scores`` — the relative-position property (RoFormer §3.2,
   eq. 16): a score matrix over (query position m, key position n) is constant along diagonals.
 * ``tiny_yarn_params`` — a YaRN setting for tiny models whose ramp covers the same fraction of pairs as
-  YaRN's defaults do for Llama 2 (REFERENCES.md §4, "tiny-model caveat").
+  YaRN's defaults do for Llama 2 (docs/references.md §4.4, "tiny-model caveat").
 
 Everything is float64 NumPy unless stated; frequencies are computed from integer pair indices.
 """
@@ -139,7 +139,7 @@ def decay_bound(r: Any, head_dim: int, base: float = 10_000.0) -> np.ndarray:
     """RoFormer Figure 2's curve ``B(r)`` for RoPE with ``head_dim`` and ``base`` (float64).
 
     ``B(0) = (d/2 + 1) / 2`` exactly. For large ``r`` the curve plateaus and oscillates rather than
-    going to zero (REFERENCES.md §1).
+    going to zero (docs/references.md §1.4).
     """
     return decay_bound_from_frequencies(r, inv_frequencies(head_dim, base))
 

@@ -2,7 +2,7 @@
 
 Source audited: "How Rotary Positional Embedding Improves Long-Context Extrapolation", a post on the
 Logic Nest blog. Each ``Claim`` holds our paraphrase,
-the section of the post it comes from, what the literature reports (REFERENCES.md: RoFormer, Su et al.
+the section of the post it comes from, what the literature reports (docs/references.md §1–§4: RoFormer, Su et al.
 2021, arXiv 2104.09864 §3; sinusoidal, Vaswani et al. 2017, arXiv 1706.03762 §3.5; ALiBi, Press et al.
 2021, arXiv 2108.12409 Table 1; PI, Chen et al. 2023, arXiv 2306.15595; YaRN, Peng et al. 2023, arXiv
 2309.00071; Kazemnejad et al. 2023, arXiv 2305.19466; Barbero et al. 2024, arXiv 2410.06205; Liu et al.

@@ -7,7 +7,7 @@ for extended models), and ``partial_rotary_factor``. The source (HF repository) 
 above each entry, and in ``PublishedRoPE.source``.
 
 RoPE itself: Su et al. 2021, RoFormer, arXiv 2104.09864 §3.4. Scaling types: PI (arXiv 2306.15595),
-YaRN (arXiv 2309.00071), Llama 3 (Meta llama-models), LongRoPE (arXiv 2402.13753); see REFERENCES.md §3.
+YaRN (arXiv 2309.00071), Llama 3 (Meta llama-models), LongRoPE (arXiv 2402.13753); see docs/references.md §3.
 
 ``rope_parameters()`` gives the flat HF-style dict (``rope_type``, ``rope_theta``, scaling keys,
 ``partial_rotary_factor``) that ``ropelib.rope.rope_frequencies`` accepts.

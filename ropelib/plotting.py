@@ -1,7 +1,7 @@
 """One figure style for the whole collection: a seaborn theme, a fixed colour per encoding, ``savefig``.
 
 Every notebook calls ``set_theme()`` once and colours a curve by ``color_for(encoding_name)``, so the
-same encoding has the same colour in every figure (DESIGN.md, "plotting.py"). ``savefig`` writes
+same encoding has the same colour in every figure (docs/design.md §9, "plotting.py"). ``savefig`` writes
 ``figures_dir()/<notebook>/<name>.png`` and ``.svg`` atomically (``ropelib.paths``) and records a
 one-line caption in ``figures_dir()/<notebook>/captions.json``, which ``run_all.py`` turns into the
 gallery ``figures/README.md``.

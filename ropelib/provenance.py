@@ -1,6 +1,6 @@
 """Where a notebook's numbers came from: profile, device, git commit, package versions, time, machine.
 
-Every notebook ends with ``show_provenance(profile, device, **params)`` (DESIGN.md, "Notebooks": the
+Every notebook ends with ``show_provenance(profile, device, **params)`` (docs/design.md §10, "Notebooks": the
 committed outputs record the profile, device, package versions and git commit of their reference run).
 ``collect_provenance`` returns the same facts as a dict; ``run_all.py`` writes them into its manifest.
 """

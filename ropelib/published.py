@@ -1,4 +1,4 @@
-"""Published length-extrapolation numbers, as data with their source (REFERENCES.md §4).
+"""Published length-extrapolation numbers, as data with their source (docs/references.md §4).
 
 * ``ALIBI_TABLE1`` — Press et al. 2021, "Train Short, Test Long" (ALiBi), arXiv 2108.12409, Table 1:
   WikiText-103, 247M-parameter models trained at L = 512, perplexity with non-overlapping evaluation

@@ -1,4 +1,4 @@
-"""Tests for ropelib.analysis: the derived values of REFERENCES.md (recomputed here from the formulas),
+"""Tests for ropelib.analysis: the derived values of docs/references.md §1, §3 and §4 (recomputed here from the formulas),
 parity with ropelib.rope's frequencies, and invariants."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def test_decay_bound_at_zero_is_exact(d):
 
 
 def test_decay_bound_reference_values_d128():
-    # REFERENCES.md §1 (derived): B(0)=32.5, B(50)≈12.6, B(250)≈6.55, B(1024)≈4.02, B(4096)≈4.88
+    # docs/references.md §1.4 (derived): B(0)=32.5, B(50)≈12.6, B(250)≈6.55, B(1024)≈4.02, B(4096)≈4.88
     got = A.decay_bound(np.array([0, 50, 250, 1024, 4096]), 128)
     assert got[0] == 32.5
     assert round(got[1], 1) == 12.6

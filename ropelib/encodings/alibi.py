@@ -3,7 +3,7 @@
 No position vector anywhere; head ``h`` adds ``-m_h * (i - j)`` to the logit of query ``i`` and key
 ``j`` (not scaled by ``1/sqrt(d)``). The slopes are a geometric sequence starting at ``2^(-8/n)`` with
 the same ratio; for a head count that is not a power of two, the slopes of the closest lower power of
-two are followed by every other slope of twice that power (the authors' ``get_slopes``; REFERENCES §2).
+two are followed by every other slope of twice that power (the authors' ``get_slopes``; docs/references.md §2.4).
 
 Keys after the query (``j > i``): the causal model masks them, so their value never matters there; this
 module returns the symmetric ``-m_h * |i - j|`` so the bias stays a sensible function of distance if it

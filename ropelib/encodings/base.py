@@ -1,7 +1,7 @@
 """The one interface every positional encoding implements, and the registry of named encodings.
 
 A positional encoding is an ``nn.Module`` with three hooks, each a no-op by default, so that a model
-never needs to know which scheme it is using (DESIGN.md, "encodings"):
+never needs to know which scheme it is using (docs/design.md §3, "encodings"):
 
 * ``embed(x, positions)`` — absolute schemes add a vector to the token embeddings, once, at the input
   (sinusoidal, learned). ``x`` is ``(B, T, C)``, ``positions`` integer ``(T,)`` or ``(B, T)``.
@@ -18,7 +18,7 @@ feeds to the hooks (``offset + arange(T)``); the randomized-positions wrapper (R
 overrides it in training.
 
 Positions are always integer tensors (``torch.long``): they never pass through a reduced-precision
-float (bf16 holds integers exactly only up to 256; REFERENCES.md §5).
+float (bf16 holds integers exactly only up to 256; docs/references.md §5.2).
 
 The registry maps a name to a class. ``make_encoding(name, n_heads=, head_dim=, d_model=, **params)``
 validates the name (an unknown one lists the known ones) and the keyword parameters (an unknown one

@@ -3,7 +3,7 @@
 Used by BERT and GPT-2 (Radford et al. 2019; the position-embedding baseline of Vaswani et al. 2017,
 arXiv 1706.03762, §3.5 and Table 3 row E). A position at or past the table has no vector: such an input
 raises ``ValueError`` rather than being clamped, because a silently reused last row would hide the fact
-that this encoding cannot extrapolate at all (REFERENCES.md §2).
+that this encoding cannot extrapolate at all (docs/references.md §2.2).
 """
 
 from __future__ import annotations
