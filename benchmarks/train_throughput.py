@@ -271,7 +271,7 @@ def _loop_comparison(args: argparse.Namespace) -> dict[str, float]:
     )
     batches = {enc: bare_batches(spec, task, device) for enc, spec in specs.items()}
     warm = {enc: dataclasses.replace(spec, train=dataclasses.replace(spec.train, steps=min(2, cfg.steps),
-                                                                       warmup_steps=min(2, cfg.warmup_steps)))
+                                                                       warmup_steps=min(2, cfg.warmup_steps, cfg.steps)))
             for enc, spec in specs.items()}
     for enc, spec in warm.items():  # warm-up: allocator, first-call overheads, lazy imports
         run_train(spec, task, device)

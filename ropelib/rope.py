@@ -2,7 +2,7 @@
 
 RoPE: Su et al. 2021, RoFormer, arXiv 2104.09864, §3.4 (eq. 13-16): pair ``i`` of a query/key vector at
 integer position ``m`` is turned by the angle ``m * theta_i``, ``theta_i = b^(-2i/d)``.
-Scaling variants (REFERENCES.md §3), one frequency function each in the registry ``ROPE_TYPES``, keyed
+Scaling variants (docs/references.md §3), one frequency function each in the registry ``ROPE_TYPES``, keyed
 by HF transformers' ``rope_type`` names and computing the same float32 values as
 ``transformers/modeling_rope_utils.py`` (v5.24.0):
 
@@ -22,7 +22,7 @@ by HF transformers' ``rope_type`` names and computing the same float32 values as
 Configs are plain mappings with HF's keys (``RopeConfig.from_mapping`` validates them into a frozen
 dataclass). ``rope_frequencies(config, head_dim, seq_len)`` returns ``(inv_freq, attention_factor)``.
 
-``RoPE`` applies the rotation in either layout (REFERENCES.md §1):
+``RoPE`` applies the rotation in either layout (docs/references.md §1.2):
 
 * ``"half"``        pair ``i`` = coordinates ``(i, i + d_rot/2)``: GPT-NeoX / HF ``apply_rotary_pos_emb``.
 * ``"interleaved"`` pair ``i`` = coordinates ``(2i, 2i+1)``: RoFormer paper, Meta LLaMA (complex multiply).
@@ -62,6 +62,14 @@ __all__ = [
 
 #: the two pair layouts (module docstring)
 LAYOUTS = ("half", "interleaved")
+
+#: largest position accepted: float64 holds every integer up to 2^53 exactly (angles are float64)
+MAX_EXACT_POSITION = 2**53
+#: ``RoPE`` tabulates cos/sin for the whole span min..max of the positions (cached; contiguous ranges
+#: use it as is) unless the span exceeds both this many rows and this ratio times the number of
+#: positions; then only the given positions' angles are computed (cost proportional to their number)
+_DIRECT_MIN_SPAN = 2**16
+_DIRECT_SPAN_RATIO = 4
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -239,10 +247,28 @@ def _validate_config(c: RopeConfig) -> None:
             why="the pre-training context length; HF would silently use max_position_embeddings, which is "
             "the extended length for a scaled model",
         )
-    if t == "yarn" and (c.beta_fast or 32) < (c.beta_slow or 1):
-        raise ValueError(f"beta_fast ({c.beta_fast}) must be >= beta_slow ({c.beta_slow})")
+    if t == "yarn":
+        # 0 means "not given" (HF: ``beta_fast or 32``, ``beta_slow or 1``); the resolved values are
+        # rotation counts within L and enter log(L / (2 pi beta)), so they must be > 0.
+        for name, default in (("beta_fast", 32), ("beta_slow", 1)):
+            value = getattr(c, name)
+            if value is not None and value < 0:
+                raise ValueError(
+                    f"{name} must be > 0 (a number of rotations within original_max_position_embeddings; "
+                    f"0 or absent means the default {default}), got {value!r}"
+                )
+        if (c.beta_fast or 32) < (c.beta_slow or 1):
+            raise ValueError(
+                f"beta_fast ({c.beta_fast if c.beta_fast else 32}) must be >= beta_slow "
+                f"({c.beta_slow if c.beta_slow else 1}) (absent or 0: the defaults beta_fast=32, beta_slow=1)"
+            )
     if t == "llama3":
         _require(c, "low_freq_factor", "high_freq_factor", why="Llama 3 band edges L/low and L/high")
+        if c.low_freq_factor <= 0:
+            raise ValueError(
+                f"low_freq_factor must be > 0 (the low-frequency band edge is "
+                f"original_max_position_embeddings / low_freq_factor), got {c.low_freq_factor!r}"
+            )
         if c.high_freq_factor <= c.low_freq_factor:
             raise ValueError(
                 f"high_freq_factor ({c.high_freq_factor}) must be greater than low_freq_factor ({c.low_freq_factor})"
@@ -628,13 +654,30 @@ class RoPE(nn.Module):
             return hit
         inv_freq, attention_factor = self.frequencies(seq_len)
         with torch.inference_mode(False), torch.no_grad():  # cached tensors must be usable in training too
-            pos = torch.arange(lo, hi + 1, dtype=torch.float64)  # exact integers (float64: up to 2^53)
+            # integer arange, then float64 (exact up to 2^53): a float64 arange near 2^53 has the wrong length
+            pos = torch.arange(lo, hi + 1, dtype=torch.int64).to(torch.float64)
             angle = pos[:, None] * inv_freq.to(torch.float64)[None, :]  # (n, d_rot/2), float64
             entry = {"cos64": torch.cos(angle) * attention_factor, "sin64": torch.sin(angle) * attention_factor}
         self._tables[key] = entry
         while len(self._tables) > self.cache_size:
             self._tables.popitem(last=False)
         return entry
+
+    def _direct(
+        self,
+        positions: torch.Tensor,
+        seq_len: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        names: tuple[str, ...],
+    ) -> list[torch.Tensor]:
+        """The named tables at ``positions`` computed for those positions alone, rows (T, ...) or (B, T, ...)."""
+        inv_freq, attention_factor = self.frequencies(seq_len)
+        with torch.inference_mode(False), torch.no_grad():
+            pos = positions.to(device="cpu", dtype=torch.float64)  # exact integers (checked <= 2^53)
+            angle = pos[..., None] * inv_freq.to(torch.float64)  # (..., d_rot/2), float64
+            entry = {"cos64": torch.cos(angle) * attention_factor, "sin64": torch.sin(angle) * attention_factor}
+            return [self._get(entry, name, dtype, device) for name in names]
 
     @staticmethod
     def _get(entry: dict[str, torch.Tensor], name: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -669,10 +712,23 @@ class RoPE(nn.Module):
         lo, hi = int(lo_t), int(hi_t)
         if lo < 0:
             raise ValueError(f"positions must be >= 0, got a minimum of {lo}")
+        if hi > MAX_EXACT_POSITION:
+            raise ValueError(
+                f"positions must be <= 2**53 = {MAX_EXACT_POSITION} (the largest range of integers float64 "
+                f"holds exactly; the angles are formed in float64), got a maximum of {hi}"
+            )
         if seq_len is None:
             seq_len = hi + 1
         elif not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1:
             raise ValueError(f"seq_len must be a positive integer, got {seq_len!r}")
+        span = hi - lo + 1
+        if span > _DIRECT_MIN_SPAN and span > _DIRECT_SPAN_RATIO * positions.numel():
+            # sparse positions over a huge span (e.g. [0, 2**24]): angles for the given positions only,
+            # not a table of the whole span (same float64 formula; not cached)
+            out = self._direct(positions, seq_len, dtype, device, names)
+            if memo_key is not None:
+                self._memo = (memo_key, positions, out)
+            return out
         entry = self._table(seq_len, lo, hi, dtype, device)
         # contiguous positions offset..offset+T-1 use the table as is; others gather its rows
         contiguous = positions.dim() == 1 and positions.numel() == hi - lo + 1 and (
@@ -726,7 +782,7 @@ class RoPE(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Weight layout conversion (Meta -> HF: REFERENCES.md §1)
+# Weight layout conversion (Meta -> HF: docs/references.md §1.2)
 # ---------------------------------------------------------------------------------------------------
 def _layout_perm(head_dim: int, rotary_dim: int | None, to_half: bool) -> torch.Tensor:
     rd = head_dim if rotary_dim is None else rotary_dim

@@ -1,4 +1,4 @@
-"""Tests of the additive-bias encodings: T5, ALiBi, KERPLE, FIRE (REFERENCES.md §2)."""
+"""Tests of the additive-bias encodings: T5, ALiBi, KERPLE, FIRE (docs/references.md §2)."""
 
 from __future__ import annotations
 
@@ -303,3 +303,15 @@ def test_gradients_reach_learned_parameters(name, params):
 def test_relative_positions_is_query_minus_key():
     rel = relative_positions(torch.tensor([5]), torch.arange(7))
     assert rel.tolist() == [[5, 4, 3, 2, 1, 0, -1]] and rel.dtype == torch.long
+
+
+def test_alibi_head_count_mismatch_with_the_model_raises_value_error():
+    from ropelib.model import ModelConfig, ToyTransformer
+
+    model = ToyTransformer(ModelConfig(vocab_size=11, n_layers=1, n_heads=4, d_model=16, encoding="alibi"))
+    wrong = make_encoding("alibi", n_heads=2, head_dim=4, d_model=16)
+    with pytest.raises(ValueError, match="n_heads=2.*n_heads=4"):
+        model.replace_encoding(wrong)
+    model.encoding = wrong  # assigned directly: caught at the forward
+    with pytest.raises(ValueError, match=r"'alibi' encoding's bias has 2 heads.*n_heads=4"):
+        model(torch.zeros(1, 5, dtype=torch.long))

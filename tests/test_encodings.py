@@ -1,4 +1,4 @@
-"""Tests of the registry and the non-bias encodings: NoPE, sinusoidal, learned, randomized (REFERENCES.md §2)."""
+"""Tests of the registry and the non-bias encodings: NoPE, sinusoidal, learned, randomized (docs/references.md §2)."""
 
 from __future__ import annotations
 
@@ -259,3 +259,13 @@ def test_randomized_around_rope_if_registered():
     pos = enc.positions(6)
     for ours, theirs in zip(enc.rotate(q, k, pos, pos), rope.rotate(q, k, pos, pos)):
         torch.testing.assert_close(ours, theirs)
+
+
+def test_sinusoidal_rejects_positions_beyond_exact_float64():
+    from ropelib.encodings.sinusoidal import sinusoidal_encoding
+
+    ok = sinusoidal_encoding(torch.tensor([2**53]), 8)  # the limit itself is exact
+    assert ok.shape == (1, 8)
+    for bad in (2**53 + 1, -(2**53) - 1, 2**62):
+        with pytest.raises(ValueError, match=rf"positions must be within \+-2\*\*53.*got {bad}"):
+            sinusoidal_encoding(torch.tensor([0, bad]), 8)

@@ -1,4 +1,4 @@
-"""Tests for ropelib.rope: REFERENCES.md §1, §3 and §5 vectors, invariants, precision, caching, errors."""
+"""Tests for ropelib.rope: docs/references.md §1, §3 and §5 vectors, invariants, precision, caching, errors."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def _rot_ref(x: torch.Tensor, angle: torch.Tensor, layout: str, scale: float = 1
     return torch.cat((torch.stack((x1 * c - x2 * s, x2 * c + x1 * s), -1).flatten(-2), tail), -1)
 
 
-# --- REFERENCES.md §5 test vectors ----------------------------------------------------------------
+# --- docs/references.md §5 test vectors -----------------------------------------------------------
 @pytest.mark.parametrize("s, expected", [(2, 20221.3), (4, 40890), (8, 82685)])
 def test_ntk_base_matches_references(s, expected):
     d = 128
@@ -385,6 +385,23 @@ def test_with_config_swaps_scaling():
         ({"rope_theta": -3.0}, D, "rope_theta must be a number > 1.*-3.0"),
         ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "beta_fast": 1,
           "beta_slow": 8}, D, "beta_fast.*must be >= beta_slow"),
+        ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "beta_fast": -5}, D,
+         r"beta_fast must be > 0.*got -5"),
+        ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "beta_slow": -1.0}, D,
+         r"beta_slow must be > 0.*got -1.0"),
+        ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "beta_slow": 64}, D,
+         r"beta_fast \(32\) must be >= beta_slow \(64\)"),
+        ({"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 64,
+          "low_freq_factor": 0, "high_freq_factor": 4.0}, D, r"low_freq_factor must be > 0.*got 0"),
+        ({"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 64,
+          "low_freq_factor": -1.0, "high_freq_factor": 4.0}, D, r"low_freq_factor must be > 0.*got -1.0"),
+        ({"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 64,
+          "low_freq_factor": 2.0, "high_freq_factor": 2.0}, D, r"high_freq_factor \(2.0\) must be greater"),
+        ({"rope_type": "llama3", "factor": 0.5, "original_max_position_embeddings": 64,
+          "low_freq_factor": 1.0, "high_freq_factor": 4.0}, D, r"factor must be >= 1.*0.5"),
+        ({"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 0,
+          "low_freq_factor": 1.0, "high_freq_factor": 4.0}, D,
+         r"original_max_position_embeddings must be a positive integer, got 0"),
         ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "truncate": "no"}, D,
          "truncate must be True or False, got 'no'"),
     ],
@@ -453,3 +470,50 @@ def test_rope_encoding_with_scaling_swaps_the_config():
     assert back.params == enc.params
     with pytest.raises(ValueError, match="unknown rope_type 'bogus'"):
         enc.with_scaling(rope_type="bogus")
+
+
+def test_yarn_beta_zero_still_means_the_hf_default():
+    base = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}
+    expected = rope_frequencies({**base, "beta_fast": 32, "beta_slow": 1}, D)
+    got = rope_frequencies({**base, "beta_fast": 0, "beta_slow": 0}, D)  # HF: `beta_fast or 32`
+    assert torch.equal(got[0], expected[0]) and got[1] == expected[1]
+
+
+@pytest.mark.parametrize("bad", [2**53 + 1, 2**62])
+def test_positions_beyond_exact_float64_raise_value_error(bad):
+    rope = RoPE({}, D)
+    assert rope.cos_sin(torch.tensor([2**53]))[0].shape == (1, D // 2)  # the limit itself is exact
+    with pytest.raises(ValueError, match=rf"positions must be <= 2\*\*53.*got a maximum of {bad}"):
+        rope.cos_sin(torch.tensor([0, bad]))
+    with pytest.raises(ValueError, match=rf"positions must be <= 2\*\*53.*{bad}"):
+        rope(torch.ones(1, 1, 2, D), torch.tensor([0, bad]))
+
+
+@pytest.mark.parametrize("layout", ["half", "interleaved"])
+def test_sparse_huge_span_positions_do_not_tabulate_the_span(layout, monkeypatch):
+    rope = RoPE({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}, D, layout)
+    positions = torch.tensor([0, 2**24])
+
+    def no_table(*args, **kwargs):
+        raise AssertionError("a cos/sin table over the whole span was built")
+
+    monkeypatch.setattr(rope, "_table", no_table)
+    inv_freq, factor = rope.frequencies()
+    angle = positions.to(torch.float64)[:, None] * inv_freq.double()
+    cos, sin = rope.cos_sin(positions, dtype=torch.float64)
+    torch.testing.assert_close(cos, torch.cos(angle) * factor, rtol=0, atol=1e-15)
+    torch.testing.assert_close(sin, torch.sin(angle) * factor, rtol=0, atol=1e-15)
+    x = torch.randn(2, 3, 2, D, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    expected = apply_rotary(x, cos, sin, layout)
+    torch.testing.assert_close(rope(x, positions), expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(rope(x, positions[None].expand(2, 2)), expected, rtol=0, atol=1e-12)
+
+
+def test_contiguous_and_short_gathered_positions_still_use_the_cached_table(monkeypatch):
+    rope = RoPE({}, D)
+    calls = []
+    table = rope._table
+    monkeypatch.setattr(rope, "_table", lambda *a, **k: calls.append(a) or table(*a, **k))
+    rope.cos_sin(torch.arange(100, 4196))
+    rope.cos_sin(torch.tensor([3, 70, 2000, 9]))
+    assert len(calls) == 2

@@ -24,6 +24,9 @@ from .base import PositionalEncoding, register_encoding
 
 __all__ = ["sinusoidal_encoding", "sinusoidal_table", "Sinusoidal"]
 
+#: largest position magnitude accepted: float64 holds every integer up to 2^53 exactly
+MAX_EXACT_POSITION = 2**53
+
 
 def _check_dim(dim: int) -> None:
     if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
@@ -42,6 +45,14 @@ def sinusoidal_encoding(positions: torch.Tensor, dim: int, base: float = 10000.0
         raise ValueError(f"base must be a number > 1, got {base!r}")
     if positions.is_floating_point() or positions.is_complex() or positions.dtype == torch.bool:
         raise ValueError(f"positions must be an integer tensor, got dtype {positions.dtype}")
+    if positions.numel():
+        lo, hi = (int(v) for v in torch.aminmax(positions))
+        worst = hi if abs(hi) >= abs(lo) else lo
+        if abs(worst) > MAX_EXACT_POSITION:
+            raise ValueError(
+                f"positions must be within +-2**53 = {MAX_EXACT_POSITION} (the integers float64 holds "
+                f"exactly; the angles are formed in float64), got {worst}"
+            )
     n_pairs = (dim + 1) // 2
     exponent = torch.arange(n_pairs, dtype=torch.float64, device=positions.device) * 2.0 / dim
     inv_freq = torch.pow(torch.tensor(float(base), dtype=torch.float64, device=positions.device), -exponent)
