@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "BOS_CHAR",
     "Batch",
     "Task",
     "TaskConfig",
@@ -248,13 +249,17 @@ def _pydoc_topics_text() -> str:
 
 
 UNKNOWN_CHAR = "\ufffd"
+#: the start-of-window token of the character tasks (ASCII STX, "start of text"; never in a corpus):
+#: id 1, put at position 0 of every window of a model with ``bos_token_id`` (``ropelib.model.start_windows``)
+BOS_CHAR = "\x02"
 
 
 @register_task("chars")
 class CharsTask(Task):
     """Character-level LM over CPython's ``pydoc_data.topics`` help text (about 465k characters).
 
-    Vocabulary: id 0 is the unknown character (``U+FFFD``, for text outside the corpus), then the
+    Vocabulary: id 0 is the unknown character (``U+FFFD``, for text outside the corpus), id 1 the
+    start-of-window token ``BOS`` (``BOS_CHAR``, never in the text; decodes to nothing), then the
     corpus's distinct characters in sorted order. Split by position: the first ``train_fraction`` of
     the text is ``"train"``, the rest ``"validation"``. ``sample`` draws random windows of ``T + 1``
     characters from ``split`` (default ``"train"``); every position is scored.
@@ -262,6 +267,7 @@ class CharsTask(Task):
 
     controls = ("split",)
     SPLITS = ("train", "validation")
+    BOS = 1  # the start-of-window token's id (``BOS_CHAR``)
 
     def __init__(self, *, train_fraction: float = 0.9) -> None:
         super().__init__()
@@ -271,8 +277,8 @@ class CharsTask(Task):
             raise ValueError(f"train_fraction must be a number in (0, 1), got {train_fraction!r}")
         self.train_fraction = float(train_fraction)
         self.text = _pydoc_topics_text()
-        self.vocab = [UNKNOWN_CHAR] + sorted(set(self.text) - {UNKNOWN_CHAR})
-        self._codes = np.array([ord(c) for c in self.vocab[1:]], dtype=np.int64)  # sorted code points
+        self.vocab = [UNKNOWN_CHAR, BOS_CHAR] + sorted(set(self.text) - {UNKNOWN_CHAR, BOS_CHAR})
+        self._codes = np.array([ord(c) for c in self.vocab[2:]], dtype=np.int64)  # sorted code points
         all_ids = self.encode(self.text)  # (N,)
         cut = int(round(len(all_ids) * self.train_fraction))
         self._splits = {"train": all_ids[:cut], "validation": all_ids[cut:]}
@@ -284,13 +290,14 @@ class CharsTask(Task):
         codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)  # (N,)
         pos = np.searchsorted(self._codes, codes)  # (N,)
         pos_c = np.minimum(pos, len(self._codes) - 1)
-        ids = np.where(self._codes[pos_c] == codes, pos_c + 1, 0)
+        ids = np.where(self._codes[pos_c] == codes, pos_c + 2, 0)  # ids 0 and 1: unknown, BOS
         return torch.from_numpy(ids.astype(np.int64))
 
     def decode(self, ids: torch.Tensor | list[int]) -> str:
-        """Ids -> text (an id outside the vocabulary decodes to ``U+FFFD``)."""
+        """Ids -> text (``BOS`` decodes to nothing, an id outside the vocabulary to ``U+FFFD``)."""
         ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
-        return "".join(self.vocab[i] if 0 < i < len(self.vocab) else UNKNOWN_CHAR for i in ids)
+        return "".join("" if i == self.BOS else self.vocab[i] if 1 < i < len(self.vocab) else UNKNOWN_CHAR
+                       for i in ids)
 
     def tokens(self, split: str = "validation") -> torch.Tensor:
         """All ids of ``split`` (``"train"`` or ``"validation"``) as ``(N,)`` long, for perplexity."""
@@ -367,11 +374,13 @@ class BooksTask(Task):
     ``"train"``. Validation and test therefore hold whole sections of every book. Within a split the
     sections are joined in (ebook, section) order with a blank line. ``sample`` draws random windows of
     ``T + 1`` characters from ``split`` (default ``"train"``); every position is scored.
-    Vocabulary: id 0 is the unknown character, then the corpus's distinct characters in sorted order.
+    Vocabulary: id 0 is the unknown character, id 1 the start-of-window token ``BOS``, then the
+    corpus's distinct characters in sorted order.
     """
 
     controls = ("split",)
     SPLITS = ("train", "validation", "test")
+    BOS = 1  # the start-of-window token's id (``BOS_CHAR``)
 
     def __init__(self, *, validation_sections: int = 1, test_sections: int = 1) -> None:
         super().__init__()
@@ -393,8 +402,8 @@ class BooksTask(Task):
                 split_of[(ebook, rec["section"])] = split
         self._documents = {s: [r for r in sections if split_of[(r["ebook"], r["section"])] == s] for s in self.SPLITS}
         text = SECTION_SEPARATOR.join(r["text"] for r in sections)
-        self.vocab = [UNKNOWN_CHAR] + sorted(set(text) - {UNKNOWN_CHAR})
-        self._codes = np.array([ord(c) for c in self.vocab[1:]], dtype=np.int64)  # sorted code points
+        self.vocab = [UNKNOWN_CHAR, BOS_CHAR] + sorted(set(text) - {UNKNOWN_CHAR, BOS_CHAR})
+        self._codes = np.array([ord(c) for c in self.vocab[2:]], dtype=np.int64)  # sorted code points
         self._splits = {
             s: self.encode(SECTION_SEPARATOR.join(r["text"] for r in docs)) for s, docs in self._documents.items()
         }

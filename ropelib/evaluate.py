@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .encodings import encoding_params
+from .model import start_windows
 from .train import batch_generator
 
 __all__ = [
@@ -121,8 +122,9 @@ def unsupported_reason(model: nn.Module, length: int) -> str | None:
 
 
 def _token_nll(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-token negative log-likelihood (B, T); 0 where ``y == -100``."""
-    logits = model(x)  # (B, T, V) float32
+    """Per-token negative log-likelihood (B, T); 0 where ``y == -100``. The windows ``x`` get the model's
+    start token, if it has one (``ropelib.model.start_windows``)."""
+    logits = model(start_windows(model, x))  # (B, T, V) float32
     nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100, reduction="none")
     return nll.view_as(y)  # (B, T)
 
@@ -283,7 +285,7 @@ def _exact_match(model: nn.Module, batch: Any, batch_size: int) -> tuple[int, in
     for i in range(0, batch.x.shape[0], batch_size):
         x = batch.x[i : i + batch_size].to(device)  # (b, T)
         y = batch.y[i : i + batch_size].to(device)  # (b, T)
-        pred = model(x).argmax(-1)  # (b, T)
+        pred = model(start_windows(model, x)).argmax(-1)  # (b, T)
         scored = y != -100
         right = (pred == y) & scored
         rows_ok += int((right | ~scored).all(-1).sum())

@@ -32,6 +32,7 @@ from .ablation import without_positions
 from .data import IGNORE_INDEX, make_task
 from .evaluate import lengths_for, lm_loss_at_lengths, retrieval_accuracy
 from .experiments import TASK_KINDS, BaseSetup, aggregate_seeds
+from .model import start_windows
 from .protocols import GATE_SEED, split_tokens
 from .runs import RunResult
 from .stats import accuracy_ci
@@ -241,7 +242,7 @@ def positions_removed(
                 batch = task_obj.sample(setup.gate_samples, L, torch.Generator().manual_seed(GATE_SEED))
                 model_device = next(r.model.parameters()).device
                 with without_positions(r.model):
-                    pred = r.model(batch.x.to(model_device)).argmax(-1).cpu()  # (B, T)
+                    pred = r.model(start_windows(r.model, batch.x).to(model_device)).argmax(-1).cpu()  # (B, T)
                 return float(((pred == batch.y) | (batch.y == IGNORE_INDEX)).all(-1).double().mean())
 
             value, metric = float(g.accuracy), "accuracy"

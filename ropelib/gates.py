@@ -144,13 +144,19 @@ class GateResult:
 # -- the measurements ---------------------------------------------------------------------------------
 
 
-def context_gain(loss_by_position: np.ndarray) -> float:
+def context_gain(loss_by_position: np.ndarray, start_token: bool = False) -> float:
     """First-eighth mean minus last-half mean of the per-position mean loss ``(T,)``, in its units (nats).
 
     First eighth = positions ``[0, T // 8)``, last half = positions ``[T - T // 2, T)``; ``T >= 8``
     and every value finite, else ValueError. Positive when late tokens (more context) are predicted
     better than early ones.
+
+    ``start_token=True`` (windows that begin with a start token, ``ropelib.model.start_windows``):
+    position 0 predicts from no text at all, so the first eighth is ``[1, 1 + T // 8)`` instead; its
+    predictions see 1 … T/8 characters, as the first eighth's do without a start token.
     """
+    if not isinstance(start_token, bool):
+        raise ValueError(f"start_token must be True or False, got {start_token!r}")
     x = np.asarray(loss_by_position)
     if x.ndim != 1:
         raise ValueError(f"loss_by_position must be 1-D (T,), got shape {x.shape}")
@@ -163,7 +169,7 @@ def context_gain(loss_by_position: np.ndarray) -> float:
     if not np.isfinite(x).all():
         bad = np.flatnonzero(~np.isfinite(x))[:5].tolist()
         raise ValueError(f"loss_by_position must be finite, got non-finite values at positions {bad}")
-    first = x[: T // 8]  # (T//8,)
+    first = x[int(start_token): int(start_token) + T // 8]  # (T//8,)
     last = x[T - T // 2:]  # (T//2,)
     return float(first.mean() - last.mean())
 

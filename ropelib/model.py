@@ -6,7 +6,7 @@ embedding by default). Norm: ``nn.LayerNorm`` (GPT-2 / nanoGPT), not RMSNorm. Li
 Weight init as nanoGPT (Radford et al. 2019, GPT-2 §2.3): normal(0, 0.02), residual output projections
 normal(0, 0.02 / sqrt(2 * n_layers)).
 
-Positions enter ONLY through the positional-encoding hooks (``ropelib.encodings.base``; DESIGN.md):
+Positions enter ONLY through the positional-encoding hooks (``ropelib.encodings.base``; docs/design.md §3):
 
 * ``encoding.positions(T, offset, device)`` once per forward (``offset`` = tokens already cached),
 * ``encoding.embed(x, positions)`` once, at the input (absolute schemes: Vaswani et al. 2017 §3.5),
@@ -36,10 +36,31 @@ from torch import nn
 
 from ropelib.encodings import ENCODINGS, PositionalEncoding, encoding_params, make_encoding
 
-__all__ = ["INIT_STD", "ModelConfig", "ToyTransformer", "KVCache", "select_device", "maybe_compile"]
+__all__ = [
+    "INIT_STD", "GPT2_WIDTH", "width_scaled_init_std", "ModelConfig", "ToyTransformer", "KVCache",
+    "start_windows", "select_device", "maybe_compile",
+]
 
-#: standard deviation of the normal init of every weight matrix and embedding (GPT-2 / nanoGPT)
+#: GPT-2's standard deviation of the normal init of every weight matrix and embedding (nanoGPT too),
+#: chosen for GPT-2's width ``GPT2_WIDTH``; ``ModelConfig.init_std``'s default
 INIT_STD = 0.02
+#: the width (``d_model``) of GPT-2 small, for which ``INIT_STD`` was chosen
+GPT2_WIDTH = 768
+
+
+def width_scaled_init_std(d_model: int) -> float:
+    """GPT-2's init carried to width ``d_model`` by the fan-in rule: ``0.02 * sqrt(768 / d_model)``.
+
+    A weight's init variance is kept proportional to ``1 / fan_in`` (He et al. 2015; the rule behind
+    PyTorch's default ``Linear`` init and muP's), anchored at GPT-2 small (0.02 at width 768). At
+    ``d_model = 64`` it gives 0.069 instead of 0.02: with 0.02 the dot products of queries and keys
+    start about 12x smaller than GPT-2's, and the models whose positional signal must pass through the
+    query/key projections (absolute and no encodings) sit at bigram level for the whole budget
+    (README, "Experiments": the pilot numbers).
+    """
+    if not isinstance(d_model, int) or isinstance(d_model, bool) or d_model < 1:
+        raise ValueError(f"d_model must be a positive integer, got {d_model!r}")
+    return INIT_STD * math.sqrt(GPT2_WIDTH / d_model)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,6 +78,16 @@ class ModelConfig:
     ``encoding`` is a name in ``ropelib.encodings.ENCODINGS`` and ``encoding_params`` its keyword
     parameters (JSON-serialisable), validated against ``ropelib.encodings.encoding_params(encoding)``.
     The head dimension is ``d_model // n_heads``.
+
+    ``init_std``: the standard deviation of the normal init of every weight matrix and embedding
+    (default GPT-2's 0.02; ``width_scaled_init_std`` carries it to other widths); residual output
+    projections get ``init_std / sqrt(2 * n_layers)``.
+
+    ``bos_token_id``: when set, every window the model reads starts with this token: training and
+    evaluation put it in place of the window's first input (``start_windows``), so position 0 is a
+    start marker whatever the window's offset in the text. A model with no positional encoding needs
+    one to tell positions apart (Kazemnejad et al. 2023, arXiv 2305.19466, Theorem 1 builds absolute
+    positions from attention to the start token); HF configs carry the same field.
     """
 
     vocab_size: int
@@ -68,6 +99,8 @@ class ModelConfig:
     tie_embeddings: bool = True
     encoding: str = "rope"
     encoding_params: Mapping[str, Any] = field(default_factory=dict)
+    init_std: float = INIT_STD
+    bos_token_id: int | None = None
 
     def __post_init__(self) -> None:
         _check_int("vocab_size", self.vocab_size, 1)
@@ -84,6 +117,19 @@ class ModelConfig:
             0.0 <= self.dropout < 1.0
         ):
             raise ValueError(f"dropout must be a float in [0, 1), got {self.dropout!r}")
+        if isinstance(self.init_std, bool) or not isinstance(self.init_std, (int, float)) or not (
+            0.0 < self.init_std < math.inf
+        ):
+            raise ValueError(f"init_std must be a finite number > 0, got {self.init_std!r}")
+        object.__setattr__(self, "init_std", float(self.init_std))
+        if self.bos_token_id is not None and (
+            not isinstance(self.bos_token_id, int) or isinstance(self.bos_token_id, bool)
+            or not 0 <= self.bos_token_id < self.vocab_size
+        ):
+            raise ValueError(
+                f"bos_token_id must be None or a token id in [0, {self.vocab_size}) (vocab_size={self.vocab_size}), "
+                f"got {self.bos_token_id!r}"
+            )
         if not isinstance(self.tie_embeddings, bool):
             raise ValueError(f"tie_embeddings must be True or False, got {self.tie_embeddings!r}")
         if not isinstance(self.encoding_params, Mapping):
@@ -171,6 +217,31 @@ def maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:
     if not isinstance(enabled, bool):
         raise ValueError(f"enabled must be True or False, got {enabled!r}")
     return torch.compile(model) if enabled else model
+
+
+# ---------------------------------------------------------------------------------------------
+# start-of-window token
+# ---------------------------------------------------------------------------------------------
+def start_windows(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` (B, T) with its first column set to the model's ``bos_token_id``; ``x`` itself if it has none.
+
+    Every window a model with a start token is trained or evaluated on goes through here (training
+    batches, validation, perplexity, loss by position, retrieval), so the convention cannot differ
+    between training and evaluation. The first input token of the window is dropped (not its target:
+    position 0 predicts the window's second character from the start token alone), so windows cover
+    the text exactly as without a start token. ``x`` is not modified in place.
+    """
+    config = getattr(model, "config", None)
+    if not isinstance(config, ModelConfig):  # e.g. a torch.compile wrapper: look through it
+        config = getattr(getattr(model, "_orig_mod", None), "config", None)
+    bos = getattr(config, "bos_token_id", None)
+    if bos is None:
+        return x
+    if x.dim() != 2 or x.shape[1] < 1:
+        raise ValueError(f"windows must be (B, T) with T >= 1, got shape {tuple(x.shape)}")
+    out = x.clone()
+    out[:, 0] = bos
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,10 +392,15 @@ class ToyTransformer(nn.Module):
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.head.weight = self.tok_emb.weight
-        self.apply(self._init_weights)  # before the encoding exists: it keeps its own init
+        std = config.init_std
+        for module in self.modules():  # before the encoding exists: it keeps its own init
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
         for name, p in self.named_parameters():
             if name.endswith("proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=INIT_STD / math.sqrt(2 * config.n_layers))
+                nn.init.normal_(p, mean=0.0, std=std / math.sqrt(2 * config.n_layers))
         self.encoding = make_encoding(
             config.encoding,
             n_heads=config.n_heads,
@@ -332,13 +408,6 @@ class ToyTransformer(nn.Module):
             d_model=config.d_model,
             params=config.encoding_params,
         )
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
-            if getattr(module, "bias", None) is not None:
-                nn.init.zeros_(module.bias)
 
     # -- public helpers -------------------------------------------------------------------------
     def num_parameters(self, include_embeddings: bool = True) -> int:
@@ -391,6 +460,12 @@ class ToyTransformer(nn.Module):
             raise ValueError(f"idx must have B >= 1 and T >= 1, got shape {tuple(idx.shape)}")
         if kv_cache is not None and kv_cache.n_layers != self.config.n_layers:
             raise ValueError(f"kv_cache has {kv_cache.n_layers} layers, the model {self.config.n_layers}")
+        lo_id, hi_id = (int(v) for v in torch.aminmax(idx))  # one pass: a clear error, not an IndexError
+        if lo_id < 0 or hi_id >= self.config.vocab_size:
+            bad = lo_id if lo_id < 0 else hi_id
+            raise ValueError(
+                f"token id {bad} is out of range: ids must be in [0, vocab_size) = [0, {self.config.vocab_size})"
+            )
         enc = self.encoding
         offset = 0 if kv_cache is None else len(kv_cache)
         if enc.max_positions is not None and offset + T > enc.max_positions:
@@ -405,6 +480,12 @@ class ToyTransformer(nn.Module):
 
         # one mask for every layer: causal (cache index order) + the encoding's additive bias
         bias = enc.bias(q_pos, k_pos)  # (H, T, Tk) / (B, H, T, Tk) / None
+        if bias is not None and bias.shape[-3] != self.config.n_heads:
+            raise ValueError(
+                f"the {enc.name!r} encoding's bias has {bias.shape[-3]} heads (encoding n_heads={enc.n_heads}) "
+                f"but the model's attention has n_heads={self.config.n_heads}; build the encoding with "
+                f"n_heads={self.config.n_heads}"
+            )
         is_causal = False
         if bias is not None:
             mask = bias.float().masked_fill(~_causal_bool(T, Tk, offset, device), float("-inf"))

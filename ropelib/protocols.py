@@ -40,6 +40,7 @@ from .data import IGNORE_INDEX, TaskConfig, make_task
 from .evaluate import lm_loss_at_lengths, loss_by_position
 from .experiments import TASK_KINDS, BaseSetup, base_spec, base_specs, run_specs
 from .gates import DEFAULT_THRESHOLDS, GateThresholds, context_gain, gate_table
+from .model import start_windows
 from .ngram import ngram_baselines
 from .runs import RunResult, RunSpec
 
@@ -135,7 +136,7 @@ def validation_loss(run: RunResult, n_samples: int = 256, max_tokens: int | None
         batch = task.sample(n_samples, L, torch.Generator().manual_seed(VALIDATION_SEED))
         device = next(run.model.parameters()).device
         run.model.eval()
-        logits = run.model(batch.x.to(device))  # (B, T, V)
+        logits = run.model(start_windows(run.model, batch.x).to(device))  # (B, T, V)
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch.y.to(device).flatten(),
                                                  ignore_index=IGNORE_INDEX)
         return float(loss)
@@ -208,7 +209,7 @@ def lm_quality(run: RunResult, split: str = "test", max_tokens: int | None = Non
     def compute() -> dict[str, float]:
         res = lm_loss_at_lengths(run.model, tokens, [L], batch_size=batch_size).iloc[0]
         curve = loss_by_position(run.model, tokens, L, batch_size=batch_size)  # (L,)
-        return {"loss": float(res.loss), "ppl": float(res.ppl), "context_gain": float(context_gain(curve)),
+        return {"loss": float(res.loss), "ppl": float(res.ppl), "context_gain": float(context_gain(curve, start_token=run.model.config.bos_token_id is not None)),
                 "n_tokens": int(res.n_tokens)}
 
     return cached("lm_quality", {"run": run.hash, "split": split, "max_tokens": max_tokens}, compute)
@@ -227,7 +228,7 @@ def retrieval_quality(run: RunResult, n_samples: int = 512, seed: int = 12345,
         batch = task.sample(n_samples, L, torch.Generator().manual_seed(int(seed)))
         device = next(run.model.parameters()).device
         run.model.eval()
-        pred = run.model(batch.x.to(device)).argmax(-1).cpu()  # (B, T)
+        pred = run.model(start_windows(run.model, batch.x).to(device)).argmax(-1).cpu()  # (B, T)
         scored = batch.y != IGNORE_INDEX
         correct = int(((pred == batch.y) | ~scored).all(-1).sum())
         floor = task.position_blind_floor(L) if getattr(task, "digit_filler", False) else task.position_blind_floor()

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm  # the text bar: no widget state in committed notebooks
 
-from .model import select_device
+from .model import select_device, start_windows
 from .paths import atomic_write_bytes
 
 __all__ = [
@@ -94,6 +94,10 @@ class TrainConfig:
             _check_int(name, getattr(self, name), minimum=1)
         for name in ("warmup_steps", "checkpoint_every", "eval_every", "seed"):
             _check_int(name, getattr(self, name), minimum=0)
+        if self.warmup_steps > self.steps:
+            raise ValueError(
+                f"TrainConfig.warmup_steps ({self.warmup_steps}) must be <= steps ({self.steps})"
+            )
         # floats are normalised so that lr=1 and lr=1.0 are the same config (and the same run hash)
         for name in ("lr", "min_lr_ratio", "weight_decay", "grad_clip", "beta1", "beta2"):
             value = getattr(self, name)
@@ -268,7 +272,7 @@ def _validation_loss(model: nn.Module, task: Any, config: TrainConfig, device: t
     controls = {"split": "validation"} if "split" in getattr(task, "controls", ()) else {}
     for i in range(config.eval_batches):
         batch = task.sample(config.batch_size, config.seq_len, batch_generator(config.seed, "eval", i), **controls)
-        x, y = batch.x.to(device), batch.y.to(device)
+        x, y = start_windows(model, batch.x).to(device), batch.y.to(device)
         with autocast():
             logits = model(x)
         n = int((y != -100).sum())
@@ -371,7 +375,7 @@ def train(
         for step in range(start, end):
             t0 = time.perf_counter()
             batch = task.sample(config.batch_size, config.seq_len, batch_generator(config.seed, step))
-            x, y = batch.x.to(device), batch.y.to(device)  # (B, T) long each
+            x, y = start_windows(model, batch.x).to(device), batch.y.to(device)  # (B, T) long each
             lr = optimizer.param_groups[0]["lr"]
             with autocast():
                 logits = forward(x)  # (B, T, V)

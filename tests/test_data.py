@@ -99,6 +99,8 @@ def test_chars_corpus_info_split_and_codec():
     assert abs(len(train) / info["n_chars"] - 0.9) < 1e-3
     assert task.decode(torch.cat([train, val])) == task.text  # split by position, nothing lost
     assert task.vocab[0] == "\ufffd" and task.vocab[1:] == sorted(task.vocab[1:]) and len(set(task.vocab)) == task.vocab_size
+    assert task.vocab[task.BOS] == "\x02" and task.BOS not in set(task.tokens("train").tolist())  # never in the text
+    assert task.decode([task.BOS, *task.encode("ab").tolist()]) == "ab"  # the start token decodes to nothing
     assert task.encode("def \u2603")[-1].item() == 0  # unknown character -> id 0
     batch = task.sample(3, 50, gen(0), split="validation")
     for row, start in zip(batch.x, batch.meta["start"].tolist()):
@@ -308,6 +310,7 @@ def test_books_corpus_hash_sizes_and_splits(books):
             assert (d["ebook"], d["section"]) not in seen, "a section in two splits"
             seen[(d["ebook"], d["section"])] = split
     assert books.vocab[0] == "\ufffd" and books.vocab_size == len(set(books.vocab)) < 100
+    assert books.vocab[books.BOS] == "\x02" and all(int((books.tokens(s) == books.BOS).sum()) == 0 for s in books.SPLITS)
 
 
 def test_books_text_round_trips_and_windows_stay_in_their_split(books):

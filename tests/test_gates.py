@@ -311,3 +311,11 @@ def test_gate_result_of():
     assert GateResult.of((ok,)) == GateResult(True, (ok,), "")
     r = GateResult.of((ok, bad))
     assert not r.passed and r.reason == "b failed: b must be > 0, got -1"
+
+
+def test_context_gain_with_a_start_token_skips_position_zero():
+    loss = np.array([9.0, 3.0] + [1.0] * 14)  # T = 16: position 0 predicts from the start token alone
+    assert context_gain(loss) == pytest.approx((9.0 + 3.0) / 2 - 1.0)
+    assert context_gain(loss, start_token=True) == pytest.approx((3.0 + 1.0) / 2 - 1.0)
+    with pytest.raises(ValueError, match="start_token"):
+        context_gain(loss, start_token=1)

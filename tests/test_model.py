@@ -305,3 +305,88 @@ def test_bad_forward_input_raises():
         ToyTransformer({"vocab_size": 5})
     with pytest.raises(ValueError, match="unknown ModelConfig"):
         ModelConfig.from_dict({"vocab_size": 5, "colour": "red"})
+
+
+# -- init width and start token ---------------------------------------------------------------------
+def test_width_scaled_init_std_follows_the_fan_in_rule():
+    from ropelib.model import GPT2_WIDTH, INIT_STD, width_scaled_init_std
+
+    assert width_scaled_init_std(GPT2_WIDTH) == INIT_STD
+    assert width_scaled_init_std(64) == pytest.approx(0.02 * (768 / 64) ** 0.5)
+    assert width_scaled_init_std(192) ** 2 * 192 == pytest.approx(INIT_STD ** 2 * GPT2_WIDTH)  # var x fan_in constant
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="d_model"):
+            width_scaled_init_std(bad)
+
+
+def test_init_std_sets_every_weight_and_residual_projections_are_scaled():
+    cfg = ModelConfig(vocab_size=50, d_model=64, n_layers=3, init_std=0.1)
+    torch.manual_seed(0)
+    m = ToyTransformer(cfg)
+    assert float(m.tok_emb.weight.detach().std()) == pytest.approx(0.1, rel=0.05)
+    proj = [p for n, p in m.named_parameters() if n.endswith("proj.weight")]
+    assert proj and all(float(p.detach().std()) == pytest.approx(0.1 / (2 * 3) ** 0.5, rel=0.1) for p in proj)
+    for bad in (0.0, -1.0, float("inf"), True, "0.1"):
+        with pytest.raises(ValueError, match="init_std"):
+            ModelConfig(vocab_size=50, init_std=bad)
+
+
+def test_bos_token_id_is_validated_against_the_vocabulary():
+    assert ModelConfig(vocab_size=10, bos_token_id=9).bos_token_id == 9
+    for bad in (10, -1, 1.0, True):
+        with pytest.raises(ValueError, match="bos_token_id"):
+            ModelConfig(vocab_size=10, bos_token_id=bad)
+    cfg = ModelConfig(vocab_size=10, bos_token_id=3, init_std=0.05)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_start_windows_replaces_only_the_first_input_and_only_with_a_start_token():
+    from ropelib.model import start_windows
+
+    x = torch.arange(12).view(2, 6) % 7 + 2  # (B, T)
+    plain = ToyTransformer(ModelConfig(vocab_size=10, d_model=16, n_heads=2))
+    assert start_windows(plain, x) is x
+    marked = ToyTransformer(ModelConfig(vocab_size=10, d_model=16, n_heads=2, bos_token_id=1))
+    out = start_windows(marked, x)
+    assert out[:, 0].tolist() == [1, 1] and torch.equal(out[:, 1:], x[:, 1:])
+    assert x[:, 0].tolist() != [1, 1]  # the input is not modified in place
+    with pytest.raises(ValueError, match="windows"):
+        start_windows(marked, torch.zeros(3, dtype=torch.long))
+
+
+def test_training_and_evaluation_see_the_same_start_token():
+    """The loss train() reports on a batch equals the evaluation's loss on the same windows."""
+    from ropelib.evaluate import lm_loss_at_lengths
+    from ropelib.model import start_windows
+
+    torch.manual_seed(0)
+    m = ToyTransformer(ModelConfig(vocab_size=12, d_model=16, n_heads=2, bos_token_id=1)).eval()
+    tokens = torch.randint(2, 12, (8 * 8 + 1,))
+    res = lm_loss_at_lengths(m, tokens, [8], mode="nonoverlap").iloc[0]
+    seq = tokens[: 8 * 8 + 1].unfold(0, 9, 8)  # (8, 9): the non-overlapping windows and their targets
+    with torch.no_grad():
+        logits = m(start_windows(m, seq[:, :-1]))
+    manual = torch.nn.functional.cross_entropy(logits.flatten(0, 1), seq[:, 1:].flatten())
+    assert res.loss == pytest.approx(float(manual), rel=1e-6)
+    with torch.no_grad():  # without the start token the loss differs: the convention is applied
+        other = torch.nn.functional.cross_entropy(m(seq[:, :-1]).flatten(0, 1), seq[:, 1:].flatten())
+    assert abs(float(other) - res.loss) > 1e-6
+
+
+@pytest.mark.parametrize("bad", [13, 40, -1])
+def test_token_ids_out_of_range_raise_value_error(bad):
+    model = tiny("rope", vocab_size=13)
+    idx = tokens(2, 5)
+    idx[1, 3] = bad
+    with pytest.raises(ValueError, match=rf"token id {bad} is out of range.*vocab_size\) = \[0, 13\)"):
+        model(idx)
+
+
+@pytest.mark.parametrize("heads", [1, 4])
+def test_bias_encoding_with_other_head_count_raises_value_error(heads):
+    from ropelib.encodings import make_encoding
+
+    model = tiny("alibi")  # n_heads=2
+    model.encoding = make_encoding("alibi", n_heads=heads, head_dim=8, d_model=16)  # bypasses replace_encoding
+    with pytest.raises(ValueError, match=rf"n_heads={heads}\) but the model's attention has n_heads=2"):
+        model(tokens(1, 4))

@@ -67,8 +67,8 @@ def test_bad_values_raise_naming_the_field(field, value):
 
 
 def test_config_round_trip_and_float_normalisation():
-    cfg = TrainConfig(lr=1, steps=3)
-    assert isinstance(cfg.lr, float) and cfg == TrainConfig(lr=1.0, steps=3)
+    cfg = TrainConfig(lr=1, steps=3, warmup_steps=1)
+    assert isinstance(cfg.lr, float) and cfg == TrainConfig(lr=1.0, steps=3, warmup_steps=1)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="bogus"):
         TrainConfig.from_dict({**cfg.to_dict(), "bogus": 1})
@@ -232,3 +232,9 @@ def test_bad_arguments(task):
         train(tiny_model(task), task, tiny_config(), progress=False, stop_at=0)
     with pytest.raises(ValueError, match="max_positions"):  # the learned table covers 32 positions, not 64
         train(tiny_model(task), task, tiny_config(seq_len=64), progress=False)
+
+
+def test_warmup_longer_than_the_run_raises_value_error():
+    with pytest.raises(ValueError, match=r"warmup_steps \(5\) must be <= steps \(3\)"):
+        TrainConfig(steps=3, warmup_steps=5)
+    assert TrainConfig(steps=3, warmup_steps=3).warmup_steps == 3  # the whole run warming up is allowed
