@@ -34,7 +34,17 @@ def test_default_setup_covers_the_comparison():
     assert len(s.seeds) >= 3
     kinds = {t.kind for t in s.tasks}
     assert {"lm", "retrieval"} <= kinds
-    assert s.task("books").train_length == 128  # pilot numbers in experiments.SETUPS
+    books = s.task("books")  # pilot numbers in experiments.SETUPS
+    assert books.train_length * books.batch_size * books.steps >= 2_000_000  # the issue's ~2M tokens per LM model
+    assert s.init_std == pytest.approx(0.02 * math.sqrt(768 / s.d_model))  # GPT-2's init, fan-in scaled
+
+
+def test_language_models_read_a_start_token_and_synthetic_tasks_do_not():
+    s = X.base_setup("default")
+    lm = X.base_spec(s, "nope", "books", s.seeds[0], "cpu")
+    assert lm.model.bos_token_id == make_task("books").BOS == 1
+    assert lm.model.init_std == s.init_std
+    assert X.base_spec(s, "nope", "passkey", s.seeds[0], "cpu").model.bos_token_id is None
 
 
 @pytest.mark.parametrize("profile", ["smoke", "default", "full"])
@@ -80,21 +90,26 @@ def test_learned_table_is_exactly_the_training_length_and_randomized_range():
 
 
 def test_sinusoids_start_at_the_size_of_a_token_embedding():
-    """SINUSOID_SCALE = INIT_STD * sqrt(2): the scaled sinusoids' RMS equals a fresh embedding's std."""
+    """sinusoid_scale = init_std * sqrt(2): the scaled sinusoids' RMS equals a fresh embedding's std."""
     from ropelib.encodings.sinusoidal import sinusoidal_table
     from ropelib.model import INIT_STD, ToyTransformer
 
     s = X.base_setup("default")
-    assert X.encoding_config("sinusoidal", 64, s) == ("sinusoidal", {"scale": X.SINUSOID_SCALE})
-    assert X.SINUSOID_SCALE == pytest.approx(0.02 * math.sqrt(2), rel=1e-15)
+    assert X.encoding_config("sinusoidal", 64, s) == ("sinusoidal", {"scale": s.sinusoid_scale})
+    assert s.sinusoid_scale == pytest.approx(s.init_std * math.sqrt(2), rel=1e-15)
+    assert X.SINUSOID_SCALE == pytest.approx(INIT_STD * math.sqrt(2), rel=1e-15)
     spec = X.base_spec(s, "sinusoidal", "books", s.seeds[0], "cpu")
     model = ToyTransformer(spec.model)
     table = sinusoidal_table(4096, s.d_model).double()
     pe_rms = float(model.encoding.scale * table.pow(2).mean().sqrt())
-    assert pe_rms == pytest.approx(INIT_STD, rel=1e-3)
-    assert float(model.tok_emb.weight.detach().std()) == pytest.approx(INIT_STD, rel=0.05)
+    assert pe_rms == pytest.approx(s.init_std, rel=1e-3)
+    assert float(model.tok_emb.weight.detach().std()) == pytest.approx(s.init_std, rel=0.05)
     with pytest.raises(ValueError, match="sinusoid_scale"):
         X.BaseSetup(tasks=s.tasks, seeds=s.seeds, sinusoid_scale=0.0)
+    with pytest.raises(ValueError, match="init_std"):
+        X.BaseSetup(tasks=s.tasks, seeds=s.seeds, init_std=-1.0)
+    with pytest.raises(ValueError, match="init_std"):
+        X.sinusoid_scale_for(float("nan"))
 
 
 def test_smoke_specs_build_models():
@@ -251,7 +266,7 @@ def test_published_numbers_match_references():
     assert math.isnan(published.ALIBI_TABLE1[15512]["t5"])
     assert published.ALIBI_TABLE1[15512]["alibi"] == 18.31
     assert published.KAZEMNEJAD_MRR == {"nope": 0.69, "t5": 0.55, "alibi": 0.50, "rope": 0.33, "learned": 0.22}
-    # REFERENCES.md §3: PI Table 3 (8192) 16.10 / 7.12 / 6.95 after 0 / 200 / 1000 steps; Table 1 "> 1000"
+    # docs/references.md §3.8: PI Table 3 (8192) 16.10 / 7.12 / 6.95 after 0 / 200 / 1000 steps; Table 1 "> 1000"
     assert published.PI_TABLE3 == {0: 16.10, 200: 7.12, 1000: 6.95}
     assert published.PI_NO_EXTENSION_MIN == 1000.0 and "2306.15595" in published.PI_SOURCE
     t = published.alibi_table()
