@@ -48,3 +48,47 @@ def test_train_throughput_loop_comparison_prints_a_ratio():
     summary = out.strip().splitlines()[-1]
     assert summary.startswith("SUMMARY loop train()/bare tokens/s: rope ") and "goal >= 0.90" in summary
     assert "same weights: yes" in summary
+
+
+def test_rerun_stability_reports_flips_between_two_results_folders(tmp_path):
+    """A folder against itself: no flips; against a copy with one verdict and one gate changed: both named."""
+    import shutil
+
+    import pandas as pd
+
+    src = REPO / "results"
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+        for name in ("04_gates.csv", "05_orderings.csv", "07_claims.csv"):
+            shutil.copy(src / name, d / name)
+    same = _run("benchmarks/rerun_stability.py", str(a), str(b))
+    assert same.strip().splitlines()[-1].startswith("SUMMARY gate_flips=0 verdict_flips=0 ordering_flips=0")
+    claims = pd.read_csv(b / "07_claims.csv")
+    claims.loc[0, "verdict"] = "contradicted" if claims.loc[0, "verdict"] != "contradicted" else "supported"
+    claims.to_csv(b / "07_claims.csv", index=False)
+    gates = pd.read_csv(b / "04_gates.csv")
+    gates.loc[0, "passed"] = not bool(gates.loc[0, "passed"])
+    gates.to_csv(b / "04_gates.csv", index=False)
+    out = _run("benchmarks/rerun_stability.py", str(a), str(b))
+    assert "gate_flips=1 verdict_flips=1" in out.strip().splitlines()[-1]
+    assert str(claims.loc[0, "claim_id"]) in out
+    bad = subprocess.run([sys.executable, "benchmarks/rerun_stability.py", str(a), str(tmp_path / "none")],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "none" in bad.stderr
+
+
+@pytest.mark.slow
+def test_pilot_lm_trains_each_combination_into_its_own_cache(tmp_path):
+    """One line per combination of the values given (here 2 encodings x with/without start token), scored
+    on the validation split, then the n-gram references; the project's run cache is not used."""
+    out = _run("benchmarks/pilot_lm.py", "--profile", "smoke", "--encoding", "rope", "nope", "--steps", "3",
+               "--no-start-token", "--jobs", "1", "--cache-dir", str(tmp_path / "pilot"))
+    rows = [ln.split() for ln in out.splitlines() if ln.startswith(("rope ", "nope "))]
+    assert [(r[0], r[7]) for r in rows] == [("rope", "True"), ("rope", "False"), ("nope", "True"), ("nope", "False")]
+    assert all(1.0 < float(r[8]) < 200.0 for r in rows)  # a perplexity, not a loss
+    assert "n-gram references (validation): order 2" in out
+    assert len(list((tmp_path / "pilot" / "runs").iterdir())) == 4
+    bad = subprocess.run([sys.executable, "benchmarks/pilot_lm.py", "--encoding", "ropee"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "ropee" in bad.stderr
