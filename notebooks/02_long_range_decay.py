@@ -197,7 +197,7 @@ spec = RunSpec(
     model=ModelConfig(vocab_size=task.vocab_size, encoding="rope"),
     task=task_cfg,
     train=TrainConfig(steps=train_steps, batch_size=train_batch_size, seq_len=train_seq_len, seed=seed,
-                      device=device),
+                      warmup_steps=min(20, train_steps), device=device),  # 20: TrainConfig's default
 )
 result = run(spec, progress=False)
 model = result.model.eval()

@@ -10,7 +10,7 @@
 #    training — and which meet angles past $L$ that they never saw (Liu et al. 2023, arXiv 2310.05209:
 #    the *critical dimension*);
 # 2. what each context-extension method does to each pair's frequency: Position Interpolation (PI),
-#    NTK-aware, dynamic NTK, YaRN, Llama 3, LongRoPE (REFERENCES.md §3);
+#    NTK-aware, dynamic NTK, YaRN, Llama 3, LongRoPE (docs/references.md §3);
 # 3. why YaRN's default ramp protects almost nothing at tiny-model scale, and the rescaled ramp the
 #    experiment notebooks use instead.
 #

@@ -28,6 +28,20 @@
 # trains is defined once, in `ropelib.experiments.SETUPS`, so notebooks 05 and 06 load exactly these runs
 # from the run cache (`ropelib.runs`) instead of training again.
 #
+# **Two choices every model shares**, both settled by a pilot (its numbers are in the comment above
+# `ropelib.experiments.SETUPS`; `benchmarks/pilot_lm.py` reruns it). First, weights start at GPT-2's
+# standard deviation carried to our width by the fan-in rule, $0.02\sqrt{768/d_{model}}$
+# (`ropelib.model.width_scaled_init_std`: 0.069 at $d_{model} = 64$). GPT-2's own 0.02 was chosen for
+# width 768; at width 64 it starts every query–key product about 12× smaller, and with it the models
+# whose positions reach attention only through the query and key projections (learned and sinusoidal)
+# stayed at bigram level for the whole budget (validation perplexity 10.8 for learned at 1.2M tokens,
+# against 5.7 with the scaled init). Second, every language-model window starts with a start token in
+# place of its first character (`ModelConfig.bos_token_id`, applied by `ropelib.model.start_windows` in
+# training and in every evaluation alike). Without one, NoPE has nothing to count positions from —
+# Kazemnejad et al.'s construction of absolute positions in a NoPE model (Theorem 1) attends to the
+# start token — and it stayed at bigram level at every init we tried; with one it learns. Every encoding
+# gets the same token.
+#
 # The comparison is only fair if every encoding gets its paper's settings for this training length and
 # its own learning rate, and it only means something if the models *learned*. So, in order:
 #
@@ -75,7 +89,7 @@ from ropelib import experiments as X
 from ropelib import memo, protocols, published, results, stats
 from ropelib.data import make_task
 from ropelib.evaluate import lm_loss_at_lengths
-from ropelib.model import select_device
+from ropelib.model import select_device, start_windows
 from ropelib.plotting import color_for, palette_for, savefig, set_theme
 from ropelib.provenance import show_provenance
 
@@ -232,8 +246,9 @@ plt.show()
 #   `lm_baseline_order` fitted on the same training split (`ropelib.ngram`; RoPE's is held to
 #   `rope_baseline_order`); and it must *use its context*: its mean loss over the first eighth of the
 #   window must exceed its mean loss over the last half by at least `context_gain_nats` nats, on the
-#   mean over the encoding's seeds. The first eighth (16 characters at $L = 128$) is where a model
-#   has the least to go on; a model whose loss does not fall as its context grows shows no gain.
+#   mean over the encoding's seeds. The first eighth (positions $1 \ldots L/8$, i.e. 1–8 characters
+#   of context at $L = 64$; position 0, predicted from the start token alone, is left out) is where a
+#   model has the least to go on; a model whose loss does not fall as its context grows shows no gain.
 # * **retrieval** — the Wilson 95% lower bound of its exact-match accuracy at the training length
 #   (`setup.gate_samples` fresh sequences) must be above the task's position-blind floor.
 #
@@ -345,12 +360,13 @@ plt.show()
 
 # %% [markdown]
 # **Scale of the added encodings.** Absolute encodings are *added* to the token embeddings. In this
-# model the token embeddings start at GPT-2's $\mathcal N(0, 0.02^2)$ and are not multiplied by
-# $\sqrt{d_{model}}$ (Vaswani et al. §3.4 do multiply), while every sinusoidal vector has norm
-# $\sqrt{d_{model}/2}$: taken as is, the position vectors would be about 35× the token vectors and the
-# first layer would see mostly position. So the base models multiply the sinusoids by
-# `X.SINUSOID_SCALE` $= 0.02\sqrt 2$, which starts their entries at the RMS of the token embeddings
-# (the balance Vaswani et al. keep). The table compares typical vector norms of the trained models.
+# model the token embeddings start at $\mathcal N(0, \sigma^2)$ with $\sigma$ = `setup.init_std` and
+# are not multiplied by $\sqrt{d_{model}}$ (Vaswani et al. §3.4 do multiply), while every sinusoidal
+# vector has norm $\sqrt{d_{model}/2}$: taken as is, the position vectors would be $1/(\sigma\sqrt 2)$
+# times the token vectors (about 10× here) and the first layer would see mostly position. So the base
+# models multiply the sinusoids by `setup.sinusoid_scale` $= \sigma\sqrt 2$
+# (`X.sinusoid_scale_for`), which starts their entries at the RMS of the token embeddings (the balance
+# Vaswani et al. keep). The table compares typical vector norms of the trained models.
 #
 # What that choice is worth, and what happens in between: more character models (seed 0, same budget)
 # with the sinusoids scaled by each of `sinusoid_scales` (1 = the table as is), evaluated at $L$, $4L$ and
@@ -363,7 +379,6 @@ plt.show()
 from dataclasses import replace
 
 from ropelib.encodings.sinusoidal import sinusoidal_encoding
-from ropelib.model import INIT_STD
 from ropelib.runs import run
 
 
@@ -383,7 +398,7 @@ for (enc, task, seed), r in runs.items():
     else:
         pos = m.encoding.table.weight.detach()[:L].norm(dim=-1).median().item()
     norm_rows.append({"encoding": enc, "task": task, "token_norm_trained": tok, "position_norm": pos,
-                      "position / token": pos / tok, "token_norm_at_init": INIT_STD * m.config.d_model ** 0.5})
+                      "position / token": pos / tok, "token_norm_at_init": m.config.init_std * m.config.d_model ** 0.5})
 norms = pd.DataFrame(norm_rows)
 display(norms)
 
@@ -580,7 +595,8 @@ nrows = -(-len(ENCODINGS) // ncols)
 fig, axes = plt.subplots(nrows, ncols, figsize=(2.3 * ncols, 2.4 * nrows), squeeze=False, layout="constrained")
 for ax, enc in zip(axes.flat, ENCODINGS):
     with torch.no_grad():
-        _, attn = runs[(enc, map_task, SEEDS[0])].model(x.to(torch_device), return_attention=True)
+        m = runs[(enc, map_task, SEEDS[0])].model
+        _, attn = m(start_windows(m, x).to(torch_device), return_attention=True)
     a = attn[-1][0].mean(0).cpu().numpy()  # (T, T): last layer, mean over heads
     ax.imshow(np.log10(a + 1e-4), cmap="magma", vmin=-4, vmax=0)
     ax.set_title(enc, fontsize=9, color=color_for(enc))

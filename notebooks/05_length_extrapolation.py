@@ -388,6 +388,7 @@ orderings = pd.concat(tables + [kaz], ignore_index=True)
 # a side with no passing model is not a result: say so instead of "no value"
 lm_failed = {e for e in ENCODINGS if LM_TASKS and not any(passed(e, LM_TASKS[0], sd) for sd in SEEDS)}
 acc_failed = {e for e in ENCODINGS if kaz_task and not any(passed(e, kaz_task[0], sd) for sd in SEEDS)}
+orderings["reproduced"] = orderings["reproduced"].astype(object)  # True / False / NaN (not testable)
 for i, r in orderings.iterrows():
     gone = sorted({r.better, r.worse} & (acc_failed if r.metric == "accuracy" else lm_failed))
     if gone:

@@ -3,7 +3,7 @@
 #
 # Notebook 05 showed that a RoPE model evaluated past its training length $L$ degrades. The
 # literature's answer is to *change the rotation frequencies* so that positions up to $sL$ look like
-# positions the model has seen (REFERENCES.md §3):
+# positions the model has seen (docs/references.md §3):
 #
 # * **PI** — Position Interpolation (Chen et al. 2023, arXiv 2306.15595): every frequency divided by $s$
 #   (HF `rope_type="linear"`).
@@ -929,10 +929,10 @@ if LM_OK:
             f"rotation the default ramp fully interpolates {default_full} of the {slow_pairs} pair(s) whose wavelength "
             f"exceeds L (pairs that never complete a turn in training), while the ramp rescaled by pair *fraction* "
             f"leaves {slow_kept} of them less than fully interpolated. "
-            + ("That is a likely reason the default ramp extends better here — against the expectation (REFERENCES.md "
-               "§4) that it must be adapted at this scale; what the rescaled ramp buys is a lower cost at L."
+            + ("That is a likely reason the default ramp extends better here — against the expectation "
+               "(docs/references.md §4.4) that it must be adapted at this scale; what the rescaled ramp buys is a lower cost at L."
                if sum(yarn_better.values()) < len(fs) / 2 and default_full > slow_kept else
-               "The rescaled ramp extends better here, as expected (REFERENCES.md §4)."
+               "The rescaled ramp extends better here, as expected (docs/references.md §4.4)."
                if sum(yarn_better.values()) >= len(fs) / 2 else "")
         )
 else:
