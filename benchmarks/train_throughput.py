@@ -51,6 +51,7 @@ import math
 import platform
 import statistics
 import time
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +60,7 @@ from torch import nn
 from ropelib import experiments as X
 from ropelib.data import make_task
 from ropelib.encodings import ENCODINGS
-from ropelib.model import ModelConfig, ToyTransformer, select_device
+from ropelib.model import ModelConfig, ToyTransformer, select_device, start_windows
 from ropelib.train import TrainConfig, batch_generator, param_groups, train, warmup_cosine
 
 REFERENCE = "reference"
@@ -205,12 +206,14 @@ def run_train(spec, task, device: torch.device) -> tuple[float, dict[str, torch.
 
 
 def bare_batches(spec, task, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The batches ``train`` draws at each step (``batch_generator(seed, step)``), generated up front."""
+    """The batches ``train`` draws at each step (``batch_generator(seed, step)``), generated up front, with
+    the model's start token in place as ``train`` puts it (``ropelib.model.start_windows``)."""
     cfg = spec.train
+    marker = SimpleNamespace(config=spec.model)  # start_windows reads only the config
     out = []
     for step in range(cfg.steps):
         batch = task.sample(cfg.batch_size, cfg.seq_len, batch_generator(cfg.seed, step))
-        out.append((batch.x.to(device), batch.y.to(device)))  # (B, T) long each
+        out.append((start_windows(marker, batch.x).to(device), batch.y.to(device)))  # (B, T) long each
     return out
 
 
