@@ -28,10 +28,11 @@ import inspect
 import json
 import lzma
 import platform
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,7 +67,7 @@ class Batch:
     y: torch.Tensor
     meta: dict = field(default_factory=dict)
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         """The same batch with ``x`` and ``y`` on ``device`` (meta unchanged)."""
         return Batch(self.x.to(device), self.y.to(device), self.meta)
 
@@ -75,10 +76,10 @@ class Batch:
 # registry
 # ---------------------------------------------------------------------------------------------
 #: name -> task class
-TASKS: dict[str, type["Task"]] = {}
+TASKS: dict[str, type[Task]] = {}
 
 
-def register_task(name: str) -> Callable[[type["Task"]], type["Task"]]:
+def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
     """Class decorator: add a task class to ``TASKS`` under ``name``."""
 
     def decorate(cls: type[Task]) -> type[Task]:
@@ -91,7 +92,7 @@ def register_task(name: str) -> Callable[[type["Task"]], type["Task"]]:
     return decorate
 
 
-def _lookup(name: str) -> type["Task"]:
+def _lookup(name: str) -> type[Task]:
     try:
         return TASKS[name]
     except (KeyError, TypeError):
@@ -130,7 +131,7 @@ class TaskConfig:
         return {"name": self.name, "params": json.loads(json.dumps(dict(self.params)))}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TaskConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskConfig:
         """Inverse of ``to_dict``; an unknown key raises ValueError."""
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
@@ -148,7 +149,7 @@ def _check_known(name: str, params: Mapping[str, Any], accepted: Mapping[str, An
         )
 
 
-def make_task(config_or_name: TaskConfig | str, **params: Any) -> "Task":
+def make_task(config_or_name: TaskConfig | str, **params: Any) -> Task:
     """Build a task from a ``TaskConfig`` or a name plus keyword parameters (keywords override)."""
     if isinstance(config_or_name, TaskConfig):
         name, merged = config_or_name.name, {**config_or_name.params, **params}
@@ -655,7 +656,7 @@ class KVRecallTask(Task):
         return float(self._expected_max_count(n, self.n_values) / n)
 
     @staticmethod
-    def _expected_max_count(n: int, n_symbols: int) -> "Fraction":
+    def _expected_max_count(n: int, n_symbols: int) -> Fraction:
         """Exact ``E[max_v m_v]`` for ``n`` i.i.d. uniform draws from ``n_symbols`` symbols (a Fraction)."""
         from fractions import Fraction
         from math import comb

@@ -42,7 +42,8 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

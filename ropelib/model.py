@@ -27,14 +27,15 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ropelib.encodings import ENCODINGS, PositionalEncoding, encoding_params, make_encoding
+from ropelib.encodings import PositionalEncoding, encoding_params, make_encoding
 
 __all__ = [
     "INIT_STD", "GPT2_WIDTH", "width_scaled_init_std", "ModelConfig", "ToyTransformer", "KVCache",
@@ -163,7 +164,7 @@ class ModelConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
         """Inverse of ``to_dict``; an unknown key raises ValueError listing the accepted ones."""
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)

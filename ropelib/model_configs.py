@@ -20,9 +20,10 @@ YaRN (arXiv 2309.00071), Llama 3 (Meta llama-models), LongRoPE (arXiv 2402.13753
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["PublishedRoPE", "MODEL_CONFIGS", "TOY", "get_model_config", "model_config_names"]
 

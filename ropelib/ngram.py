@@ -54,8 +54,8 @@ empty arrays, an order that is not an int in ``1..6``, ``V ** order >= 2 ** 63``
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -270,7 +270,7 @@ class NGramLM:
     levels: tuple[KNLevel, ...]
 
     @classmethod
-    def fit(cls, train_ids: np.ndarray | torch.Tensor | Sequence[int], order: int, vocab_size: int) -> "NGramLM":
+    def fit(cls, train_ids: np.ndarray | torch.Tensor | Sequence[int], order: int, vocab_size: int) -> NGramLM:
         """Count ``train_ids`` (N,) and build the ``order``-gram model."""
         vocab_size = _check_vocab_size(vocab_size)
         order = _check_order(order, vocab_size)
@@ -278,7 +278,7 @@ class NGramLM:
         return cls._from_tables(_CountTables(ids, vocab_size), order)
 
     @classmethod
-    def _from_tables(cls, tables: _CountTables, order: int) -> "NGramLM":
+    def _from_tables(cls, tables: _CountTables, order: int) -> NGramLM:
         levels = []
         for k in range(1, order + 1):
             continuation = k < order

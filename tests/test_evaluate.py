@@ -28,7 +28,6 @@ from ropelib.evaluate import (
 )
 from ropelib.model import ModelConfig, ToyTransformer
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (conftest.py)
 
 

@@ -19,7 +19,6 @@ from ropelib.data import make_task
 from ropelib.encodings import ENCODINGS
 from ropelib.model import ToyTransformer
 
-
 # -- setups and specs --------------------------------------------------------------------------------
 
 

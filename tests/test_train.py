@@ -24,7 +24,6 @@ from ropelib.train import (
     warmup_cosine,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (conftest.py)
 
 

@@ -29,7 +29,7 @@ lists the accepted ones), then builds the module. Adding an encoding is one smal
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn

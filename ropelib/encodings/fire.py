@@ -26,8 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import heads_first, relative_positions
-from .base import PositionalEncoding, register_encoding
+from .base import PositionalEncoding, heads_first, register_encoding, relative_positions
 
 __all__ = ["Fire"]
 

@@ -83,7 +83,7 @@ class RoPEEncoding(PositionalEncoding):
         """The keyword parameters that rebuild this encoding (set keys only, plus ``layout``)."""
         return {**self.rope.config.as_dict(), "layout": self.rope.layout}
 
-    def with_scaling(self, **hf_keys: Any) -> "RoPEEncoding":
+    def with_scaling(self, **hf_keys: Any) -> RoPEEncoding:
         """A copy with some RoPE config keys replaced (``None`` clears a key); the layout is kept unless given."""
         params = {**self.params, **hf_keys}
         params = {k: v for k, v in params.items() if v is not None}

@@ -16,8 +16,7 @@ import math
 import torch
 from torch import nn
 
-from .base import heads_first, relative_positions
-from .base import PositionalEncoding, register_encoding
+from .base import PositionalEncoding, heads_first, register_encoding, relative_positions
 
 __all__ = ["t5_relative_bucket", "T5Bias"]
 
