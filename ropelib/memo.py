@@ -9,13 +9,16 @@ value — computed once and stored under ``<cache_dir>/evals/<name>/<digest>.pkl
 
 * ``name`` and ``key``: a JSON-serialisable mapping that must hold everything the result depends on
   besides the library (the run hash of each model evaluated, lengths, sample counts, seeds, ...);
-* ``code_fingerprint()``: the SHA-256 of every ``ropelib/**/*.py`` source file, so *any* change to the
-  library (an evaluation, a task generator, an encoding) invalidates every stored evaluation;
+* ``code_fingerprint()``: ``ropelib.fingerprint.package_fingerprint()``, the SHA-256 of every
+  ``ropelib/**/*.py`` source file with comments, docstrings and formatting normalised away, so any change
+  to the library's code (an evaluation, a task generator, an encoding) invalidates every stored
+  evaluation, and an edited comment or docstring does not;
 * the torch version and ``EVAL_FORMAT``.
 
 Code that lives in a notebook cell is not fingerprinted: put what it depends on into ``key``, and give
 the notebook a version to bump when its own evaluation code changes: ``cached = versioned(EVAL_VERSION)``. Entries are written atomically (``ropelib.paths.atomic_write_bytes``), so an
-interrupted notebook keeps every evaluation it finished. ``ROPELIB_EVAL_CACHE=0`` turns the cache off
+interrupted notebook keeps every evaluation it finished; an entry that cannot be read back (truncated,
+garbage) is recomputed and replaced, with a warning naming the file. ``ROPELIB_EVAL_CACHE=0`` turns the cache off
 (always compute, never read or write).
 """
 
@@ -28,13 +31,15 @@ import math
 import os
 import pickle
 import re
-from functools import lru_cache
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
+from .fingerprint import package_fingerprint, snapshot
 from .paths import atomic_write_bytes
 from .paths import cache_dir as default_cache_dir
 
@@ -46,17 +51,13 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 T = TypeVar("T")
 
 
-@lru_cache(maxsize=1)
 def code_fingerprint() -> str:
-    """SHA-256 over the path and bytes of every ``.py`` file of the ``ropelib`` package (sorted)."""
-    root = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        h.update(path.relative_to(root).as_posix().encode())
-        h.update(b"\0")
-        h.update(path.read_bytes())
-        h.update(b"\0")
-    return h.hexdigest()
+    """Fingerprint of the ``ropelib`` package's code (``ropelib.fingerprint.package_fingerprint``: every
+    ``.py`` file, comments, docstrings and formatting left out); computed once per process."""
+    return package_fingerprint()
+
+
+snapshot()  # now: the fingerprint describes the code this process imported, even if a file is edited later
 
 
 def enabled() -> bool:
@@ -114,8 +115,8 @@ def cached(
     """``compute()``, read back from the evaluation cache when this ``(name, key)`` was computed before
     with the same library code (see the module docstring); otherwise computed and stored atomically.
 
-    An unreadable entry (truncated by a crash of an older writer, another pickle protocol) is
-    recomputed and replaced rather than trusted."""
+    An unreadable entry (truncated by a crash of an older writer, garbage, another pickle protocol)
+    is recomputed and replaced rather than trusted, with a ``UserWarning`` naming the file."""
     path = eval_path(name, key, cache_dir)  # validates name and key even when the cache is off
     if not enabled():
         return compute()
@@ -123,8 +124,11 @@ def cached(
         try:
             with open(path, "rb") as fh:
                 return pickle.load(fh)
-        except Exception:  # noqa: BLE001 - a bad entry is recomputed, never returned
-            pass
+        except Exception as exc:  # noqa: BLE001 - a bad entry is recomputed, never returned
+            warnings.warn(
+                f"evaluation cache entry {path} is unreadable ({type(exc).__name__}: {exc}); recomputing it",
+                stacklevel=2,
+            )
     value = compute()
     buf = io.BytesIO()
     pickle.dump(value, buf, protocol=pickle.HIGHEST_PROTOCOL)

@@ -7,13 +7,26 @@ and a run counts as finished only once ``metadata.json`` — written last — ex
 lock (``fcntl.flock``; released by the kernel if the holder dies) makes a second process running the
 same spec wait and then read the result back instead of training it twice.
 
+The hash covers the spec and the code that trains it (``ropelib.fingerprint.training_fingerprint``:
+model, encodings, RoPE, tasks, training loop; comments and docstrings do not count), so a change to
+that code trains afresh instead of reading back models the old code trained; ``spec.json`` and
+``metadata.json`` record it as ``code``.
+
+Every read is verified: ``metadata.json`` records the size and SHA-256 of ``spec.json``, ``model.pt``
+and ``history.json`` (``files``), tensors are read with ``torch.load(..., weights_only=True)`` and
+loaded into a model of the spec, and a checkpoint must load before training resumes from it. A corrupt
+entry (a truncated or garbage file) is reported with a ``UserWarning`` naming the file and what is
+wrong, the bad file is moved aside (``<name>.corrupt``), and the run is treated as missing: it resumes
+from its checkpoint if that is good (a finished run's final checkpoint just restores its weights),
+or trains from scratch. Entries without ``files`` (older writers) are verified by loading them.
+
 Layout of one entry (``<hash>`` is the first 16 hex digits of ``RunSpec.hash()``)::
 
     <cache_dir>/runs/<hash>/spec.json       the full spec (written first)
     <cache_dir>/runs/<hash>/checkpoint.pt   training state, every ``checkpoint_every`` steps (ropelib.train)
     <cache_dir>/runs/<hash>/model.pt        final weights (state_dict, CPU tensors)
     <cache_dir>/runs/<hash>/history.json    per-step training history
-    <cache_dir>/runs/<hash>/metadata.json   task/corpus info, package versions, device, wall time (last)
+    <cache_dir>/runs/<hash>/metadata.json   task/corpus info, versions, device, wall time, file checksums (last)
     <cache_dir>/runs/<hash>/lock            the lock file
 
 Fine-tuning is first-class: ``RunSpec(parent=...)`` starts from the parent run's final weights (the
@@ -24,42 +37,59 @@ RoPE frequency table) come from the child's own config.
 
 ``sweep(specs, executor=None)`` runs many specs through any ``concurrent.futures.Executor``-like object
 (anything with ``submit(fn, *args)`` returning an object with ``result()``): local spawned processes
-by default, or Slurm through submitit (see ``sweep``).
+by default, or Slurm through submitit (see ``sweep``). The default pool's workers exit when the
+process that started them dies (even by SIGKILL), and are terminated when the sweep is interrupted.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import dataclasses
 import datetime as _dt
 import hashlib
 import io
 import json
 import multiprocessing
 import os
+import signal
+import sys
+import threading
 import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from . import fingerprint as _fingerprint
 from .data import TaskConfig, make_task
 from .encodings import resolved_params
 from .model import ModelConfig, ToyTransformer, select_device
-from .paths import atomic_write_bytes, atomic_write_text
+from .paths import atomic_write_bytes
 from .paths import cache_dir as default_cache_dir
 from .provenance import device_description, package_versions
-from .train import TrainConfig, load_checkpoint, train
+from .train import CHECKPOINT_NAME, TrainConfig, train
 
-__all__ = ["FORMAT_VERSION", "RunSpec", "RunResult", "run", "sweep", "run_dir", "is_finished"]
+__all__ = ["FORMAT_VERSION", "RunSpec", "RunResult", "run", "sweep", "run_dir", "is_finished", "code_fingerprint"]
 
 #: bumped when the meaning of a cached entry changes (part of every hash, so old entries are ignored)
 FORMAT_VERSION = 2
 #: hex digits of the hash used as the entry's folder name
 DIR_HASH_CHARS = 16
+#: keys a training checkpoint must hold (ropelib.train) to be resumed
+_CHECKPOINT_KEYS = ("step", "model", "optimizer", "scheduler", "rng", "history", "train_config")
+
+
+def code_fingerprint() -> str:
+    """Fingerprint of the code that determines a trained model
+    (``ropelib.fingerprint.training_fingerprint``); part of every run hash."""
+    return _fingerprint.training_fingerprint()
+
+
+_fingerprint.snapshot()  # now: the fingerprint describes the code this process imported, even if edited later
 
 
 @dataclass(frozen=True)
@@ -70,7 +100,7 @@ class RunSpec:
     model: ModelConfig
     task: TaskConfig
     train: TrainConfig
-    parent: "RunSpec | None" = None
+    parent: RunSpec | None = None
 
     def __post_init__(self) -> None:
         for name, cls in (("model", ModelConfig), ("task", TaskConfig), ("train", TrainConfig)):
@@ -93,7 +123,7 @@ class RunSpec:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "RunSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> RunSpec:
         """Inverse of ``to_dict``."""
         parent = data.get("parent")
         return cls(
@@ -105,7 +135,9 @@ class RunSpec:
 
     def identity(self) -> dict[str, Any]:
         """What the hash covers: ``to_dict()`` without ``train.device`` (at every level), with the
-        encoding's parameter defaults filled in, plus the cache format version."""
+        encoding's parameter defaults filled in, plus the cache format version and the fingerprint of
+        the training code (``code_fingerprint()``; one for the whole chain of parents, since a parent
+        is trained by the same code in the same process)."""
 
         def strip(d: dict[str, Any]) -> dict[str, Any]:
             out = dict(d)
@@ -117,7 +149,7 @@ class RunSpec:
             out["parent"] = None if d["parent"] is None else strip(d["parent"])
             return out
 
-        return {"format": FORMAT_VERSION, "spec": strip(self.to_dict())}
+        return {"format": FORMAT_VERSION, "code": code_fingerprint(), "spec": strip(self.to_dict())}
 
     def hash(self) -> str:
         """SHA-256 (hex) of the canonical JSON of ``identity()`` (sorted keys, no spaces)."""
@@ -152,8 +184,20 @@ def run_dir(spec: RunSpec, cache_dir: str | os.PathLike | None = None) -> Path:
 
 
 def is_finished(spec: RunSpec, cache_dir: str | os.PathLike | None = None) -> bool:
-    """Whether ``spec`` has a finished entry in the cache (its ``metadata.json`` exists)."""
-    return (run_dir(spec, cache_dir) / "metadata.json").exists()
+    """Whether ``spec`` has a finished entry in the cache: its ``metadata.json`` parses and every file
+    it records has the recorded size (a cheap check; reading the entry back verifies the checksums)."""
+    path = run_dir(spec, cache_dir)
+    try:
+        metadata = _read_metadata(path)
+    except _Corrupt:
+        return False
+    for name, record in metadata.get("files", {}).items():
+        try:
+            if (path / name).stat().st_size != record["bytes"]:
+                return False
+        except OSError:
+            return False
+    return True
 
 
 @contextlib.contextmanager
@@ -184,29 +228,158 @@ def _locked(path: Path) -> Iterator[None]:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True, allow_nan=True) + "\n")
+class _Corrupt(Exception):
+    """A cache file that cannot be trusted: its ``path`` and what is wrong with it (``problem``)."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
 
 
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+def _short(exc: BaseException) -> str:
+    """``Type: first line of the message`` (torch's unpickling errors run to a page of advice)."""
+    lines = str(exc).strip().splitlines()
+    first = lines[0].split(". ")[0] if lines else ""
+    return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
 
 
-def _load_model(spec: RunSpec, path: Path, device: torch.device) -> ToyTransformer:
-    model = ToyTransformer(spec.model)
-    state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    return model.to(device).eval()
+def _json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=1, sort_keys=True, allow_nan=True) + "\n").encode("utf-8")
+
+
+def _write_file(path: Path, data: bytes) -> dict[str, Any]:
+    """Write ``data`` atomically; return its record for ``metadata["files"]`` (size and SHA-256)."""
+    atomic_write_bytes(path, data)
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _read_verified(path: Path, files: Mapping[str, Any] | None = None) -> bytes:
+    """The bytes of ``path``, checked against its record in ``files`` if there is one; _Corrupt if
+    missing, unreadable, of another size or another SHA-256."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise _Corrupt(path, "is missing") from None
+    except OSError as exc:
+        raise _Corrupt(path, f"is unreadable ({_short(exc)})") from None
+    record = (files or {}).get(path.name)
+    if record is not None:
+        if len(data) != record["bytes"]:
+            raise _Corrupt(path, f"has {len(data)} bytes, {record['bytes']} were written (truncated or overwritten)")
+        if hashlib.sha256(data).hexdigest() != record["sha256"]:
+            raise _Corrupt(path, "has another SHA-256 than the one recorded when it was written")
+    return data
+
+
+def _parse_json(path: Path, data: bytes) -> Any:
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _Corrupt(path, f"is not valid JSON ({_short(exc)})") from None
+
+
+def _load_tensors(path: Path, data: bytes) -> Any:
+    """``torch.load`` of ``data`` on CPU with ``weights_only=True`` (no arbitrary unpickling)."""
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - zip, pickle and EOF errors all mean the same: unreadable
+        raise _Corrupt(path, f"is not a readable torch file ({_short(exc)})") from None
+
+
+def _fits(path: Path, spec: RunSpec, state: Any) -> None:
+    """_Corrupt unless ``state`` loads into a model of ``spec`` (strictly: every name and shape)."""
+    try:
+        ToyTransformer(spec.model).load_state_dict(state)
+    except Exception as exc:  # noqa: BLE001
+        raise _Corrupt(path, f"does not hold the weights of this spec's model ({_short(exc)})") from None
+
+
+def _read_metadata(path: Path) -> dict[str, Any]:
+    file = path / "metadata.json"
+    metadata = _parse_json(file, _read_verified(file))
+    files = metadata.get("files", {}) if isinstance(metadata, dict) else None
+    good = isinstance(files, dict) and all(
+        isinstance(r, dict) and isinstance(r.get("bytes"), int) and isinstance(r.get("sha256"), str)
+        for r in files.values()
+    )
+    if not good:
+        raise _Corrupt(file, "is not a run's metadata (a JSON object with a 'files' record)")
+    return metadata
 
 
 def _read_back(spec: RunSpec, path: Path, digest: str) -> RunResult:
-    stored = _read_json(path / "spec.json")
-    if RunSpec.from_dict(stored).hash() != digest:
-        raise RuntimeError(f"cache entry {path} holds another spec (hash prefix collision); delete the folder")
-    device = select_device(spec.train.device)
-    metadata = _read_json(path / "metadata.json")
-    history = _read_json(path / "history.json")
-    return RunResult(spec, digest, _load_model(spec, path, device), history, path, metadata, cached=True)
+    """The finished entry at ``path``, every file verified; _Corrupt naming the first bad one.
+    Entries without a ``files`` record (written before it existed) are verified by loading them."""
+    device = select_device(spec.train.device)  # an unavailable device is an error, not a corrupt entry
+    metadata = _read_metadata(path)
+    files = metadata.get("files")
+    if metadata.get("hash", digest) != digest:
+        raise _Corrupt(path / "metadata.json", f"records the hash {metadata['hash']!r}, not {digest!r}")
+    spec_file = path / "spec.json"
+    stored = _parse_json(spec_file, _read_verified(spec_file, files))
+    try:
+        stored_hash = RunSpec.from_dict(stored).hash()
+    except Exception as exc:  # noqa: BLE001
+        raise _Corrupt(spec_file, f"is not a run spec ({_short(exc)})") from None
+    if stored_hash != digest or stored.get("code", code_fingerprint()) != code_fingerprint():
+        raise _Corrupt(spec_file, "holds another spec or code (a hash prefix collision or a copied folder)")
+    history_file = path / "history.json"
+    history = _parse_json(history_file, _read_verified(history_file, files))
+    if not isinstance(history, list):
+        raise _Corrupt(history_file, "is not a list of training steps")
+    model_file = path / "model.pt"
+    state = _load_tensors(model_file, _read_verified(model_file, files))
+    model = ToyTransformer(spec.model)
+    try:
+        model.load_state_dict(state)
+    except Exception as exc:  # noqa: BLE001
+        raise _Corrupt(model_file, f"does not hold the weights of this spec's model ({_short(exc)})") from None
+    return RunResult(spec, digest, model.to(device).eval(), history, path, metadata, cached=True)
+
+
+def _set_aside(file: Path) -> Path:
+    """Move a corrupt ``file`` to ``<name>.corrupt`` (replacing an older one); return the new path."""
+    target = file.with_name(file.name + ".corrupt")
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(file, target)
+    return target
+
+
+def _discard_finished(path: Path, err: _Corrupt) -> None:
+    """Report the corrupt finished entry at ``path`` and make it unfinished (caller holds the lock)."""
+    _set_aside(err.path)
+    with contextlib.suppress(FileNotFoundError):
+        (path / "metadata.json").unlink()  # the "finished" mark; rewritten when the run is done again
+    warnings.warn(
+        f"run cache entry {path} is corrupt: {err.path.name} {err.problem}; moved it aside to "
+        f"{err.path.name}.corrupt and treating the run as unfinished (it resumes from its checkpoint "
+        "if that is good, else trains again)",
+        stacklevel=3,
+    )
+
+
+def _good_checkpoint(spec: RunSpec, path: Path) -> dict[str, Any] | None:
+    """The entry's checkpoint if it loads and fits the spec's model; a corrupt one is reported and
+    moved aside (``checkpoint.pt.corrupt``), so training starts from scratch. None if there is none."""
+    file = path / CHECKPOINT_NAME
+    if not file.exists():
+        return None
+    try:
+        state = _load_tensors(file, _read_verified(file))
+        missing = [k for k in _CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise _Corrupt(file, f"lacks {missing}")
+        _fits(file, spec, state["model"])
+    except _Corrupt as err:
+        _set_aside(file)
+        warnings.warn(
+            f"run cache entry {path} is corrupt: {file.name} {err.problem}; moved it aside to "
+            f"{file.name}.corrupt and training the run from step 0",
+            stacklevel=4,
+        )
+        return None
+    return state
 
 
 def _init_from_parent(model: nn.Module, parent: ToyTransformer) -> None:
@@ -230,29 +403,28 @@ def _train_entry(spec: RunSpec, path: Path, digest: str, cache_root: Path, progr
     t_start = time.time()
     device = select_device(spec.train.device)  # unavailable device -> RuntimeError before any work
     task = make_task(spec.task)
-    if not (path / "spec.json").exists():
-        _write_json(path / "spec.json", spec.to_dict())
+    files = {"spec.json": _write_file(path / "spec.json", _json_bytes({**spec.to_dict(), "code": code_fingerprint()}))}
     parent_hash = None
+    existing = _good_checkpoint(spec, path)  # before seeding: checking it builds a model
     torch.manual_seed(spec.train.seed)  # model initialisation is seeded too
     model = ToyTransformer(spec.model)
-    resumed_from = 0
-    existing = load_checkpoint(path)
-    if existing is not None:
-        resumed_from = int(existing["step"])
+    resumed_from = 0 if existing is None else int(existing["step"])
     if spec.parent is not None:
         parent = run(spec.parent, cache_dir=cache_root, progress=progress)
         parent_hash = parent.hash
         if existing is None:  # on resume the checkpoint already holds the fine-tuned weights
             _init_from_parent(model, parent.model)
+    del existing
     history = train(model, task, spec.train, checkpoint_dir=path, progress=progress)
 
     buffer = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
-    atomic_write_bytes(path / "model.pt", buffer.getvalue())
-    _write_json(path / "history.json", history)
+    files["model.pt"] = _write_file(path / "model.pt", buffer.getvalue())
+    files["history.json"] = _write_file(path / "history.json", _json_bytes(history))
     wall = time.time() - t_start
     metadata = {
         "hash": digest,
+        "code": code_fingerprint(),
         "spec": spec.to_dict(),
         "parent_hash": parent_hash,
         "task_info": task.info(),
@@ -267,8 +439,9 @@ def _train_entry(spec: RunSpec, path: Path, digest: str, cache_root: Path, progr
         "wall_time_s": wall,
         "resumed_from_step": resumed_from,
         "finished_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "files": files,
     }
-    _write_json(path / "metadata.json", metadata)  # last: marks the entry finished
+    atomic_write_bytes(path / "metadata.json", _json_bytes(metadata))  # last: marks the entry finished
     model.eval()
     return RunResult(spec, digest, model, history, path, metadata, cached=False)
 
@@ -281,7 +454,11 @@ def run(spec: RunSpec, cache_dir: str | os.PathLike | None = None, progress: boo
     with the same spec (threads or processes sharing the cache folder) serialise on a file lock; the
     later one reads the result back. ``metadata`` records the task info (corpus source, version,
     SHA-256), package versions, device, wall time of the call that trained it (``wall_time_s``),
-    training seconds summed over resumptions (``train_time_s``) and the step it resumed from.
+    training seconds summed over resumptions (``train_time_s``), the step it resumed from, the
+    training code's fingerprint (``code``) and the size and SHA-256 of each file (``files``).
+
+    A corrupt entry (see the module docstring) is reported with a ``UserWarning`` naming the file,
+    then resumed from its checkpoint if that is good, or trained again.
 
     Training seeds the global torch RNG with ``spec.train.seed`` (model initialisation), so a run's
     weights do not depend on what ran before it in the process.
@@ -295,28 +472,97 @@ def run(spec: RunSpec, cache_dir: str | os.PathLike | None = None, progress: boo
     digest = spec.hash()
     path = run_dir(spec, cache_root)
     if (path / "metadata.json").exists():
-        return _read_back(spec, path, digest)
+        try:
+            return _read_back(spec, path, digest)
+        except _Corrupt:
+            pass  # reported and repaired below, under the lock (another process may be repairing it)
     select_device(spec.train.device)  # fail fast, before waiting on a lock
     with _locked(path / "lock"):
         if (path / "metadata.json").exists():  # another process finished it while we waited
-            return _read_back(spec, path, digest)
+            try:
+                return _read_back(spec, path, digest)
+            except _Corrupt as err:
+                _discard_finished(path, err)
         return _train_entry(spec, path, digest, cache_root, progress)
 
 
 # -- sweeps ------------------------------------------------------------------------------------------
 
+#: seconds between two checks of the pool workers' fallback watcher that their parent is alive
+PARENT_POLL_S = 1.0
 
-def _worker_init(threads: int | None) -> None:
+
+def _set_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(threads)
 
 
-def _sweep_worker(spec: RunSpec, cache_dir: str, threads: int | None = None) -> str:
+def _exit_with_parent(parent_pid: int) -> None:
+    """Make this process (a pool worker) end when the process ``parent_pid`` that started it dies,
+    even by SIGKILL: on Linux the kernel sends SIGTERM (``prctl(PR_SET_PDEATHSIG)``); everywhere a
+    daemon thread checks ``os.getppid()`` every ``PARENT_POLL_S`` seconds (the orphan is adopted by
+    another process). Training checkpoints are written atomically, so dying at any moment is safe."""
+
+    def die() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        os._exit(1)  # SIGTERM handled or ignored by someone: leave anyway
+
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):  # no libc, a sandbox refusing prctl: the thread still watches
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        die()
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_POLL_S)
+            if os.getppid() != parent_pid:
+                die()
+
+    threading.Thread(target=watch, name="ropelib-parent-watch", daemon=True).start()
+
+
+def _worker_init(threads: int | None, parent_pid: int | None = None) -> None:
+    """Initializer of the default pool's workers: torch threads, and exit when ``parent_pid`` dies."""
+    _set_threads(threads)
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
+
+
+def _sweep_worker(spec: RunSpec, cache_dir: str, threads: int | None = None, expected_hash: str | None = None) -> str:
     """Run one spec in a worker (a spawned process, a Slurm job, ...); return its hash.
 
-    The caller reads the result back from the shared cache, so nothing large crosses processes."""
-    _worker_init(threads)
+    The caller reads the result back from the shared cache, so nothing large crosses processes.
+    ``expected_hash``: the spec's hash in the caller; a worker whose training code differs from the
+    caller's (a file edited after the caller imported ropelib) refuses rather than train a model the
+    caller would not find."""
+    _set_threads(threads)
+    if expected_hash is not None and spec.hash() != expected_hash:
+        raise RuntimeError(
+            f"the training code changed since the sweeping process imported ropelib (fingerprint "
+            f"{code_fingerprint()[:12]} here, another there): restart that process (the kernel) and sweep again"
+        )
     return run(spec, cache_dir=cache_dir, progress=False).hash
+
+
+def _terminate(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Cancel what is queued and end the pool's workers now (SIGTERM, then SIGKILL after 5 s)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # no public handle before 3.14
+    pool.shutdown(wait=False, cancel_futures=True)  # (this forgets the processes: read them first)
+    for proc in processes:
+        with contextlib.suppress(Exception):
+            proc.terminate()
+    deadline = time.time() + 5
+    for proc in processes:
+        with contextlib.suppress(Exception):
+            proc.join(max(0.0, deadline - time.time()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(1)
 
 
 def sweep(
@@ -325,13 +571,17 @@ def sweep(
     max_workers: int | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> list[RunResult]:
-    """Run every spec (training the unfinished ones in parallel) and return their results in order.
+    """Run every spec (training the unfinished ones in parallel) and return their results in order;
+    each result's ``cached`` says whether it was finished in the cache before this call.
 
     ``executor``: anything with ``submit(fn, *args)`` returning an object with ``.result()`` — a
     ``concurrent.futures`` executor, a submitit executor, a Dask/Ray wrapper. It is not shut down.
     Default: a ``ProcessPoolExecutor`` with the ``spawn`` start method and ``max_workers`` processes
     (default: ``min(#unfinished specs, os.cpu_count())``), each with
     ``torch.set_num_threads(cpu_count // workers)`` so the workers do not oversubscribe the cores.
+    Its workers exit when this process dies (even by SIGKILL), and an exception here (a failed run,
+    Ctrl-C) cancels the queued runs and terminates the running ones before it propagates (each resumes
+    from its last checkpoint next time).
     Finished specs are read back without being submitted; duplicate specs are run once. Workers only
     return hashes; results are read back from the cache here, on this process's device, so the
     cache folder must be shared with the workers (a network file system on a cluster).
@@ -355,26 +605,34 @@ def sweep(
     if max_workers is not None and bad_workers:
         raise ValueError(f"max_workers must be a positive integer or None, got {max_workers!r}")
     cache_root = _resolve_cache(cache_dir)
-    pending: dict[str, RunSpec] = {}
-    for spec in specs:
-        if not is_finished(spec, cache_root):
-            pending.setdefault(spec.hash(), spec)
+    finished = {spec.hash(): is_finished(spec, cache_root) for spec in specs}
+    pending = {spec.hash(): spec for spec in specs if not finished[spec.hash()]}
     if pending:
         if executor is None:
             cpus = os.cpu_count() or 1
             workers = max_workers or min(len(pending), cpus)
             threads = max(1, cpus // workers)
-            with concurrent.futures.ProcessPoolExecutor(
+            pool = concurrent.futures.ProcessPoolExecutor(
                 max_workers=workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_worker_init,
-                initargs=(threads,),
-            ) as pool:
-                futures = [pool.submit(_sweep_worker, spec, str(cache_root)) for spec in pending.values()]
+                initargs=(threads, os.getpid()),
+            )
+            try:
+                futures = [pool.submit(_sweep_worker, spec, str(cache_root), None, digest)
+                           for digest, spec in pending.items()]
                 for future in futures:
                     future.result()
+            except BaseException:
+                _terminate(pool)
+                raise
+            pool.shutdown(wait=True)
         else:
-            futures = [executor.submit(_sweep_worker, spec, str(cache_root)) for spec in pending.values()]
+            futures = [executor.submit(_sweep_worker, spec, str(cache_root), None, digest)
+                       for digest, spec in pending.items()]
             for future in futures:
                 future.result()
-    return [run(spec, cache_dir=cache_root, progress=False) for spec in specs]
+    results = [run(spec, cache_dir=cache_root, progress=False) for spec in specs]
+    for result in results:  # trained by this call (in a worker, or here if its entry was corrupt) or not
+        result.cached = result.cached and finished[result.hash]
+    return results

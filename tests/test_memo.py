@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ropelib import memo
+from ropelib import fingerprint, memo
 
 
 @pytest.fixture
@@ -50,6 +50,7 @@ def test_library_code_change_invalidates(tmp_path, counter, monkeypatch):
 def test_fingerprint_covers_the_package_sources():
     fp = memo.code_fingerprint()
     assert len(fp) == 64 and fp == memo.code_fingerprint()
+    assert fp == fingerprint.fingerprint(fingerprint.read_sources(["**/*.py"]))  # every module, normalised
 
 
 def test_corrupt_entry_is_recomputed_and_replaced(tmp_path, counter):
@@ -57,7 +58,8 @@ def test_corrupt_entry_is_recomputed_and_replaced(tmp_path, counter):
     path = memo.eval_path("x", {"a": 1}, tmp_path)
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not a pickle")
-    out = memo.cached("x", {"a": 1}, compute, cache_dir=tmp_path)
+    with pytest.warns(UserWarning, match=rf"evaluation cache entry .*{path.name} is unreadable \(UnpicklingError"):
+        out = memo.cached("x", {"a": 1}, compute, cache_dir=tmp_path)
     assert len(calls) == 1 and list(out.length) == [64, 128]
     memo.cached("x", {"a": 1}, compute, cache_dir=tmp_path)
     assert len(calls) == 1

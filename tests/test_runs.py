@@ -250,7 +250,7 @@ def test_sweep_with_default_process_pool(tmp_path):
     specs = [spec_for(steps=2), spec_for(steps=3), spec_for(steps=2)]  # a duplicate runs once
     results = sweep(specs, max_workers=1, cache_dir=tmp_path)  # one spawned process: each pays a torch import
     assert [len(r.history) for r in results] == [2, 3, 2]
-    assert all(r.cached for r in results)  # trained in the workers, read back here
+    assert not any(r.cached for r in results)  # trained by this sweep (in the workers), read back here
     assert results[0].hash == results[2].hash
     assert {r.metadata["torch_threads"] for r in results} == {os.cpu_count() or 1}  # cpu_count // workers
 
@@ -259,7 +259,7 @@ def test_sweep_with_default_process_pool(tmp_path):
             raise AssertionError("finished specs must not be submitted")
 
     again = sweep(specs, executor=Refusing(), cache_dir=tmp_path)
-    assert [r.hash for r in again] == [r.hash for r in results]
+    assert [r.hash for r in again] == [r.hash for r in results] and all(r.cached for r in again)
 
 
 def test_sweep_with_submitit(tmp_path):
@@ -270,7 +270,7 @@ def test_sweep_with_submitit(tmp_path):
     specs = [spec_for(steps=2, seq_len=12), spec_for(steps=2, seq_len=14)]
     results = sweep(specs, executor=executor, cache_dir=tmp_path / "cache")
     assert [r.spec for r in results] == specs
-    assert all(r.cached and len(r.history) == 2 for r in results)
+    assert all(not r.cached and len(r.history) == 2 for r in results)
     assert list((tmp_path / "submitit").iterdir())  # the jobs really went through submitit
 
 
@@ -279,3 +279,13 @@ def test_sweep_rejects_bad_input(tmp_path):
         sweep([spec_for(), "not a spec"], cache_dir=tmp_path)
     with pytest.raises(ValueError, match="max_workers"):
         sweep([spec_for()], max_workers=0, cache_dir=tmp_path)
+
+
+def test_a_worker_with_other_training_code_refuses(tmp_path):
+    """A worker whose fingerprint differs from the sweeping process's (a file edited after the kernel
+    imported ropelib) would train under a hash the caller never looks up: it refuses instead."""
+    spec = spec_for(steps=1)
+    with pytest.raises(RuntimeError, match="training code changed since the sweeping process imported"):
+        runs._sweep_worker(spec, str(tmp_path), None, "0" * 64)
+    assert not run_dir(spec, tmp_path).exists()
+    assert runs._sweep_worker(spec, str(tmp_path), None, spec.hash()) == spec.hash()
