@@ -21,6 +21,8 @@ by HF transformers' ``rope_type`` names and computing the same float32 values as
 
 Configs are plain mappings with HF's keys (``RopeConfig.from_mapping`` validates them into a frozen
 dataclass). ``rope_frequencies(config, head_dim, seq_len)`` returns ``(inv_freq, attention_factor)``.
+``RoPE.from_hf_config`` also takes a whole transformers model config (the object, its ``to_dict()`` or a
+``config.json`` dict) and reads the rope mapping, ``rope_theta``, the head size and partial rotary from it.
 
 ``RoPE`` applies the rotation in either layout (docs/references.md §1.2):
 
@@ -280,6 +282,132 @@ def _validate_config(c: RopeConfig) -> None:
                 "rope_type 'longrope' needs 'factor', or 'max_position_embeddings' to infer it "
                 "(factor = max_position_embeddings / original_max_position_embeddings), or 'attention_factor'"
             )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading a whole HF model config (transformers ``PretrainedConfig`` or its ``to_dict()``)
+# ---------------------------------------------------------------------------------------------------
+#: keys that mark a mapping as a whole model config rather than a bare rope mapping (none of them is a
+#: ``RopeConfig`` field, so a bare mapping holding one was rejected as "unknown key" before)
+_MODEL_CONFIG_KEYS = (
+    "rope_parameters", "rope_scaling", "hidden_size", "num_attention_heads", "head_dim", "model_type",
+    "rotary_pct", "rotary_emb_base", "text_config",
+)
+
+
+def _model_get(config: Any, key: str) -> Any:
+    """``config[key]`` for a mapping, ``config.key`` for an object; ``None`` when absent."""
+    if isinstance(config, Mapping):
+        return config.get(key)
+    return getattr(config, key, None)
+
+
+def _is_model_config(config: Any) -> bool:
+    if isinstance(config, RopeConfig):
+        return False
+    if isinstance(config, Mapping):
+        return any(k in config for k in _MODEL_CONFIG_KEYS)
+    return any(_model_get(config, k) is not None for k in _MODEL_CONFIG_KEYS)
+
+
+def _rope_from_model_config(
+    config: Any, head_dim: int | None, layer_type: str | None
+) -> tuple[RopeConfig, int]:
+    """``(RopeConfig, head_dim)`` from an HF model config, with transformers 5.24's priorities.
+
+    * rope mapping: ``rope_parameters`` (transformers >= 5) or ``rope_scaling`` (older; legacy ``type``
+      read as ``rope_type``); per-layer-type mappings (Gemma 3: ``{"full_attention": {...}, ...}``) need
+      ``layer_type``. Its keys are validated by ``RopeConfig.from_mapping`` (unknown ones raise).
+    * ``rope_theta``: the rope mapping's, else the top-level ``rope_theta``, else GPT-NeoX's
+      ``rotary_emb_base``, else 10000 (HF ``default_theta``).
+    * ``partial_rotary_factor``: the rope mapping's, else the top-level one, else GPT-NeoX's ``rotary_pct``.
+    * ``max_position_embeddings``: the top-level one (HF reads it there: ``dynamic``'s training length,
+      ``longrope``'s implicit factor).
+    * ``original_max_position_embeddings`` for ``yarn``/``llama3``/``longrope``: a top-level one (Phi-3
+      keeps it there) replaces the rope mapping's, as in HF's ``standardize_rope_params``; otherwise the
+      rope mapping's. HF's fallback to ``max_position_embeddings`` is not taken (see ``RopeConfig``);
+      a config *object* built by transformers already holds the value HF chose.
+    * ``head_dim``: the argument, else the config's ``head_dim``, else ``hidden_size // num_attention_heads``.
+    Every other model key is ignored.
+    """
+    if not isinstance(config, Mapping) and callable(getattr(config, "get_text_config", None)):
+        config = config.get_text_config(decoder=True)  # the config itself for a plain language model
+    elif isinstance(config, Mapping) and isinstance(config.get("text_config"), Mapping) and not any(
+        config.get(k) is not None for k in ("rope_parameters", "rope_scaling", "rope_theta")
+    ):
+        config = config["text_config"]  # composite (e.g. vision-language) config dict
+
+    rope_key = "rope_parameters" if _model_get(config, "rope_parameters") is not None else "rope_scaling"
+    rope = _model_get(config, rope_key)
+    if rope is None:
+        if _model_get(config, "rope_theta") is None and _model_get(config, "rotary_emb_base") is None:
+            raise ValueError(
+                "the model config holds no RoPE settings: none of 'rope_parameters' (transformers >= 5), "
+                "'rope_scaling', 'rope_theta' or 'rotary_emb_base' (GPT-NeoX) is set"
+            )
+        rope = {}
+    if isinstance(rope, RopeConfig):
+        rope = rope.as_dict()
+    if not isinstance(rope, Mapping):
+        raise ValueError(f"the model config's {rope_key!r} must be a mapping, got {type(rope).__name__}")
+    nested = [k for k, v in rope.items() if isinstance(v, Mapping)]
+    if layer_type is not None:
+        if layer_type not in nested:
+            raise ValueError(
+                f"layer_type {layer_type!r} not in the config's per-layer-type {rope_key!r}; "
+                f"known: {', '.join(map(repr, nested)) or 'none (it is one flat mapping)'}"
+            )
+        rope = rope[layer_type]
+    elif nested:
+        raise ValueError(
+            f"the config's {rope_key!r} has one mapping per layer type ({', '.join(map(repr, nested))}); "
+            "choose one with layer_type=..."
+        )
+    rope = dict(rope)
+
+    theta = _model_get(config, "rope_theta")
+    if theta is None:
+        theta = _model_get(config, "rotary_emb_base")
+    if rope.get("rope_theta") is None and theta is not None:
+        rope["rope_theta"] = theta
+    partial = _model_get(config, "partial_rotary_factor")
+    if partial is None:
+        partial = _model_get(config, "rotary_pct")
+    if rope.get("partial_rotary_factor") is None and partial is not None:
+        rope["partial_rotary_factor"] = partial
+    max_pos = _model_get(config, "max_position_embeddings")
+    if max_pos is not None:
+        rope["max_position_embeddings"] = max_pos
+    if _model_get(config, "model_type") == "phi3":  # HF's Phi3Config reads the legacy 'su' and 'yarn' as
+        for key in ("type", "rope_type"):            # 'longrope' (and keeps the old 'type' next to it)
+            if rope.get(key) in ("su", "yarn"):
+                rope[key] = "longrope"
+    rope_type = rope.get("rope_type") or rope.get("type")
+    original = _model_get(config, "original_max_position_embeddings")
+    if original is not None and rope_type in ("yarn", "llama3", "longrope"):
+        rope["original_max_position_embeddings"] = original
+
+    try:
+        rope_config = RopeConfig.from_mapping(rope)
+    except ValueError as err:
+        raise ValueError(f"in the model config's {rope_key!r}: {err}") from err
+
+    if head_dim is None:
+        head_dim = _model_get(config, "head_dim")
+    if head_dim is None:
+        hidden, heads = _model_get(config, "hidden_size"), _model_get(config, "num_attention_heads")
+        if hidden is None or heads is None:
+            missing = [k for k, v in (("hidden_size", hidden), ("num_attention_heads", heads)) if v is None]
+            raise ValueError(
+                "cannot tell the head size: the model config has no 'head_dim' and no 'hidden_size' and "
+                f"'num_attention_heads' (missing: {', '.join(map(repr, missing))}); pass head_dim=..."
+            )
+        if not isinstance(hidden, int) or not isinstance(heads, int) or heads < 1:
+            raise ValueError(
+                f"hidden_size and num_attention_heads must be positive integers, got {hidden!r} and {heads!r}"
+            )
+        head_dim = hidden // heads
+    return rope_config, head_dim
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -599,9 +727,59 @@ class RoPE(nn.Module):
 
     @classmethod
     def from_hf_config(
-        cls, config: Mapping[str, Any] | RopeConfig, head_dim: int, layout: str = "half"
+        cls,
+        config: Any,
+        head_dim: int | None = None,
+        layout: str = "half",
+        *,
+        layer_type: str | None = None,
     ) -> "RoPE":
-        """Build from an HF-style rope config mapping (HF v5 ``rope_parameters``, flat HF keys)."""
+        """Build from an HF transformers config, as a user holds it.
+
+        ``config`` may be
+
+        * a transformers ``PretrainedConfig`` (``model.config``, e.g. ``LlamaConfig``, ``GPTNeoXConfig``,
+          ``Phi3Config``; a composite config's text config is used),
+        * its ``to_dict()`` or a ``config.json`` loaded as a dict (transformers >= 5 writes
+          ``rope_parameters``; older versions ``rope_scaling`` next to ``rope_theta``),
+        * a bare rope mapping with HF keys (``config.rope_parameters``, ``{"rope_theta": 1e4}``) or a
+          ``RopeConfig``; then ``head_dim`` must be given.
+
+        From a model config it reads the rope mapping (``rope_parameters`` or ``rope_scaling``),
+        ``rope_theta`` (GPT-NeoX: ``rotary_emb_base``), ``partial_rotary_factor`` (GPT-NeoX: ``rotary_pct``;
+        ``rotary_dim = int(head_dim * factor)``), ``max_position_embeddings``, a top-level
+        ``original_max_position_embeddings`` (Phi-3), and ``head_dim`` (else ``hidden_size //
+        num_attention_heads``), with the priorities of transformers 5.24 (``_rope_from_model_config``);
+        other model keys are ignored. Unknown keys *inside* the rope mapping raise ``ValueError`` as in
+        ``RopeConfig.from_mapping``. A mapping counts as a model config when it holds one of
+        ``rope_parameters``, ``rope_scaling``, ``hidden_size``, ``num_attention_heads``, ``head_dim``,
+        ``model_type``, ``rotary_pct``, ``rotary_emb_base`` or ``text_config``.
+
+        Args:
+            config: see above.
+            head_dim: the attention head size; overrides the config's. Required for a bare rope mapping.
+            layout: ``"half"`` (HF, GPT-NeoX) or ``"interleaved"`` (Meta); see the module docstring.
+            layer_type: for configs with one rope mapping per layer type (Gemma 3's
+                ``{"full_attention": {...}, "sliding_attention": {...}}``), which one to use.
+
+        Raises:
+            ValueError: a needed key is missing (named), a value is invalid, or ``config`` is none of the above.
+        """
+        if _is_model_config(config):
+            rope_config, model_head_dim = _rope_from_model_config(config, head_dim, layer_type)
+            return cls(rope_config, model_head_dim, layout)
+        if not isinstance(config, (Mapping, RopeConfig)):
+            raise ValueError(
+                "config must be a transformers config, its to_dict(), or a mapping with HF rope keys; got "
+                f"{type(config).__name__} with none of {', '.join(_MODEL_CONFIG_KEYS)}"
+            )
+        if layer_type is not None:
+            raise ValueError("layer_type applies only to a model config with per-layer-type rope parameters")
+        if head_dim is None:
+            raise ValueError(
+                "head_dim is required with a bare rope mapping (it has no 'head_dim', 'hidden_size' or "
+                "'num_attention_heads'); pass head_dim=... or the whole model config"
+            )
         return cls(RopeConfig.from_mapping(config), head_dim, layout)
 
     def with_config(self, **changes: Any) -> "RoPE":
