@@ -2,25 +2,36 @@
 """Run the notebook collection through papermill: ``python run_all.py [--profile smoke|default|full]``.
 
     python run_all.py [--profile smoke|default|full] [--only 02 05 …] [--device auto|cpu|cuda|mps]
-                      [--jobs N] [--html] [--list]
+                      [--jobs N] [--html] [--list] [--reference] [--output-dir DIR]
+    python run_all.py --new NN_my_idea [--from 00_template]
 
 Each ``notebooks/NN_*.ipynb`` runs in order, in its own papermill subprocess (kernel ``python3``), with
 the chosen profile's parameters from ``profiles.yaml`` plus ``profile`` and ``device`` injected
-(docs/design.md §11, "run_all.py"). Every parameter name is checked against the notebook's ``parameters`` cell
-before anything executes. A notebook executes into a temporary file under ``build/running/``; only on
-success does it replace the committed notebook (atomically, with papermill's timing metadata stripped)
-and its jupytext ``py:percent`` pair is rewritten. On a failure the committed notebook is untouched,
-the failed copy (with papermill's error banner) is kept as ``build/failed/<name>.ipynb`` and the run
-goes on. The run ends with a summary table, a JSON manifest ``build/manifest-<profile>.json`` (a copy
-for a run of the whole collection in ``results/run_manifest_<profile>.json``), the figure gallery
-``figures/README.md``, and a non-zero exit code if any notebook failed.
+(docs/design.md §11, "run_all.py"). Every parameter is checked against the notebook's ``parameters`` cell
+before anything executes.
 
-Ctrl-C stops cleanly: running papermill processes are told to shut their kernels down, temporary files
-are removed and committed notebooks are left as they were; the next run resumes (finished training runs
-come back from the run cache of ``ropelib.runs``).
+Where a run writes (``OutputTree``). Only ``--reference`` (profile ``default`` only; with ``--only``, just
+those notebooks) replaces the committed notebooks, ``figures/`` and ``results/``. Any other run writes a
+sandbox: ``build/<profile>/`` (or ``--output-dir``) with its own ``notebooks/``, ``figures/`` (and gallery)
+and ``results/`` (and manifest), and leaves every tracked file as it was. The run cache (``cache/``) is
+shared: it is content-addressed and not an output.
+
+All or nothing. A notebook executes in a staging folder (``<work>/running/<name>/``; the kernel's
+``ROPELIB_FIGURES_DIR``/``ROPELIB_RESULTS_DIR`` point there, ``ROPELIB_NOTEBOOK`` names it). Only when it
+succeeds do its tables, its figure folder, the executed notebook (papermill's metadata stripped) with its
+jupytext pair, its HTML, the gallery and its manifest entry (``results/run_manifest_<profile>.json``) move
+into the tree. A failure changes none of them, keeps the failed copy as ``<work>/failed/<name>.ipynb`` and
+the run goes on; the next run removes what a killed run left. One run per tree at a time: an exclusive
+``flock`` on the tree's results folder; a second run is refused with exit code 3.
+
+Processes. papermill runs in its own session; run_all records the kernel's session too and, on Ctrl-C,
+SIGTERM, SIGHUP, a dead kernel or its own exit, kills every process of those sessions (papermill, kernel,
+training workers). If run_all itself is killed, papermill gets SIGTERM (Linux ``PR_SET_PDEATHSIG``) and
+takes its kernel's session down. The next run resumes: finished training runs come back from the run
+cache of ``ropelib.runs``.
 
 If a notebook's ``.py`` pair is newer than its ``.ipynb`` and their cells differ (it was edited as
-text), the ``.py`` cells are what runs.
+text), the ``.py`` cells are what runs. ``--new`` forks a notebook (``new_notebook``).
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ from __future__ import annotations
 import argparse
 import ast
 import datetime as dt
+import errno
 import json
 import os
 import re
@@ -35,6 +47,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -47,9 +60,18 @@ import nbformat
 import yaml
 from jupytext.config import load_jupytext_config
 
-from ropelib.paths import atomic_write_bytes, atomic_write_text, figures_dir, results_dir
+from ropelib.paths import atomic_write_bytes, atomic_write_text, cache_dir, figures_dir, results_dir
 from ropelib.plotting import CAPTIONS_FILE
-from ropelib.provenance import device_description, git_state, package_versions
+from ropelib.provenance import device_description, package_versions, source_state
+
+try:  # the lock of an output tree (POSIX)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+try:  # finding a notebook's processes (a dependency of ipykernel, so always there in practice)
+    import psutil
+except ImportError:  # pragma: no cover
+    psutil = None  # type: ignore[assignment]
 
 REPO_ROOT = Path(__file__).resolve().parent
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -59,15 +81,25 @@ INJECTED = ("profile", "device")
 NOTEBOOK_RE = re.compile(r"^(\d\d)_[A-Za-z0-9_-]+$")
 #: seconds between "still running" lines while a notebook executes
 HEARTBEAT_S = 60.0
-#: seconds a papermill process gets to shut its kernel down after Ctrl-C before it is killed
-GRACE_S = 20.0
+#: seconds a notebook's processes get between SIGTERM and SIGKILL when run_all stops them
+GRACE_S = 10.0
+#: seconds the processes a finished notebook left behind (e.g. a dead kernel's workers) get before SIGKILL
+KILL_GRACE_S = 3.0
+#: the profile of the committed outputs; only ``--reference`` (with this profile) writes them
+REFERENCE_PROFILE = "default"
+#: signals that stop a run cleanly (children killed, nothing half-written kept)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if hasattr(signal, "SIGHUP") else (signal.SIGINT, signal.SIGTERM)
 
 # Exit codes
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class ConfigError(ValueError):
     """A bad profile, notebook selection or parameter name: reported before anything executes."""
+
+
+class BusyError(RuntimeError):
+    """Another run_all holds the lock of the output tree this run would write."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -87,17 +119,69 @@ class Profiles:
         return dict(self.notebooks.get(notebook, {}).get(profile) or {})
 
 
-def load_profiles(path: Path) -> Profiles:
-    """Read and validate ``profiles.yaml`` (format in its header comment)."""
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects a key repeated within one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be overridden on purpose
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                seen = key in first_line
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {first_line[key] + 1})", key_node.start_mark
+                )
+            first_line[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _shown(path: Path) -> str:
+    """``path`` as the user would type it: relative to the working directory when inside it."""
+    rel = os.path.relpath(Path(path).absolute())
+    return str(path) if rel.startswith("..") else rel
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> ConfigError:
+    """One line: ``file:line:column: <PyYAML's problem> (<its context>, line n)``."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{_shown(path)}:{mark.line + 1}:{mark.column + 1}" if mark is not None else _shown(path)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context:
+        problem += f" ({context}" + (f" at line {context_mark.line + 1})" if context_mark is not None else ")")
+    return ConfigError(f"{where}: invalid YAML: {' '.join(problem.split())}")
+
+
+def load_profiles(path: Path, notebooks_dir: Path | None = None) -> Profiles:
+    """Read and validate ``profiles.yaml`` (format in its header comment).
+
+    Rejected with a one-line ``ConfigError`` (exit code 2 in ``main``): a YAML syntax error (with file, line
+    and column), a key repeated in one mapping, a bad layout. With ``notebooks_dir``, every value is also
+    checked against the notebook's parameters cell (``check_profile_values``), so that a bad value stops the
+    run before any notebook starts rather than inside a notebook after its models have trained.
+    """
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        raw = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=UniqueKeyLoader) or {}
     except FileNotFoundError:
         raise ConfigError(f"profiles file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{_shown(path)}: cannot read: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise _yaml_error(path, exc) from None
+    path = _shown(path)
     if not isinstance(raw, dict) or set(raw) - {"profiles", "notebooks"}:
-        raise ConfigError(f"{path}: top-level keys must be 'profiles' and 'notebooks', got {sorted(raw)}")
+        got = sorted(map(str, raw)) if isinstance(raw, dict) else f"a {type(raw).__name__}"
+        raise ConfigError(f"{path}: top-level keys must be 'profiles' and 'notebooks', got {got}")
     names = raw.get("profiles")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise ConfigError(f"{path}: 'profiles' must be a non-empty list of names, got {names!r}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: 'profiles' lists a name twice: {names!r}")
     sections = raw.get("notebooks") or {}
     if not isinstance(sections, dict):
         raise ConfigError(f"{path}: 'notebooks' must map notebook names to profile sections")
@@ -106,7 +190,7 @@ def load_profiles(path: Path) -> Profiles:
         section = section or {}
         if not isinstance(section, dict):
             raise ConfigError(f"{path}: notebooks.{nb_name} must map profile names to parameters")
-        unknown = sorted(set(section) - set(names))
+        unknown = sorted(map(str, set(section) - set(names)))
         if unknown:
             raise ConfigError(
                 f"{path}: notebooks.{nb_name} has unknown profile(s) {', '.join(map(repr, unknown))}; "
@@ -114,14 +198,173 @@ def load_profiles(path: Path) -> Profiles:
             )
         for prof, params in section.items():
             if params is not None and not isinstance(params, dict):
-                raise ConfigError(f"{path}: notebooks.{nb_name}.{prof} must be a mapping of parameters")
+                raise ConfigError(f"{path}: notebooks.{nb_name}.{prof} must be a mapping of parameters, got {params!r}")
             reserved = sorted(set(params or {}) & set(INJECTED))
             if reserved:
                 raise ConfigError(
                     f"{path}: notebooks.{nb_name}.{prof} sets {', '.join(reserved)}, which run_all injects itself"
                 )
         notebooks[str(nb_name)] = {p: dict(v or {}) for p, v in section.items()}
-    return Profiles(tuple(names), notebooks)
+    profiles = Profiles(tuple(names), notebooks)
+    if notebooks_dir is not None:
+        check_profile_values(profiles, Path(notebooks_dir), path)
+    return profiles
+
+
+# Value checks. The type of a parameter is that of its default in the notebook's parameters cell; the ranges
+# below are what a default cannot say. A name means the same thing in every notebook that has it.
+POSITIVE = "positive"
+PROBABILITY = "probability"
+PARAMETER_RANGES: dict[str, str] = {
+    **dict.fromkeys(
+        [  # sizes, counts, lengths, steps, threads, factors (lists: each item)
+            "steps", "batch_size", "seq_len", "d_model", "n_layers", "n_heads", "head_dim", "eval_multiples",
+            "eval_windows", "length", "original_length", "scaling_factor", "dynamic_lengths", "max_symbolic_dim",
+            "head_dims", "bases", "r_max_fig2", "r_max_far", "n_random", "mc_head_dim", "train_steps",
+            "train_seq_len", "train_batch_size", "extension_factor", "toy_head_dim", "toy_base", "toy_length",
+            "toy_factor", "reference_factor", "dynamic_multiples", "jobs", "cpu_threads", "curve_every",
+            "smooth_steps", "eval_threads", "attention_samples", "bench_rounds", "bench_steps", "sinusoid_scales",
+            "multipliers", "eval_tokens", "position_windows", "position_bins", "retrieval_samples",
+            "algorithmic_samples", "factors", "finetune_factor", "finetune_steps", "finetune_batch_size",
+            "finetune_lr", "threads", "score_length", "check_head_dim", "attention_multipliers",
+            "attention_windows", "band_windows", "needle_samples",
+        ],
+        POSITIVE,
+    ),  # fmt: skip
+    **dict.fromkeys(
+        ["sliding_stride_fraction", "retrieval_depths", "quality_tolerance", "retention_fraction",
+         "min_learned_accuracy", "tolerance"],
+        PROBABILITY,
+    ),  # fmt: skip
+}
+#: parameters whose notebook documents ``None`` as a meaningful value besides its default's type
+NULLABLE = frozenset({"threads", "seeds"})
+
+_NOUNS: dict[type, tuple[str, str]] = {
+    bool: ("a boolean", "booleans"),
+    int: ("an integer", "integers"),
+    float: ("a number", "numbers"),
+    str: ("a string", "strings"),
+    dict: ("a mapping", "mappings"),
+}
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a profile may set one parameter to (``expected_value``): its type, a range, list or not."""
+
+    kind: type | None  # bool, int, float (int accepted), str, dict; None: anything
+    is_list: bool = False
+    non_empty: bool = False  # lists: at least one item (the default has one)
+    rule: str | None = None  # POSITIVE (> 0) or PROBABILITY (in [0, 1]); numbers only
+    nullable: bool = False
+
+    def describe(self) -> str:
+        """E.g. ``a positive integer``, ``a non-empty list of numbers in [0, 1]``."""
+        singular, plural = _NOUNS.get(self.kind, ("anything", "values"))
+        numeric = self.kind in (int, float)
+        if numeric and self.rule == POSITIVE:
+            singular, plural = f"a positive {singular.split(' ', 1)[1]}", f"positive {plural}"
+        elif numeric and self.rule == PROBABILITY:
+            singular, plural = f"{singular} in [0, 1]", f"{plural} in [0, 1]"
+        text = f"a {'non-empty ' if self.non_empty else ''}list of {plural}" if self.is_list else singular
+        return text + (" or null" if self.nullable else "")
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return self.nullable or (self.kind is None and not self.is_list)
+        if not self.is_list:
+            return self._item_ok(value)
+        return isinstance(value, list) and (bool(value) or not self.non_empty) and all(map(self._item_ok, value))
+
+    def _item_ok(self, value: Any) -> bool:
+        if self.kind is None:
+            return True
+        if self.kind in (int, float):
+            allowed = int if self.kind is int else (int, float)
+            if isinstance(value, bool) or not isinstance(value, allowed) or not float("-inf") < value < float("inf"):
+                return False
+            return {POSITIVE: value > 0, PROBABILITY: 0 <= value <= 1}.get(self.rule, True)
+        return isinstance(value, self.kind)
+
+
+def expected_value(name: str, default: Any) -> Expected:
+    """``Expected`` of parameter ``name`` from its notebook default and ``PARAMETER_RANGES`` / ``NULLABLE``.
+
+    A float default accepts an integer; a list default gives a list whose items have the type of the default's
+    items (ints and floats mixed: numbers; other mixtures or an empty default: anything), non-empty when the
+    default is; a ``None`` default accepts anything.
+    """
+    rule, nullable = PARAMETER_RANGES.get(name), name in NULLABLE
+
+    def kind_of(values: Sequence[Any]) -> type | None:
+        kinds = {type(v) for v in values}
+        if kinds == {int, float}:
+            return float
+        kind = kinds.pop() if len(kinds) == 1 else None
+        return kind if kind in _NOUNS else None
+
+    if default is None:
+        return Expected(None, nullable=True)
+    if isinstance(default, (list, tuple)):
+        return Expected(kind_of(default), is_list=True, non_empty=bool(default), rule=rule, nullable=nullable)
+    return Expected(kind_of([default]), rule=rule, nullable=nullable)
+
+
+def parameter_defaults(nb: nbformat.NotebookNode) -> dict[str, Any]:
+    """Default values of the notebook's parameters cell: each top-level ``name = <Python literal>``.
+
+    A name whose (last) value is not a literal (an expression, a call) is left out, so its type is not checked.
+    """
+    cell = parameters_cell(nb)
+    if cell is None:
+        return {}
+    try:
+        body = ast.parse(cell.source).body
+    except SyntaxError:  # check_parameters reports it
+        return {}
+    defaults: dict[str, Any] = {}
+    for node in body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name, value = node.targets[0].id, node.value
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            name, value = node.target.id, node.value
+        else:
+            continue
+        try:
+            defaults[name] = ast.literal_eval(value)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            defaults.pop(name, None)
+    return defaults
+
+
+def check_profile_values(profiles: Profiles, notebooks_dir: Path, path: Path | str = "profiles.yaml") -> None:
+    """Raise ``ConfigError`` for the first value in ``profiles`` that its notebook's parameters cell rules out.
+
+    The message is one line: ``profiles.yaml: <notebook>.<profile>.<key>: expected <what>, got <value>``.
+    Sections of unknown notebooks and names the cell does not define are left to ``plan``/``check_parameters``.
+    """
+    paths = {p.stem: p for p in discover_notebooks(notebooks_dir)}
+    for nb_name, section in profiles.notebooks.items():
+        if nb_name not in paths:
+            continue
+        defaults = parameter_defaults(effective_input(paths[nb_name])[0])
+        for prof, params in section.items():
+            for key, value in params.items():
+                if key not in defaults:
+                    continue
+                expected = expected_value(key, defaults[key])
+                if not expected.accepts(value):
+                    hint = ""
+                    if isinstance(value, str) and expected.kind in (int, float) and "e" in value.lower():
+                        try:
+                            float(value)
+                            hint = f" (YAML reads {value} as a string: give it a decimal point, e.g. 1.0e-3)"
+                        except ValueError:
+                            pass
+                    raise ConfigError(
+                        f"{path}: {nb_name}.{prof}.{key}: expected {expected.describe()}, got {value!r}{hint}"
+                    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -210,10 +453,11 @@ def read_pair(ipynb: Path) -> nbformat.NotebookNode | None:
     return jupytext.read(py, config=load_jupytext_config(str(py)))
 
 
-def write_pair(nb: nbformat.NotebookNode, ipynb: Path) -> Path:
-    """Write ``nb``'s ``py:percent`` pair next to ``ipynb`` (atomically), honouring ``jupytext.toml``."""
+def write_pair(nb: nbformat.NotebookNode, ipynb: Path, config_from: Path | None = None) -> Path:
+    """Write ``nb``'s ``py:percent`` pair next to ``ipynb`` (atomically), honouring the ``jupytext.toml`` of
+    ``config_from``'s folder (default: ``ipynb``'s; a sandbox copy uses the committed notebook's)."""
     py = pair_path(ipynb)
-    config = load_jupytext_config(str(ipynb))
+    config = load_jupytext_config(str(config_from or ipynb))
     text = jupytext.writes(nb, fmt="py:percent", config=config)
     return atomic_write_text(py, text)
 
@@ -294,6 +538,7 @@ class Outcome:
     duration_s: float
     parameters: dict[str, Any]
     figures: list[str] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)
     error: str | None = None
     failed_copy: str | None = None
     log: str | None = None
@@ -301,21 +546,296 @@ class Outcome:
     finished_utc: str = ""
 
 
+# --------------------------------------------------------------------------------------------------
+# Output trees: where a run writes, its lock, staging and leftovers
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OutputTree:
+    """Where one run writes: executed notebooks (with their ``.py`` pairs), figures (with the gallery
+    ``README.md``), result tables (with the manifest ``run_manifest_<profile>.json``) and a work folder
+    (``running/`` for staging, ``failed/``, ``logs/``, ``html/``).
+
+    The reference tree (``--reference``) is the committed ``notebooks/``, ``ropelib.paths.figures_dir()``
+    and ``results_dir()``, with the work folder ``build/reference/``. Every other run writes a sandbox
+    tree ``<root>/notebooks``, ``<root>/figures``, ``<root>/results`` (work folder ``<root>``), where
+    ``<root>`` is ``--output-dir`` or ``build/<profile>/``.
+    """
+
+    reference: bool
+    notebooks: Path
+    figures: Path
+    results: Path
+    work: Path
+
+    def manifest(self, profile: str) -> Path:
+        return self.results / f"run_manifest_{profile}.json"
+
+    @property
+    def staging(self) -> Path:
+        return self.work / "running"
+
+
+def output_tree(args: argparse.Namespace) -> OutputTree:
+    """The tree this run writes (``ConfigError`` for ``--reference`` with another profile or ``--output-dir``,
+    or a sandbox that would land on committed outputs)."""
+    if args.reference:
+        if args.profile != REFERENCE_PROFILE:
+            raise ConfigError(
+                f"--reference replaces the committed outputs, which come from the {REFERENCE_PROFILE!r} profile; "
+                f"got --profile {args.profile!r} (without --reference this run writes build/{args.profile}/)"
+            )
+        if args.output_dir is not None:
+            raise ConfigError("--reference writes the committed notebooks, figures and results; drop --output-dir")
+        return OutputTree(True, args.notebooks_dir.resolve(), figures_dir(), results_dir(), args.build_dir / "reference")
+    root = Path(args.output_dir or args.build_dir / args.profile).resolve()
+    tree = OutputTree(False, root / "notebooks", root / "figures", root / "results", root)
+    committed = {args.notebooks_dir.resolve(), figures_dir(), results_dir()}
+    committed |= {REPO_ROOT / "notebooks", REPO_ROOT / "figures", REPO_ROOT / "results"}
+    for folder in (tree.notebooks, tree.figures, tree.results):
+        if folder in committed:
+            raise ConfigError(f"--output-dir {root} would write the committed {folder}; only --reference replaces those")
+    return tree
+
+
+def check_writable(tree: OutputTree) -> None:
+    """``ConfigError`` (one line) unless every folder of ``tree`` can be written (probed with a temporary file,
+    so a read-only file system is caught even for root)."""
+    for folder in (tree.notebooks, tree.figures, tree.results, tree.work):
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ConfigError(f"cannot write outputs to {folder}: {existing} is not a folder")
+        try:
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"cannot write outputs to {folder}: {exc.strerror or exc} ({existing})") from None
+
+
+def lock_tree(tree: OutputTree) -> int | None:
+    """Take the tree's lock: an exclusive ``fcntl.flock`` on its results folder, held (by the returned file
+    descriptor) until this process exits, however it exits. A second run on the same tree is refused at once
+    with ``BusyError``; runs on different trees (a sandbox and the reference, two profiles) proceed."""
+    if fcntl is None:  # not POSIX: no lock
+        return None
+    tree.results.mkdir(parents=True, exist_ok=True)
+    fd = os.open(tree.results, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        what = "the reference outputs" if tree.reference else str(tree.work)
+        raise BusyError(
+            f"another run_all is writing {what} (it holds the lock on {tree.results}); wait for it to finish, "
+            f"or run with another --profile or --output-dir"
+        ) from None
+    return fd
+
+
+def clean_leftovers(tree: OutputTree) -> list[str]:
+    """Remove what a killed run left behind (called under the lock): its staging folders, a figure folder
+    swap cut between its two renames (put back), temporary files of atomic writes. Returns what it did."""
+    done: list[str] = []
+    if tree.staging.exists():
+        shutil.rmtree(tree.staging, ignore_errors=True)
+        done.append(f"removed {tree.staging}")
+    figure_folders = [p for p in tree.figures.iterdir() if p.is_dir()] if tree.figures.is_dir() else []
+    for folder in figure_folders:
+        if folder.name.startswith(".") and folder.name.endswith(".new"):
+            shutil.rmtree(folder, ignore_errors=True)
+            done.append(f"removed {folder}")
+        elif folder.name.startswith(".") and folder.name.endswith(".replaced"):
+            final = folder.parent / folder.name[1 : -len(".replaced")]
+            if final.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                done.append(f"removed {folder}")
+            else:
+                os.replace(folder, final)
+                done.append(f"restored {final}")
+    for folder in [tree.results, tree.notebooks, tree.figures, *figure_folders]:
+        for tmp in folder.glob(".*.tmp") if folder.is_dir() else []:
+            tmp.unlink(missing_ok=True)
+            done.append(f"removed {tmp}")
+    return done
+
+
+def _copy_folder(src: Path, dest: Path, skip: str | None = None) -> None:
+    """Copy ``src`` to ``dest`` (keeping modification times), leaving out ``src/skip`` and hidden entries."""
+    dest.mkdir(parents=True, exist_ok=True)
+    if not src.is_dir():
+        return
+    for entry in src.iterdir():
+        if entry.name == skip or entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            shutil.copytree(entry, dest / entry.name, ignore=shutil.ignore_patterns(".*"))
+        else:
+            shutil.copy2(entry, dest / entry.name)
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """``{relative path: (size, mtime_ns)}`` of every file under ``folder``."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+def _move_into(src: Path, dest: Path) -> None:
+    """Move the file ``src`` to ``dest`` atomically (a copy and ``os.replace`` across file systems)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(src, dest)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        atomic_write_bytes(dest, src.read_bytes())
+
+
+def _swap_folder(src: Path | None, dest: Path) -> None:
+    """Replace the folder ``dest`` by ``src`` (``None``: remove ``dest``): ``src`` goes next to ``dest`` as
+    ``.<name>.new``, ``dest`` is renamed ``.<name>.replaced``, the new one takes its name and the old one
+    is deleted. ``clean_leftovers`` repairs a swap a kill cut short."""
+    new = dest.parent / f".{dest.name}.new"
+    old = dest.parent / f".{dest.name}.replaced"
+    shutil.rmtree(new, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if src is not None:
+        try:
+            os.replace(src, new)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            shutil.copytree(src, new)
+    if dest.exists():
+        os.replace(dest, old)
+    if src is not None:
+        os.replace(new, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# The process tree: papermill, its kernel, the kernel's workers
+# --------------------------------------------------------------------------------------------------
+#: how papermill is started: ``python -c _PAPERMILL_BOOT <run_all's pid> <papermill arguments>``. On Linux
+#: it gets SIGTERM when run_all dies, even by SIGKILL (``PR_SET_PDEATHSIG``); on SIGTERM or SIGHUP it kills
+#: every process in the sessions of its descendants (the kernel leads its own session and its training
+#: workers share it) before it exits, so nothing of a notebook outlives its papermill.
+_PAPERMILL_BOOT = r"""
+import os, signal, sys
+
+def _down(signum, frame):
+    try:
+        import psutil
+        me = os.getpid()
+        sids = set()
+        for child in psutil.Process(me).children(recursive=True):
+            try:
+                sids.add(os.getsid(child.pid))
+            except OSError:
+                pass
+        sids.discard(os.getsid(0))
+        for pid in psutil.pids():
+            try:
+                if pid != me and os.getsid(pid) in sids:
+                    os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    finally:
+        os._exit(128 + signum)
+
+for _sig in (signal.SIGTERM, signal.SIGHUP):
+    signal.signal(_sig, _down)
+if sys.platform.startswith("linux"):
+    import ctypes
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != int(sys.argv[1]):  # run_all died before prctl
+        os._exit(1)
+del sys.argv[1]
+sys.argv[0] = "papermill"
+import runpy
+runpy.run_module("papermill", run_name="__main__", alter_sys=True)
+"""
+
+
+def _sessions_below(pid: int) -> set[int]:
+    """Session ids of ``pid``'s descendants (empty without psutil, or when ``pid`` is gone)."""
+    if psutil is None:
+        return set()
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return set()
+    sids = set()
+    for child in children:
+        try:
+            sids.add(os.getsid(child.pid))
+        except OSError:
+            pass
+    return sids
+
+
+def session_members(sids: set[int]) -> list[int]:
+    """Live (not zombie) processes in the sessions ``sids``, never this process or its own session."""
+    own = os.getsid(0)
+    sids = {s for s in sids if s and s != own}
+    if not sids:
+        return []
+    pids = psutil.pids() if psutil is not None else [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    members = []
+    for pid in pids:
+        if pid == os.getpid():
+            continue
+        try:
+            if os.getsid(pid) not in sids:
+                continue
+            if psutil is not None and psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                continue
+        except (OSError, Exception):  # gone meanwhile (psutil.Error is not an OSError)
+            continue
+        members.append(pid)
+    return members
+
+
+def kill_sessions(sids: set[int], grace_s: float) -> None:
+    """SIGTERM every process in the sessions ``sids``, SIGKILL what is still there after ``grace_s``, and
+    repeat until none is left (a pool may start a replacement worker meanwhile)."""
+    deadline = time.monotonic() + grace_s
+    for _ in range(int(grace_s * 10) + 50):
+        members = session_members(sids)
+        if not members:
+            return
+        sig = signal.SIGTERM if time.monotonic() < deadline else signal.SIGKILL
+        for pid in members:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        time.sleep(0.1)
+
+
 class Runner:
-    """Executes jobs in papermill subprocesses; ``stop()`` shuts every running one down cleanly."""
+    """Executes jobs in papermill subprocesses into staging folders and commits each notebook's outputs as
+    one set; ``stop()`` kills every running notebook's process tree."""
 
     def __init__(
         self,
-        build_dir: Path,
+        tree: OutputTree,
         html: bool,
+        manifest: dict[str, Any],
+        manifest_path: Path,
         order: Mapping[str, str] | None = None,
         expected: Mapping[str, float | None] | None = None,
     ) -> None:
-        self.build_dir = build_dir
+        self.tree = tree
         self.html = html
+        self.manifest = manifest
+        self.manifest_path = manifest_path
+        self.write_errors: list[str] = []
         self.stopping = threading.Event()
-        self._procs: dict[str, subprocess.Popen] = {}
+        self._procs: dict[str, tuple[subprocess.Popen, set[int]]] = {}
         self._lock = threading.Lock()
+        self._commit_lock = threading.Lock()
+        self._started = time.time()
         self._order = dict(order or {})  # name -> "i/n", for progress lines
         self._expected = dict(expected or {})  # name -> last duration in seconds
 
@@ -325,35 +845,49 @@ class Runner:
             return sorted(self._procs)
 
     def stop(self) -> None:
-        """Ask every running papermill process to shut its kernel down; kill it after ``GRACE_S``."""
+        """Kill every running notebook's process tree (papermill, kernel, workers): SIGTERM, then SIGKILL
+        after ``GRACE_S``."""
         self.stopping.set()
         with self._lock:
-            procs = list(self._procs.values())
-        for proc in procs:
-            _signal_group(proc, signal.SIGTERM)
-        deadline = time.monotonic() + GRACE_S
-        for proc in procs:
+            running = list(self._procs.values())
+        sids: set[int] = set()
+        for proc, sessions in running:
+            sids |= sessions | _sessions_below(proc.pid) | {proc.pid}
+        kill_sessions(sids, GRACE_S)
+        for proc, _ in running:
             try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                proc.wait(timeout=GRACE_S)
             except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
+                proc.kill()
                 proc.wait()
 
     def run(self, job: Job) -> Outcome:
-        """Execute ``job``; replace its target only on success."""
+        """Execute ``job`` into its staging folder; on success move its outputs into the tree."""
         if self.stopping.is_set():
             return Outcome(job.name, "interrupted", 0.0, job.parameters, cells_from=job.cells_from)
-        running = self.build_dir / "running"
-        logs = self.build_dir / "logs"
-        running.mkdir(parents=True, exist_ok=True)
+        tree = self.tree
+        stage = tree.staging / job.name
+        shutil.rmtree(stage, ignore_errors=True)
+        # the kernel reads the tree's current figures and tables (notebook 07 audits the others') from copies
+        # and writes into them; its own figure folder starts empty, so it ends up holding exactly this run's
+        _copy_folder(tree.figures, stage / "figures", skip=job.name)
+        _copy_folder(tree.results, stage / "results")
+        before = _snapshot(stage / "results")
+        logs = tree.work / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        tmp_in = running / f"{job.name}.input.ipynb"
-        tmp_out = running / f"{job.name}.ipynb"
+        tmp_in = stage / f"{job.name}.input.ipynb"
+        tmp_out = stage / f"{job.name}.ipynb"
         log_path = logs / f"{job.name}.log"
         nbformat.write(clean_notebook(job.input_nb), tmp_in)
-        tmp_out.unlink(missing_ok=True)
+        env = dict(os.environ)
+        env.update(
+            ROPELIB_FIGURES_DIR=str(stage / "figures"),
+            ROPELIB_RESULTS_DIR=str(stage / "results"),
+            ROPELIB_CACHE_DIR=str(cache_dir()),  # shared: content-addressed, not an output
+            ROPELIB_NOTEBOOK=job.name,
+        )
         cmd = [
-            sys.executable, "-m", "papermill", str(tmp_in), str(tmp_out),
+            sys.executable, "-c", _PAPERMILL_BOOT, str(os.getpid()), str(tmp_in), str(tmp_out),
             "--kernel", KERNEL,
             "--cwd", str(job.source.parent),
             "--parameters_yaml", yaml.safe_dump(job.parameters, sort_keys=True),
@@ -364,22 +898,29 @@ class Runner:
              f"last time {_fmt_s(self._expected.get(job.name))}")  # fmt: skip
         started = time.time()
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            sessions = {proc.pid}  # papermill's own session, then the kernel's
             with self._lock:
-                self._procs[job.name] = proc
+                self._procs[job.name] = (proc, sessions)
             if self.stopping.is_set():  # stop() ran between the check above and Popen
-                _signal_group(proc, signal.SIGTERM)
+                kill_sessions(sessions, GRACE_S)
             try:
-                rc = proc.wait()
+                while True:
+                    try:
+                        rc = proc.wait(timeout=0.5)
+                        break
+                    except subprocess.TimeoutExpired:
+                        sessions |= _sessions_below(proc.pid)
             finally:
                 with self._lock:
                     self._procs.pop(job.name, None)
+                # whatever the kernel left behind (e.g. the workers of a kernel that died) goes too
+                kill_sessions(sessions, KILL_GRACE_S)
         duration = time.time() - started
         outcome = Outcome(
             job.name, "ok", round(duration, 2), job.parameters, log=str(log_path), cells_from=job.cells_from,
             finished_utc=_utc_now(),
         )  # fmt: skip
-        outcome.figures = _figures_written_since(job.name, started)
         try:
             if self.stopping.is_set() and (rc != 0 or not tmp_out.exists()):
                 outcome.status = "interrupted"
@@ -389,7 +930,7 @@ class Runner:
                 if tmp_out.exists():
                     executed = nbformat.read(tmp_out, as_version=4)
                     outcome.error = error_of(executed) or outcome.error
-                    failed = self.build_dir / "failed" / f"{job.name}.ipynb"
+                    failed = tree.work / "failed" / f"{job.name}.ipynb"
                     failed.parent.mkdir(parents=True, exist_ok=True)
                     os.replace(tmp_out, failed)
                     outcome.failed_copy = str(failed)
@@ -398,17 +939,72 @@ class Runner:
                 error = error_of(executed)  # e.g. a cell tagged raises-exception: still a failure here
                 if error:
                     raise RuntimeError(f"executed notebook holds an error output: {error}")
-                atomic_write_text(job.target, nbformat.writes(executed) + "\n")
-                write_pair(executed, job.target)
-                if self.html:
-                    _export_html(executed, self.build_dir / "html" / f"{job.name}.html")
+                with self._commit_lock:
+                    self._commit(job, executed, stage, before, outcome)
         except Exception as exc:  # a post-processing failure is a notebook failure, never a crash of the run
             outcome.status = "failed"
             outcome.error = f"{type(exc).__name__}: {exc}"[:300]
         finally:
-            tmp_in.unlink(missing_ok=True)
-            tmp_out.unlink(missing_ok=True)
+            shutil.rmtree(stage, ignore_errors=True)
+            with self._commit_lock:
+                self._record(outcome)
         return outcome
+
+    def _commit(
+        self, job: Job, executed: nbformat.NotebookNode, stage: Path, before: Mapping[str, tuple[int, int]], outcome: Outcome
+    ) -> None:
+        """Move one successful notebook's outputs into the tree: the tables it wrote (new or changed since
+        staging; the other notebooks' tables stay as they are), its figure folder (replaced as a whole), the
+        executed notebook and its ``.py`` pair, its HTML; then the gallery. Called under the commit lock."""
+        tree = self.tree
+        results = stage / "results"
+        written = sorted(rel for rel, st in _snapshot(results).items() if before.get(rel) != st)
+        figures = stage / "figures" / job.name
+        for rel in written:
+            _move_into(results / rel, tree.results / rel)
+        _swap_folder(figures if figures.is_dir() else None, tree.figures / job.name)
+        atomic_write_text(job.target, nbformat.writes(executed) + "\n")
+        write_pair(executed, job.target, config_from=job.source)
+        if self.html:
+            _export_html(executed, tree.work / "html" / f"{job.name}.html")
+        write_gallery(tree.notebooks, tree.figures)
+        outcome.tables = written
+        folder = tree.figures / job.name
+        outcome.figures = sorted(p.stem for p in folder.glob("*.png")) if folder.is_dir() else []
+
+    def _record(self, outcome: Outcome) -> None:
+        """Update the notebook's manifest entry and write the manifest (under the commit lock). A failed or
+        interrupted notebook's entry keeps, as ``committed``, the entry of the outputs still in place."""
+        notebooks = self.manifest.setdefault("notebooks", {})
+        previous = notebooks.get(outcome.name) or {}
+        entry = {
+            "status": outcome.status,
+            "duration_s": outcome.duration_s,
+            "finished_utc": outcome.finished_utc,
+            "parameters": outcome.parameters,
+            "figures": outcome.figures,
+            "tables": outcome.tables,
+            "error": outcome.error,
+            "failed_copy": _portable(outcome.failed_copy),
+            "cells_from": outcome.cells_from,
+            **{k: self.manifest.get(k) for k in ("git_commit", "code_hash", "code_dirty")},
+        }
+        if outcome.status != "ok":
+            committed = previous if previous.get("status") == "ok" else previous.get("committed")
+            if committed:
+                entry["committed"] = {k: v for k, v in committed.items() if k != "committed"}
+        notebooks[outcome.name] = entry
+        self.manifest["notebooks"] = dict(sorted(notebooks.items()))
+        if outcome.name not in self.manifest.setdefault("ran", []):
+            self.manifest["ran"].append(outcome.name)
+        self.manifest["duration_s"] = round(time.time() - self._started, 2)
+        try:
+            atomic_write_text(self.manifest_path, json.dumps(self.manifest, indent=2) + "\n")
+        except OSError as exc:
+            message = f"cannot write the manifest {self.manifest_path}: {exc.strerror or exc}"
+            if message not in self.write_errors:
+                self.write_errors.append(message)
+                _say(f"run_all: error: {message}")
 
 
 _PRINT_LOCK = threading.Lock()
@@ -417,13 +1013,6 @@ _PRINT_LOCK = threading.Lock()
 def _say(message: str) -> None:
     with _PRINT_LOCK:
         print(message, flush=True)
-
-
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)  # the papermill process leads its own session (start_new_session)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _last_line(path: Path) -> str:
@@ -436,13 +1025,6 @@ def _export_html(nb: nbformat.NotebookNode, path: Path) -> None:
 
     body, _ = HTMLExporter().from_notebook_node(nb)
     atomic_write_text(path, body)
-
-
-def _figures_written_since(notebook: str, since: float) -> list[str]:
-    folder = figures_dir() / notebook
-    if not folder.is_dir():
-        return []
-    return sorted(p.stem for p in folder.glob("*.png") if p.stat().st_mtime >= since - 1.0)
 
 
 def _utc_now() -> str:
@@ -459,15 +1041,11 @@ def _fmt_s(seconds: float | None) -> str:
 # --------------------------------------------------------------------------------------------------
 # Manifest, summary, gallery
 # --------------------------------------------------------------------------------------------------
-def manifest_path(build_dir: Path, profile: str) -> Path:
-    return build_dir / f"manifest-{profile}.json"
-
-
-def read_manifest(build_dir: Path, profile: str) -> dict[str, Any]:
-    """The last manifest of ``profile`` (empty dict if none or unreadable)."""
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest at ``path`` (empty dict if none or unreadable)."""
     try:
-        return json.loads(manifest_path(build_dir, profile).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
         return {}
 
 
@@ -480,35 +1058,24 @@ def _portable(path: str | None) -> str | None:
         return str(path)
 
 
-def build_manifest(
-    args: argparse.Namespace, outcomes: Sequence[Outcome], previous: Mapping[str, Any], started: float
-) -> dict[str, Any]:
-    """The run's manifest; notebooks not run this time keep their entry from ``previous``."""
-    git = git_state()
-    notebooks = dict(previous.get("notebooks", {}))
-    for o in outcomes:
-        notebooks[o.name] = {
-            "status": o.status,
-            "duration_s": o.duration_s,
-            "finished_utc": o.finished_utc,
-            "parameters": o.parameters,
-            "figures": o.figures,
-            "error": o.error,
-            "failed_copy": _portable(o.failed_copy),
-            "cells_from": o.cells_from,
-        }
+def new_manifest(args: argparse.Namespace, tree: OutputTree, previous: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest this run starts from: provenance of this run, the entries of notebooks not run this
+    time kept from ``previous``. ``Runner._record`` adds each notebook's entry as it finishes."""
+    source = source_state()
     return {
         "profile": args.profile,
+        "reference": tree.reference,
         "device_requested": args.device,
         "device": device_description(args.device),
-        "git_commit": git["commit"],
-        "git_dirty": git["dirty"],
+        "git_commit": source["commit"],
+        "code_hash": source["code_hash"],
+        "code_dirty": source["code_dirty"],
         "versions": package_versions(),
-        "started_utc": dt.datetime.fromtimestamp(started, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "duration_s": round(time.time() - started, 2),
+        "started_utc": _utc_now(),
+        "duration_s": 0.0,
         "jobs": args.jobs,
-        "ran": [o.name for o in outcomes],
-        "notebooks": dict(sorted(notebooks.items())),
+        "ran": [],
+        "notebooks": dict(previous.get("notebooks", {})),
     }
 
 
@@ -525,9 +1092,9 @@ def summary_table(outcomes: Sequence[Outcome]) -> str:
     return "\n".join(lines)
 
 
-def write_gallery(notebooks_dir: Path | None = None) -> Path:
-    """Regenerate ``figures_dir()/README.md``: every figure with its notebook and caption."""
-    root = figures_dir()
+def write_gallery(notebooks_dir: Path | None = None, root: Path | None = None) -> Path:
+    """Regenerate ``<root>/README.md`` (default root ``figures_dir()``): every figure with its notebook and caption."""
+    root = Path(root) if root is not None else figures_dir()
     lines = [
         "# Figures",
         "",
@@ -536,7 +1103,7 @@ def write_gallery(notebooks_dir: Path | None = None) -> Path:
         "exists as SVG beside the PNG.",
         "",
     ]
-    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
     count = 0
     for folder in folders:
         pngs = sorted(folder.glob("*.png"))
@@ -565,6 +1132,117 @@ def write_gallery(notebooks_dir: Path | None = None) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------
+# A fork in one command: --new NN_my_idea [--from 00_template]
+# --------------------------------------------------------------------------------------------------
+def _python_command() -> str:
+    """How to call this Python in printed commands: ``.venv/bin/python`` inside the checkout, else ``python``."""
+    exe = Path(sys.executable)
+    try:
+        exe.absolute().relative_to(REPO_ROOT)
+    except ValueError:
+        return "python"
+    return os.path.relpath(exe.absolute())
+
+
+def fork_notebook(nb: nbformat.NotebookNode, old: str, new: str) -> nbformat.NotebookNode:
+    """A copy of ``nb`` for a new notebook ``new``: no injected-parameters cell, outputs and execution counts
+    cleared, minimal metadata with the kernelspec, and the quoted name ``"<old>"`` in code cells (e.g. a
+    ``notebook_name(fallback=...)`` or a ``NOTEBOOK = ...`` constant) replaced by ``"<new>"``."""
+    nb = nbformat.from_dict(json.loads(json.dumps(nb)))
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+            for quote in ('"', "'"):
+                cell.source = cell.source.replace(f"{quote}{old}{quote}", f"{quote}{new}{quote}")
+    return clean_notebook(nb)
+
+
+def profile_section_with(text: str, old: str, new: str) -> str | None:
+    """``profiles.yaml`` text with notebook ``old``'s section copied as ``new``'s, appended as the last entry
+    of ``notebooks:`` (the rest of the file, comments included, is left as it is). ``None`` when ``old`` has
+    no section; ``ConfigError`` when the file's layout is not ``notebooks:`` with two-space sections."""
+    lines = text.splitlines(keepends=True)
+    top = [i for i, ln in enumerate(lines) if re.match(r"notebooks:\s*(#.*)?$", ln)]
+    if not top:
+        raise ConfigError("cannot find a top-level 'notebooks:' line in the profiles file: add the section by hand")
+    start = top[0] + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].strip() and not lines[i][0].isspace()
+                and not lines[i].startswith("#")), len(lines))  # fmt: skip
+    header = re.compile(rf"  (['\"]?){re.escape(old)}\1:(\s|$)")
+    first = next((i for i in range(start, end) if header.match(lines[i])), None)
+    if first is None:
+        return None
+    last = first + 1
+    while last < end and (not lines[last].strip() or lines[last].startswith("   ")):
+        last += 1
+    while last > first + 1 and not lines[last - 1].strip():
+        last -= 1
+    section = [lines[first].replace(old, new, 1)] + lines[first + 1 : last]
+    section[-1] = section[-1].rstrip("\n") + "\n"
+    insert = 1 + max(i for i in range(start, end) if lines[i].startswith("  ") and lines[i].strip())
+    if not lines[insert - 1].endswith("\n"):
+        lines[insert - 1] += "\n"
+    return "".join(lines[:insert] + section + lines[insert:])
+
+
+def new_notebook(args: argparse.Namespace) -> int:
+    """``--new NN_my_idea [--from 00_template]``: write ``notebooks/NN_my_idea.py`` and ``.ipynb`` from the
+    source notebook (``fork_notebook``), copy its ``profiles.yaml`` section, print the next command."""
+    name = args.new
+    notebooks_dir = args.notebooks_dir.resolve()
+    if not NOTEBOOK_RE.match(name):
+        raise ConfigError(
+            f"--new {name!r}: a notebook name is two digits, '_' and letters, digits, '_' or '-', e.g. 08_my_idea"
+        )
+    paths = discover_notebooks(notebooks_dir)
+    for suffix in (".py", ".ipynb"):
+        if (notebooks_dir / f"{name}{suffix}").exists():
+            raise ConfigError(f"--new {name!r}: {notebooks_dir / (name + suffix)} already exists")
+    taken = [p.stem for p in paths if p.stem[:2] == name[:2]]
+    if taken:
+        used = ", ".join(sorted({p.stem[:2] for p in paths}))
+        raise ConfigError(
+            f"--new {name!r}: number {name[:2]} is taken by {taken[0]} (--only {name[:2]} must pick one notebook); "
+            f"numbers in use: {used}"
+        )
+    sources = select_notebooks(paths, [args.source])
+    if len(sources) != 1:
+        raise ConfigError(f"--from {args.source!r} matches {len(sources)} notebooks; give the full name")
+    source = sources[0]
+    profiles_text = args.profiles.read_text(encoding="utf-8")
+    profiles = load_profiles(args.profiles)
+    if name in profiles.notebooks:
+        raise ConfigError(f"--new {name!r}: {args.profiles} already has a section {name!r}")
+    new_text = profile_section_with(profiles_text, source.stem, name)
+    nb, _ = effective_input(source)
+    forked = fork_notebook(nb, source.stem, name)
+    target = notebooks_dir / f"{name}.ipynb"
+    written: list[Path] = []
+    try:
+        written.append(atomic_write_text(target, nbformat.writes(forked) + "\n"))
+        written.append(write_pair(forked, target, config_from=source))
+        if new_text is not None:
+            atomic_write_text(args.profiles, new_text)
+            load_profiles(args.profiles, notebooks_dir=notebooks_dir)  # the copy must pass the same checks
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if new_text is not None:
+            atomic_write_text(args.profiles, profiles_text)
+        raise
+    shown = [os.path.relpath(p) for p in written]
+    print(f"run_all: created {shown[1]} and {shown[0]} from {source.stem}", flush=True)
+    if new_text is not None:
+        print(f"run_all: added a {name} section to {os.path.relpath(args.profiles)}, copied from {source.stem}'s")
+    else:
+        print(f"run_all: {source.stem} has no section in {os.path.relpath(args.profiles)}; add one for {name} if it has knobs")
+    print(f"next: {_python_command()} {os.path.relpath(REPO_ROOT / 'run_all.py')} --profile smoke --only {name[:2]}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -573,14 +1251,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks (number or full name)")
     parser.add_argument("--device", default="auto", choices=DEVICES, help="device injected into every notebook")
     parser.add_argument("--jobs", type=int, default=1, help="notebooks run at the same time (separate processes)")
-    parser.add_argument("--html", action="store_true", help="also export each executed notebook to build/html/")
+    parser.add_argument("--html", action="store_true", help="also export each executed notebook to <work folder>/html/")
     parser.add_argument("--list", action="store_true", help="list notebooks, their parameters and last status")
+    parser.add_argument("--reference", action="store_true",
+                        help=f"replace the committed notebooks, figures/ and results/ (profile {REFERENCE_PROFILE!r} "
+                             "only; with --only, just those notebooks' outputs)")  # fmt: skip
+    parser.add_argument("--new", metavar="NN_NAME", help="start a new notebook NN_NAME from --from (a fork) and exit")
+    parser.add_argument("--from", dest="source", default="00_template", metavar="NOTEBOOK",
+                        help="the notebook --new copies (default: 00_template)")  # fmt: skip
     parser.add_argument("--notebooks-dir", type=Path, default=REPO_ROOT / "notebooks", help=argparse.SUPPRESS)
     parser.add_argument("--output-dir", type=Path, default=None,
-                        help="write executed notebooks (and .py pairs) here instead of replacing them in place")
+                        help="write this run's notebooks, figures, results and manifest under this folder "
+                             "(default: build/<profile>/)")  # fmt: skip
     parser.add_argument("--profiles", type=Path, default=REPO_ROOT / "profiles.yaml", help="profiles file")
     parser.add_argument("--build-dir", type=Path, default=REPO_ROOT / "build",
-                        help="failed copies, logs, HTML and manifests (default: build/)")  # fmt: skip
+                        help="sandbox trees build/<profile>/ and the reference run's work folder (default: build/)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
@@ -600,8 +1285,9 @@ def check_device(device: str) -> None:
         raise ConfigError(f"device {device!r} is not available on this machine; available: auto, {', '.join(available)}")
 
 
-def plan(args: argparse.Namespace, profiles: Profiles) -> list[Job]:
+def plan(args: argparse.Namespace, profiles: Profiles, tree: OutputTree | None = None) -> list[Job]:
     """Every job of this run, validated (profile, notebook names, parameters) before anything executes."""
+    tree = tree or output_tree(args)
     notebooks_dir = args.notebooks_dir.resolve()
     paths = discover_notebooks(notebooks_dir)
     if not paths:
@@ -613,47 +1299,75 @@ def plan(args: argparse.Namespace, profiles: Profiles) -> list[Job]:
             f"notebooks: {', '.join(p.stem for p in paths)}"
         )
     jobs = []
-    out_dir = args.output_dir.resolve() if args.output_dir else None
     for path in select_notebooks(paths, args.only):
         params = profiles.parameters(path.stem, args.profile)
         params.update(profile=args.profile, device=args.device)
         nb, cells_from = effective_input(path)
         check_parameters(path.stem, nb, params)
-        target = (out_dir / path.name) if out_dir else path
-        jobs.append(Job(path, target, nb, cells_from, params))
+        jobs.append(Job(path, tree.notebooks / path.name, nb, cells_from, params))
     return jobs
 
 
+def _status(entry: Mapping[str, Any] | None) -> str:
+    if not entry:
+        return "never run"
+    return f"{entry['status']} in {_fmt_s(entry.get('duration_s'))} at {entry.get('finished_utc', '?')}"
+
+
 def list_notebooks(args: argparse.Namespace, profiles: Profiles) -> str:
-    """The ``--list`` text: each notebook, its parameters per profile and its last status per profile."""
+    """The ``--list`` text: each notebook, its committed reference run (from the committed manifest), and per
+    profile its parameters and the last status in that profile's sandbox tree."""
     lines = []
-    manifests = {p: read_manifest(args.build_dir, p) for p in profiles.names}
+    reference_path = results_dir() / f"run_manifest_{REFERENCE_PROFILE}.json"
+    reference_manifest = read_manifest(reference_path)
+    reference = reference_manifest.get("notebooks", {})
+    roots = {p: Path(args.output_dir or args.build_dir / p) for p in profiles.names}
+    manifests = {p: read_manifest(roots[p] / "results" / f"run_manifest_{p}.json") for p in profiles.names}
     for path in discover_notebooks(args.notebooks_dir):
         lines.append(path.stem)
+        ref = reference.get(path.stem)
+        if ref and ref.get("status") != "ok":
+            ref = ref.get("committed")
+        commit = (ref or {}).get("git_commit") or (reference_manifest.get("git_commit") if ref else None)
+        commit = f", commit {commit[:10]}" if commit else ""
+        lines.append(f"  {'reference':<8} {_status(ref) + commit if ref else 'none committed'}")
         for prof in profiles.names:
             params = profiles.notebooks.get(path.stem, {}).get(prof) or {}
             shown = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "(no parameters)"
             last = manifests[prof].get("notebooks", {}).get(path.stem)
-            status = f"{last['status']} in {_fmt_s(last['duration_s'])} at {last['finished_utc']}" if last else "never run"
-            lines.append(f"  {prof:<8} last: {status:<40} {shown}")
-    return "\n".join(lines) if lines else f"no NN_*.ipynb notebooks in {args.notebooks_dir}"
+            lines.append(f"  {prof:<8} last: {_status(last):<40} {shown}")
+    if not lines:
+        return f"no NN_*.ipynb notebooks in {args.notebooks_dir}"
+    return "\n".join(lines + ["", f"reference: {_portable(str(reference_path))}; sandboxes: "
+                              f"{', '.join(_portable(str(r)) or '' for r in roots.values())}"])  # fmt: skip
 
 
-def execute(args: argparse.Namespace, jobs: Sequence[Job]) -> tuple[list[Outcome], bool]:
-    """Run the jobs (``--jobs`` at a time); returns the outcomes in reading order and whether interrupted."""
-    previous = read_manifest(args.build_dir, args.profile).get("notebooks", {})
+def _ignore_signals() -> None:
+    """During the shutdown, a second Ctrl-C (or SIGTERM/SIGHUP) must not cut the cleanup short."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+
+
+def execute(args: argparse.Namespace, tree: OutputTree, jobs: Sequence[Job]) -> tuple[list[Outcome], bool, Runner]:
+    """Run the jobs (``--jobs`` at a time); returns the outcomes in reading order, whether interrupted, and
+    the runner (its manifest and write errors). Every child process is gone when this returns."""
+    manifest_path = tree.manifest(args.profile)
+    manifest = new_manifest(args, tree, read_manifest(manifest_path))
+    previous = manifest["notebooks"]
     expected = {  # durations of the last completed execution, for the estimate of the time left
         j.name: previous[j.name]["duration_s"] if previous.get(j.name, {}).get("status") in ("ok", "failed") else None
         for j in jobs
     }
     order = {j.name: f"{i}/{len(jobs)}" for i, j in enumerate(jobs, 1)}
-    runner = Runner(args.build_dir, args.html, order, expected)
+    runner = Runner(tree, args.html, manifest, manifest_path, order, expected)
     outcomes: dict[str, Outcome] = {}
     started = time.time()
     total = len(jobs)
     interrupted = False
-    print(f"run_all: profile={args.profile} device={args.device} ({device_description(args.device)}) "
-          f"notebooks={total} jobs={args.jobs}", flush=True)  # fmt: skip
+    where = "the committed reference outputs" if tree.reference else f"{_portable(str(tree.work))}/"
+    print(f"run_all: profile={args.profile} device={args.device} ({manifest['device']}) "
+          f"notebooks={total} jobs={args.jobs}; writing {where}", flush=True)  # fmt: skip
 
     def remaining_estimate() -> float | None:
         left = [expected[j.name] for j in jobs if j.name not in outcomes]
@@ -680,17 +1394,24 @@ def execute(args: argparse.Namespace, jobs: Sequence[Job]) -> tuple[list[Outcome
                     _say(f"      ... running {', '.join(runner.running())}; elapsed {_fmt_s(time.time() - started)}")
         except KeyboardInterrupt:
             interrupted = True
-            print("\nrun_all: interrupted; shutting kernels down (committed notebooks are untouched) ...", flush=True)
-            runner.stop()
+            _ignore_signals()
+            print("\nrun_all: interrupted; stopping the notebooks and their processes (no outputs of an unfinished "
+                  "notebook are kept) ...", flush=True)  # fmt: skip
             for fut in futures:
                 fut.cancel()
-            for fut, job in futures.items():
-                if fut.cancelled():
-                    continue
-                o = fut.result()
-                outcomes[o.name] = o
+            runner.stop()
+            for fut in futures:
+                if not fut.cancelled():
+                    o = fut.result()
+                    outcomes[o.name] = o
+        finally:  # an unexpected error here must not leave notebooks running either
+            if not interrupted and pending:
+                _ignore_signals()
+                for fut in futures:
+                    fut.cancel()
+                runner.stop()
     ordered = [outcomes[j.name] for j in jobs if j.name in outcomes]
-    return ordered, interrupted
+    return ordered, interrupted, runner
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -698,57 +1419,70 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit code (0 ok, 1 a notebook failed, 2 bad input, 130 interrupted)."""
+    """Entry point; returns the process exit code (0 ok, 1 a notebook failed, 2 bad input, 3 another run
+    holds the output tree, 130 interrupted)."""
     args = parse_args(argv)
     if threading.current_thread() is not threading.main_thread():
         return _main(args)
-    # Ctrl-C (and SIGTERM, e.g. from a job scheduler) stop the run cleanly, even where the shell
-    # started this process with SIGINT ignored (a background job)
-    old = signal.signal(signal.SIGINT, signal.default_int_handler), signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Ctrl-C, SIGTERM (a job scheduler, `kill`) and SIGHUP (the terminal closed) stop the run cleanly, even
+    # where the shell started this process with SIGINT ignored (a background job)
+    old = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in STOP_SIGNALS[1:]:
+        signal.signal(sig, _raise_interrupt)
     try:
         return _main(args)
     except KeyboardInterrupt:  # before any notebook started: nothing to clean up
         print("run_all: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
-        signal.signal(signal.SIGINT, old[0])
-        signal.signal(signal.SIGTERM, old[1])
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _main(args: argparse.Namespace) -> int:
     args.build_dir = args.build_dir.resolve()
     try:
-        profiles = load_profiles(args.profiles)
+        if args.new:
+            return new_notebook(args)
+        profiles = load_profiles(args.profiles, notebooks_dir=args.notebooks_dir)
         if args.list:
             print(list_notebooks(args, profiles))
             return EXIT_OK
         if args.profile not in profiles.names:
             raise ConfigError(f"unknown profile {args.profile!r}; profiles in {args.profiles.name}: {', '.join(profiles.names)}")
+        tree = output_tree(args)
         check_device(args.device)
-        jobs = plan(args, profiles)
+        jobs = plan(args, profiles, tree)
+        check_writable(tree)
+        lock = lock_tree(tree)
     except ConfigError as exc:
         print(f"run_all: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-
-    started = time.time()
-    previous = read_manifest(args.build_dir, args.profile)
-    outcomes, interrupted = execute(args, jobs)
-    manifest = build_manifest(args, outcomes, previous, started)
-    atomic_write_text(manifest_path(args.build_dir, args.profile), json.dumps(manifest, indent=2) + "\n")
-    whole_collection = not args.only and args.output_dir is None and not interrupted
-    if whole_collection:
-        atomic_write_text(results_dir() / f"run_manifest_{args.profile}.json", json.dumps(manifest, indent=2) + "\n")
-    write_gallery(args.notebooks_dir.resolve())
-    running_dir = args.build_dir / "running"
-    if running_dir.is_dir() and not any(running_dir.iterdir()):
-        shutil.rmtree(running_dir, ignore_errors=True)
+    except BusyError as exc:
+        print(f"run_all: error: {exc}", file=sys.stderr)
+        return EXIT_BUSY
+    except OSError as exc:
+        print(f"run_all: error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        for line in clean_leftovers(tree):
+            print(f"run_all: a previous run was cut short: {line}", flush=True)
+        outcomes, interrupted, runner = execute(args, tree, jobs)
+        if tree.staging.is_dir() and not any(tree.staging.iterdir()):
+            shutil.rmtree(tree.staging, ignore_errors=True)
+    finally:
+        if lock is not None:
+            os.close(lock)
 
     print()
     print(summary_table(outcomes))
-    print(f"\nmanifest: {manifest_path(args.build_dir, args.profile)}; gallery: {figures_dir() / 'README.md'}")
+    print(f"\nmanifest: {_portable(str(tree.manifest(args.profile)))}; gallery: {_portable(str(tree.figures / 'README.md'))}")
+    for message in runner.write_errors:
+        print(f"run_all: error: {message}", file=sys.stderr)
     if interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_FAILED if any(o.status != "ok" for o in outcomes) else EXIT_OK
+    return EXIT_FAILED if runner.write_errors or any(o.status != "ok" for o in outcomes) else EXIT_OK
 
 
 if __name__ == "__main__":

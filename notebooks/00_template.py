@@ -9,7 +9,7 @@
 # 2. **train** it beside two built-ins through `ropelib.runs.run(spec)` — a cached, resumable run, so
 #    re-executing the notebook reads finished runs back instead of training again;
 # 3. **plot** the comparison in the shared style (`ropelib.plotting`) and save it with `savefig`, which
-#    writes PNG + SVG under `figures/00_template/` and records the caption for the gallery.
+#    writes PNG + SVG under `figures/<this notebook's name>/` and records the caption for the gallery.
 #
 # The example encoding is a *logarithmic distance bias*: head $h$ adds $-m_h \log(1 + |i - j|)$ to the
 # attention logit of query $i$ and key $j$, with ALiBi's slopes $m_h$ (Press et al. 2021, arXiv
@@ -17,7 +17,8 @@
 # $-r_1 \log(1 + r_2 |i - j|)$ (Chi et al. 2022, arXiv 2205.09921, §3), which learns $r_1, r_2$.
 #
 # Every knob is in the `parameters` cell below; `run_all.py` injects the values of the chosen profile
-# (`profiles.yaml`, section `00_template`).
+# (`profiles.yaml`, the section named like this notebook). To start your own notebook from this one:
+# `.venv/bin/python run_all.py --new NN_my_idea` (README, "Fork").
 
 # %% tags=["parameters"]
 profile = "default"  # smoke | default | full (run_all.py injects it)
@@ -56,13 +57,15 @@ from ropelib.encodings.alibi import alibi_slopes
 from ropelib.encodings.base import heads_first, relative_positions
 from ropelib.evaluate import lm_loss_at_lengths
 from ropelib.model import ModelConfig, select_device
-from ropelib.paths import atomic_write_text, results_dir
+from ropelib.paths import atomic_write_text, notebook_name, results_dir
 from ropelib.plotting import color_for, savefig, set_theme
 from ropelib.provenance import show_provenance
 from ropelib.runs import RunSpec, run
 from ropelib.train import TrainConfig
 
-NOTEBOOK = "00_template"  # figures go to figures/00_template/, tables to results/00_template.csv
+# this file's name (run_all.py passes it; a copy gets its own): figures go to figures/<NOTEBOOK>/,
+# the table to results/<NOTEBOOK>.csv
+NOTEBOOK = notebook_name(fallback="00_template")
 set_theme()
 torch_device = select_device(device)
 print(f"profile={profile}, device={torch_device}")

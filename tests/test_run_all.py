@@ -1,8 +1,12 @@
 """run_all.py on fixture notebooks (tests/fixtures/): no engine needed.
 
-One sequential run of three fixture notebooks (ok, deliberately failing, ok) is shared by most tests:
-run_all must go on after the failure, exit non-zero, leave the failing notebook byte-identical, keep
-the failed copy, replace the successful ones (with their .py pairs), write the manifest and the gallery.
+One sequential sandbox run of three fixture notebooks (ok, deliberately failing, ok) is shared by most
+tests: run_all must go on after the failure, exit non-zero, keep the failed copy, write the executed
+notebooks (with their .py pairs), the manifest and the gallery under build/<profile>/, and leave every
+source notebook and the reference outputs byte-identical. A second, ``--reference`` run of two of them
+replaces the committed notebooks and writes the reference figures, tables and manifest. More in
+test_run_all_outputs.py (all-or-nothing outputs, locks), test_run_all_processes.py (process tree) and
+test_run_all_fork.py (``--new``).
 """
 
 from __future__ import annotations
@@ -67,8 +71,22 @@ def fixture_run(tmp_path_factory):
         text=True,
         timeout=300,
     )
-    manifest = json.loads((build / "manifest-smoke.json").read_text())
-    return dict(root=root, nb_dir=nb_dir, build=build, before=before, proc=proc, manifest=manifest)
+    sandbox = build / "smoke"
+    manifest = json.loads((sandbox / "results" / "run_manifest_smoke.json").read_text())
+    return dict(root=root, nb_dir=nb_dir, build=build, sandbox=sandbox, before=before, proc=proc, manifest=manifest)
+
+
+@pytest.fixture(scope="module")
+def reference_run(fixture_run):
+    """After the sandbox run: ``--reference --only 01 03`` on the same notebooks (default profile)."""
+    root, nb_dir, build = fixture_run["root"], fixture_run["nb_dir"], fixture_run["build"]
+    before = {p.name: p.read_bytes() for p in nb_dir.iterdir()}
+    proc = subprocess.run(
+        _cli(nb_dir, build, "--reference", "--only", "01", "03"),
+        env=_outputs_env(root), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    manifest = json.loads((root / "results" / "run_manifest_default.json").read_text())
+    return dict(fixture_run, before=before, proc=proc, manifest=manifest)
 
 
 def test_failure_does_not_stop_the_run_and_exits_nonzero(fixture_run):
@@ -83,21 +101,26 @@ def test_failure_does_not_stop_the_run_and_exits_nonzero(fixture_run):
     assert "02_fail   failed" in table and "01_ok     ok" in table
 
 
-def test_failed_notebook_untouched_and_failed_copy_kept(fixture_run):
-    nb_dir, build, before = fixture_run["nb_dir"], fixture_run["build"], fixture_run["before"]
-    assert (nb_dir / "02_fail.ipynb").read_bytes() == before["02_fail.ipynb"]
-    assert (nb_dir / "02_fail.py").read_bytes() == before["02_fail.py"]
-    failed = nbformat.read(build / "failed" / "02_fail.ipynb", as_version=4)
+def test_sandbox_run_leaves_sources_and_reference_untouched(fixture_run):
+    nb_dir, root, before = fixture_run["nb_dir"], fixture_run["root"], fixture_run["before"]
+    assert {p.name: p.read_bytes() for p in nb_dir.iterdir()} == before
+    assert not (root / "figures").exists() and not (root / "results").exists()  # the reference tree
+
+
+def test_failed_copy_kept_and_staging_removed(fixture_run):
+    sandbox = fixture_run["sandbox"]
+    assert not (sandbox / "notebooks" / "02_fail.ipynb").exists()
+    failed = nbformat.read(sandbox / "failed" / "02_fail.ipynb", as_version=4)
     text = nbformat.writes(failed)
     assert "An Exception was encountered" in text  # papermill's error banner
     assert "deliberate failure in a test fixture" in text
-    assert not (build / "running").exists() or not any((build / "running").iterdir())
+    assert not (sandbox / "running").exists()
 
 
-def test_successful_notebooks_replaced_with_outputs_and_pairs_synced(fixture_run):
-    nb_dir, before = fixture_run["nb_dir"], fixture_run["before"]
+def test_successful_notebooks_written_to_the_sandbox_with_pairs_synced(fixture_run):
+    nb_dir = fixture_run["sandbox"] / "notebooks"
+    assert sorted(p.name for p in nb_dir.iterdir()) == ["01_ok.ipynb", "01_ok.py", "03_ok.ipynb", "03_ok.py"]
     raw = (nb_dir / "01_ok.ipynb").read_bytes()
-    assert raw != before["01_ok.ipynb"]
     nb = nbformat.reads(raw.decode(), as_version=4)
     nbformat.validate(nb)
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
@@ -107,35 +130,63 @@ def test_successful_notebooks_replaced_with_outputs_and_pairs_synced(fixture_run
     # metadata kept minimal
     assert set(nb.metadata) == {"kernelspec", "language_info"}
     assert all(set(c.metadata) <= {"tags"} for c in nb.cells)
-    # the .py pair was rewritten from the executed notebook and is in sync
-    pair = jupytext.read(nb_dir / "01_ok.py")
+    # the .py pair was rewritten from the executed notebook, in sync, with the source folder's jupytext config
+    pair_text = (nb_dir / "01_ok.py").read_text()
+    assert not pair_text.startswith("# ---")  # notebook_metadata_filter = "-all"
+    pair = jupytext.reads(pair_text, fmt="py:percent")
     assert [(c.cell_type, c.source.strip()) for c in pair.cells] == [(c.cell_type, c.source.strip()) for c in nb.cells]
 
 
 def test_manifest_records_provenance_parameters_and_figures(fixture_run):
-    manifest, root = fixture_run["manifest"], fixture_run["root"]
+    manifest = fixture_run["manifest"]
     assert manifest["profile"] == "smoke" and manifest["device_requested"] == "auto"
+    assert manifest["reference"] is False
     assert manifest["device"].startswith(("cpu", "cuda", "mps"))
     assert "git_commit" in manifest and manifest["versions"]["papermill"]
+    assert len(manifest["code_hash"]) == 16 and manifest["notebooks"]["01_ok"]["code_hash"] == manifest["code_hash"]
     assert manifest["notebooks"]["01_ok"]["parameters"] == {"n_points": 3, "profile": "smoke", "device": "auto"}
     assert manifest["notebooks"]["03_ok"]["parameters"]["label"] == "tiny"
     assert manifest["notebooks"]["01_ok"]["figures"] == ["line"]
     assert manifest["notebooks"]["01_ok"]["duration_s"] > 0
-    # a run of the whole collection also leaves the reference copy under results/
-    reference = json.loads((root / "results" / "run_manifest_smoke.json").read_text())
-    assert reference["notebooks"].keys() == manifest["notebooks"].keys()
+    assert "committed" not in manifest["notebooks"]["02_fail"]  # never succeeded: no outputs in place
 
 
 def test_gallery_and_html(fixture_run):
-    root, build = fixture_run["root"], fixture_run["build"]
-    gallery = (root / "figures" / "README.md").read_text()
+    sandbox = fixture_run["sandbox"]
+    gallery = (sandbox / "figures" / "README.md").read_text()
     assert "(01_ok/line.png)" in gallery and "A line through 3 points (smoke profile)." in gallery
-    assert (root / "figures" / "01_ok" / "line.svg").exists()
-    assert sorted(p.name for p in (build / "html").iterdir()) == ["01_ok.html", "03_ok.html"]
+    assert "## [01_ok](../notebooks/01_ok.ipynb)" in gallery  # links to the sandbox's own notebooks
+    assert (sandbox / "figures" / "01_ok" / "line.svg").exists()
+    assert sorted(p.name for p in (sandbox / "html").iterdir()) == ["01_ok.html", "03_ok.html"]
 
 
-def test_list_shows_parameters_per_profile_and_last_status(fixture_run, capsys):
-    nb_dir, build = fixture_run["nb_dir"], fixture_run["build"]
+def test_reference_run_replaces_committed_notebooks_and_outputs(reference_run):
+    proc, nb_dir, root, before = reference_run["proc"], reference_run["nb_dir"], reference_run["root"], reference_run["before"]
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (nb_dir / "02_fail.ipynb").read_bytes() == before["02_fail.ipynb"]  # not selected
+    nb = nbformat.read(nb_dir / "01_ok.ipynb", as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert 'profile = "default"' in injected[0].source and "n_points = 10" in injected[0].source
+    assert 'profile = "default"' in (nb_dir / "01_ok.py").read_text()
+    assert "A line through 10 points (default profile)." in (root / "figures" / "README.md").read_text()
+    manifest = reference_run["manifest"]
+    assert manifest["reference"] is True and manifest["profile"] == "default"
+    assert sorted(manifest["notebooks"]) == ["01_ok", "03_ok"]
+    assert manifest["notebooks"]["01_ok"]["figures"] == ["line"]
+    assert not (reference_run["build"] / "reference" / "running").exists()
+
+
+def test_reference_needs_the_reference_profile_and_no_output_dir(tmp_path, capsys):
+    err = _config_error(tmp_path / "a", capsys, "--reference", "--profile", "smoke")
+    assert "--reference" in err and "'default'" in err and "'smoke'" in err
+    err = _config_error(tmp_path / "b", capsys, "--reference", "--output-dir", str(tmp_path / "out"))
+    assert "--output-dir" in err
+
+
+def test_list_shows_parameters_per_profile_and_last_status(reference_run, capsys, monkeypatch):
+    nb_dir, build = reference_run["nb_dir"], reference_run["build"]
+    for key, value in _outputs_env(reference_run["root"]).items():
+        monkeypatch.setenv(key, value)
     rc = run_all.main(
         ["--list", "--notebooks-dir", str(nb_dir), "--profiles", str(nb_dir / "profiles.yaml"), "--build-dir", str(build)]
     )
@@ -145,7 +196,9 @@ def test_list_shows_parameters_per_profile_and_last_status(fixture_run, capsys):
     block = lines[lines.index("01_ok") : lines.index("02_fail")]
     assert any("smoke" in ln and "ok in" in ln and "n_points=3" in ln for ln in block)
     assert any("full" in ln and "never run" in ln and "n_points=100" in ln for ln in block)
+    assert any("reference" in ln and "ok in" in ln for ln in block)  # read from the committed manifest
     assert any("smoke" in ln and "failed in" in ln for ln in lines[lines.index("02_fail") :])
+    assert any("reference" in ln and "none committed" in ln for ln in lines[lines.index("02_fail") :])
 
 
 # -- errors detected before anything executes ---------------------------------------------------
@@ -235,8 +288,8 @@ def test_output_dir_redirects_targets(tmp_path):
     )
     jobs = run_all.plan(args, run_all.load_profiles(nb_dir / "profiles.yaml"))
     assert [(j.source, j.target) for j in jobs] == [
-        (nb_dir / "01_ok.ipynb", out / "01_ok.ipynb"),
-        (nb_dir / "03_ok.ipynb", out / "03_ok.ipynb"),
+        (nb_dir / "01_ok.ipynb", out / "notebooks" / "01_ok.ipynb"),
+        (nb_dir / "03_ok.ipynb", out / "notebooks" / "03_ok.ipynb"),
     ]
     assert jobs[0].parameters == {"n_points": 100, "profile": "full", "device": "auto"}
     assert jobs[1].parameters == {"profile": "full", "device": "auto"}  # no "full" section for 03_ok
@@ -254,7 +307,7 @@ def test_ctrl_c_stops_cleanly_with_parallel_jobs(tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    running = [build / "running" / f"{n}_sleep.ipynb" for n in ("01", "02")]
+    running = [build / "default" / "running" / f"{n}_sleep" / f"{n}_sleep.ipynb" for n in ("01", "02")]
     deadline = time.time() + 120
     while time.time() < deadline and not all(p.exists() and "sleeping" in p.read_text() for p in running):
         time.sleep(0.5)
@@ -265,8 +318,9 @@ def test_ctrl_c_stops_cleanly_with_parallel_jobs(tmp_path):
     assert "interrupted" in out
     assert {p.name: p.read_bytes() for p in nb_dir.iterdir()} == before
     assert not any(p.exists() for p in running)  # temporary copies removed
-    manifest = json.loads((build / "manifest-default.json").read_text())
+    manifest = json.loads((build / "default" / "results" / "run_manifest_default.json").read_text())
     assert {e["status"] for e in manifest["notebooks"].values()} == {"interrupted"}
+    assert not (build / "default" / "notebooks").exists()
 
 
 # -- the helpers run_all and the gallery rely on: ropelib.plotting and ropelib.provenance ------------
@@ -339,4 +393,33 @@ def test_provenance_table_has_the_facts():
     assert values["param.steps"] == "3"
     assert values["version.torch"].startswith("2.") and values["version.python"].count(".") == 2
     assert values["date_utc"].endswith("UTC") and int(values["cpu_count"]) >= 1
-    assert {"git_commit", "git_dirty", "platform", "version.ropelib", "version.numpy"} <= set(values)
+    assert {"git_commit", "code_hash", "code_dirty", "platform", "version.ropelib", "version.numpy"} <= set(values)
+
+
+def test_source_state_hashes_code_not_outputs(tmp_path):
+    """A reference run rewrites outputs and the notebooks' injected-parameters cells: neither makes the code
+    dirty or changes its hash; an edit of a library file does both."""
+    from ropelib.provenance import source_state
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "ropelib").mkdir()
+    (tmp_path / "ropelib" / "a.py").write_text("x = 1\n")
+    (tmp_path / "notebooks").mkdir()
+    cell = '# %% tags=["injected-parameters"]\n# Parameters\nprofile = "{}"\n\n'
+    text = '# %% tags=["parameters"]\nprofile = "default"\n\n' + cell + "# %%\nprint(1)\n"
+    (tmp_path / "notebooks" / "01_x.py").write_text(text.format("default"))
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "01_x.csv").write_text("a\n1\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    clean = source_state(tmp_path)
+    assert clean["code_dirty"] is False and len(clean["code_hash"]) == 16 and len(clean["commit"]) == 40
+    (tmp_path / "results" / "01_x.csv").write_text("a\n2\n")  # an output
+    (tmp_path / "notebooks" / "01_x.py").write_text(text.format("smoke"))  # a run-specific cell
+    assert source_state(tmp_path) == clean
+    (tmp_path / "ropelib" / "a.py").write_text("x = 2\n")
+    edited = source_state(tmp_path)
+    assert edited["code_dirty"] is True and edited["code_hash"] != clean["code_hash"]
