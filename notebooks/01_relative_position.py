@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 import sympy as sp
 import torch
+from IPython.display import Markdown, display
 
 from ropelib import analysis as A
 from ropelib.encodings import make_encoding
@@ -333,13 +334,13 @@ plt.show()
 
 # %%
 dyn_change = float(dyn_table.iloc[-1, 1])
-print(
-    f"* The identity R_m^T R_n = R_(n-m) holds symbolically (2-D complex form, and block-diagonal for "
+display(Markdown(
+    f"* The identity `R_m^T R_n = R_(n-m)` holds symbolically (2-D complex form, and block-diagonal for "
     f"d = 2 … {max_symbolic_dim}); the score depends on m - n only.\n"
     f"* Numerically, all {len(rope_variants)} RoPE variants in both layouts give Toeplitz score matrices: "
     f"largest relative deviation {worst_rope:.1e} (float32 rounding).\n"
     f"* Additive encodings do not: relative deviation {contrast_dev['sinusoidal']:.2f} for sinusoidal and "
-    f"{contrast_dev['learned']:.2f} for a learned table — the cross terms <x, p_n> + <p_m, y> depend on "
+    f"{contrast_dev['learned']:.2f} for a learned table — the cross terms `<x, p_n> + <p_m, y>` depend on "
     f"absolute positions.\n"
     f"* The blog's 'RoPE' formula equals the sinusoidal table to {blog_vs_sinusoidal:.0e}: it describes "
     f"additive sinusoidal positions, not a rotation of q and k.\n"
@@ -348,7 +349,7 @@ print(
     f"* Dynamic NTK stays relative within an input (deviation {dyn_table.iloc[-1, 0]:.1e}) but changes the "
     f"scores of the same positions by up to {dyn_change:.2f} between input lengths {T0} and "
     f"{max(dynamic_lengths)}; xPos is relative with a decay (deviation {xpos_dev:.1e})."
-)
+))
 
 # %%
 show_provenance(profile, device)

@@ -46,13 +46,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from IPython.display import Markdown, display
 
 from ropelib import analysis as A
 from ropelib.data import TaskConfig, make_task
 from ropelib.encodings import make_encoding
 from ropelib.encodings.alibi import alibi_slopes
 from ropelib.model import ModelConfig, select_device
-from ropelib.plotting import color_for, savefig, set_theme
+from ropelib.plotting import color_for, plot_decay_bound_far, savefig, sequential_colors, set_theme
 from ropelib.provenance import show_provenance
 from ropelib.rope import rope_frequencies
 from ropelib.runs import RunSpec, run
@@ -74,9 +75,9 @@ gen = torch.Generator().manual_seed(seed)
 r_short = np.arange(0, r_max_fig2 + 1)
 fig, ax = plt.subplots(figsize=(7, 4))
 b0_rows = []
-for d in head_dims:
+for d, c in zip(head_dims, sequential_colors(len(head_dims))):  # head sizes: a sequential palette, not encoding colours
     B = A.decay_bound(r_short, d, 10_000.0)
-    ax.plot(r_short, B, label=f"d = {d}")
+    ax.plot(r_short, B, color=c, label=f"d = {d}")
     b0_rows.append({"d": d, "B(0) computed": B[0], "(d/2+1)/2": (d / 2 + 1) / 2,
                     f"B({r_max_fig2})": B[-1]})
 ax.set_xlabel("relative distance r")
@@ -99,22 +100,15 @@ b0
 
 # %%
 r_far = np.unique(np.concatenate([np.arange(0, 1024), np.geomspace(1024, r_max_far, 1500).astype(int)]))
-fig, axes = plt.subplots(1, len(bases), figsize=(4 * len(bases), 3.6), sharey=True)
+far_bound = {(b, d): A.decay_bound(r_far, d, b) for b in bases for d in head_dims}  # {(base, d): B(r_far)}
 plateau_rows = []
-for ax, b in zip(axes, bases):
-    for d in head_dims:
-        B = A.decay_bound(r_far, d, b)
-        tail = B[r_far >= r_max_far // 2]
-        line, = ax.plot(np.maximum(r_far, 1), B, lw=0.8, label=f"d={d}")
-        ax.axhline(tail.mean(), color=line.get_color(), ls="--", lw=0.8)
-        plateau_rows.append({"base": b, "d": d, "B(0)": B[0], "plateau mean": tail.mean(),
-                             "plateau min": tail.min(), "plateau max": tail.max(),
-                             "plateau / B(0)": tail.mean() / B[0]})
-    ax.set_xscale("log")
-    ax.set_title(f"base {b:g}")
-    ax.set_xlabel("r")
-axes[0].set_ylabel("B(r)")
-axes[0].legend(fontsize=8)
+for (b, d), B in far_bound.items():
+    tail = B[r_far >= r_max_far // 2]
+    plateau_rows.append({"base": b, "d": d, "B(0)": B[0], "plateau mean": tail.mean(),
+                         "plateau min": tail.min(), "plateau max": tail.max(),
+                         "plateau / B(0)": tail.mean() / B[0]})
+# ropelib.plotting.plot_decay_bound_far: one panel per base, head sizes in a sequential palette, dashed plateau means
+fig = plot_decay_bound_far(r_far, far_bound, plateau={(r["base"], r["d"]): r["plateau mean"] for r in plateau_rows})
 savefig(fig, "decay_bound_far", notebook=NOTEBOOK,
         caption="The RoFormer bound to long distances: it plateaus and oscillates rather than vanishing (dashed: plateau mean).")
 plt.show()
@@ -326,7 +320,7 @@ ext_table
 # %%
 p128 = plateau.xs(10_000.0, level="base").loc[128] if 128 in head_dims else plateau.iloc[0]
 layer_far = trained[f"mean score, distance ≥ {T // 2}"]
-print(
+display(Markdown(
     f"* B(0) = (d/2+1)/2 exactly for d = {', '.join(map(str, head_dims))}. RoFormer's curve falls quickly "
     f"(d=128, base 1e4: B(0) = {A.decay_bound(0, 128):.1f}, B(50) = {float(A.decay_bound(50, 128)):.2f}, "
     f"B(250) = {float(A.decay_bound(250, 128)):.2f}) ...\n"
@@ -345,7 +339,7 @@ print(
     f"{ext_table.loc['default', 'B at r≈64']:.1f} without scaling (PI stretches the curve by s = {s:g}); YaRN "
     f"({ext_table.loc['yarn', 'B at r≈64']:.1f}) and Llama 3 ({ext_table.loc['llama3', 'B at r≈64']:.1f}) stay close "
     f"to the original at short range."
-)
+))
 
 # %%
 show_provenance(profile, device)

@@ -44,10 +44,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from IPython.display import Markdown, display
 
 from ropelib import analysis as A
 from ropelib.model_configs import MODEL_CONFIGS, get_model_config
-from ropelib.plotting import color_for, savefig, set_theme
+from ropelib.plotting import color_for, log_ticks, savefig, set_theme
 from ropelib.provenance import show_provenance
 from ropelib.rope import rope_frequencies
 
@@ -213,7 +214,7 @@ ax.set_yscale("log")
 ax.set_xlabel("pair index i")
 ax.set_ylabel("frequency factor θ'_i / θ_i")
 ax.set_title(f"Per-pair frequency factor at s = {s:g} ({reference_model}); shaded: YaRN ramp")
-ax.legend(fontsize=8)
+ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside the axes: never over a curve
 savefig(fig, "per_pair_factors", notebook=NOTEBOOK,
         caption="Per-pair frequency factor of PI, NTK-aware, dynamic NTK, YaRN, Llama 3 (and Phi-3's LongRoPE factors) at one scale factor.")
 plt.show()
@@ -307,9 +308,10 @@ yarn_table
 # %%
 fig, ax = plt.subplots(figsize=(7, 3.8))
 ti = np.arange(toy_head_dim // 2)
-ax.plot(ti, A.pair_scale_factors(toy_default, toy_head_dim), marker="o", color=color_for("yarn"),
+# the colours of notebook 06's two YaRN settings: `yarn_default` (the published ramp) and `yarn` (rescaled)
+ax.plot(ti, A.pair_scale_factors(toy_default, toy_head_dim), marker="o", color=color_for("yarn_default"),
         label="YaRN defaults")
-ax.plot(ti, A.pair_scale_factors(toy_rescaled, toy_head_dim), marker="s", color="#7b4173",
+ax.plot(ti, A.pair_scale_factors(toy_rescaled, toy_head_dim), marker="s", color=color_for("yarn"),
         label="YaRN, rescaled ramp (tiny_yarn_params)")
 ax.plot(ti, A.pair_scale_factors({"rope_type": "linear", "rope_theta": toy_base, "factor": toy_factor}, toy_head_dim),
         ls="--", color=color_for("linear"), label="PI")
@@ -318,7 +320,8 @@ ax.set_yscale("log")
 ax.set_xlabel("pair index i (toy model)")
 ax.set_ylabel("frequency factor θ'_i / θ_i")
 ax.set_title(f"Toy model (d={toy_head_dim}, L={toy_length}), s = {toy_factor:g}")
-ax.legend(fontsize=8)
+log_ticks(ax.yaxis)  # plain numbers (0.3, 0.5, 0.7, 1) instead of a mix of 10^0 and 6x10^-1
+ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 savefig(fig, "tiny_yarn_ramp", notebook=NOTEBOOK,
         caption="At tiny scale YaRN's default ramp keeps almost no pair; the rescaled ramp keeps the same share of pairs as for Llama 2.")
 plt.show()
@@ -329,7 +332,7 @@ plt.show()
 # %%
 kept_default = int(yarn_table.iloc[0]["pairs kept (factor 1)"])
 kept_rescaled = int(yarn_table.iloc[1]["pairs kept (factor 1)"])
-print(
+display(Markdown(
     f"* Published models: only part of the pairs complete a period within training. In Llama 2, "
     f"{llama2_dc} of {llama2.rotary_dim} dimensions do (critical dimension {llama2_dc}); the other "
     f"{(llama2.rotary_dim - llama2_dc) // 2} pairs meet angles past {llama2.training_length} tokens that "
@@ -345,7 +348,7 @@ print(
     f"* At tiny scale YaRN's default ramp keeps {kept_default} of {toy_head_dim // 2} pairs unchanged; "
     f"the rescaled ramp (β_fast={toy_rescaled['beta_fast']:.4g}, β_slow={toy_rescaled['beta_slow']:.4g}) keeps "
     f"{kept_rescaled}, the share YaRN's defaults keep for Llama 2."
-)
+))
 
 # %%
 show_provenance(profile, device)

@@ -90,7 +90,7 @@ from ropelib import memo, protocols, published, results, stats
 from ropelib.data import make_task
 from ropelib.evaluate import lm_loss_at_lengths
 from ropelib.model import select_device, start_windows
-from ropelib.plotting import color_for, palette_for, savefig, set_theme
+from ropelib.plotting import color_for, palette_for, plot_training_curves, savefig, set_theme
 from ropelib.provenance import show_provenance
 
 NOTEBOOK = "04_train_tiny_models"
@@ -221,16 +221,9 @@ curves["smoothed"] = curves.groupby(["encoding", "task", "seed"]).loss.transform
     lambda s: s.rolling(smooth_steps, min_periods=1).mean())
 band = X.aggregate_seeds(curves, ["task", "encoding", "step"], "smoothed")
 
-fig, axes = plt.subplots(1, len(TASKS), figsize=(5.2 * len(TASKS), 4), squeeze=False, layout="constrained")
-for ax, task in zip(axes[0], TASKS):
-    for enc in ENCODINGS:
-        b = band[(band.task == task) & (band.encoding == enc)]
-        ax.plot(b.step, b["mean"], color=color_for(enc), label=enc, linewidth=1.3)
-        ax.fill_between(b.step, b.ci_low, b.ci_high, color=color_for(enc), alpha=0.2, linewidth=0)
-    ax.set_title(f"{task} (trained at {setup.task(task).train_length} tokens)")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss (nats / scored token)")
-axes[0, -1].legend(fontsize=7, ncol=2)
+# ropelib.plotting.plot_training_curves: bands clipped at zero loss, one legend outside the panels
+fig = plot_training_curves(band, tasks=TASKS, encodings=ENCODINGS,
+                           train_lengths={t: setup.task(t).train_length for t in TASKS})
 savefig(fig, "training_curves", notebook=NOTEBOOK,
         caption=f"Training loss by step for every encoding and task, mean over {len(SEEDS)} seeds with 95% t-interval bands ({profile} profile).")
 plt.show()
@@ -698,7 +691,7 @@ L0 = setup.task(TASKS[0]).train_length
 lines.append(
     f"* Attention distance ({TASKS[0]}, mean over layers and heads): shortest {am.idxmin()} ({am.min():.1f} tokens), "
     f"longest {am.idxmax()} ({am.max():.1f}); uniform causal attention would give {(L0 - 1) / 4:.1f}.")
-print("\n".join(line for line in lines if line))
+display(Markdown("\n".join(line for line in lines if line)))
 
 # %%
 show_provenance(profile, torch_device, jobs=jobs, eval_windows=eval_windows, gate_samples=setup.gate_samples,

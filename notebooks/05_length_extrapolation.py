@@ -60,7 +60,6 @@ import math
 import time
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 import numpy as np
 import pandas as pd
 import torch
@@ -71,7 +70,8 @@ from ropelib import extrapolation, memo, protocols, published, results
 from ropelib.data import make_task
 from ropelib.evaluate import algorithmic_accuracy, lengths_for, lm_loss_at_lengths, loss_by_position, retrieval_accuracy, unsupported_reason
 from ropelib.model import select_device
-from ropelib.plotting import color_for, savefig, set_theme
+from ropelib.plotting import (clipped_band, color_for, legend_outside, log_ticks, plot_accuracy_vs_length,
+                              plot_perplexity_vs_length, savefig, set_theme)
 from ropelib.provenance import show_provenance
 
 NOTEBOOK = "05_length_extrapolation"
@@ -175,38 +175,8 @@ display(Markdown("Models that failed their gate show —. Reference: Kneser–Ne
                  "score the test split at " + ", ".join(f"{p:.2f} (order {o})" for o, p in NGRAM.items()) + "."))
 
 # %%
-pub = published.alibi_table()
-fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), layout="constrained")
-for ax, mode in zip(axes[:2], ("nonoverlap", "sliding")):
-    for enc in ENCODINGS:
-        s = lm_summary[(lm_summary["mode"] == mode) & (lm_summary.encoding == enc)].sort_values("multiplier")
-        s = s[np.isfinite(s.ppl_mean)]
-        ax.plot(s.multiplier, s.ppl_mean, marker="o", markersize=3, color=color_for(enc), label=enc)
-        ax.fill_between(s.multiplier, s.ppl_ci_low, s.ppl_ci_high, color=color_for(enc), alpha=0.15, linewidth=0)
-    for order, ls in ((3, "--"), (4, "-.")):
-        if order in NGRAM.index:
-            ax.axhline(NGRAM[order], color="0.3", linestyle=ls, linewidth=0.9, label=f"{order}-gram")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.axvline(1.0, color="0.5", linestyle=":", linewidth=1)
-    ax.set_xticks(multipliers, [f"{m:g}x" for m in multipliers])
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(ScalarFormatter())
-    ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("evaluation length / training length")
-    ax.set_ylabel("test perplexity (chars)")
-    ax.set_title(f"ours, {mode} windows (passing models)")
-axes[0].legend(fontsize=7, ncol=2)
-for enc in pub.encoding.unique():
-    s = pub[pub.encoding == enc].dropna()
-    axes[2].plot(s.multiplier, s.ppl, marker="s", markersize=3, color=color_for(enc), label=enc)
-axes[2].set_xscale("log", base=2)
-axes[2].set_yscale("log")
-axes[2].set_xlabel("evaluation length / 512")
-axes[2].set_ylabel("perplexity (WikiText-103)")
-axes[2].set_title("ALiBi paper, Table 1 (non-overlapping)")
-axes[2].legend(fontsize=7)
+# ropelib.plotting.plot_perplexity_vs_length: one legend outside the panels, plain-number log ticks, bands >= 1
+fig = plot_perplexity_vs_length(lm_summary, published.alibi_table(), NGRAM, encodings=ENCODINGS, multipliers=multipliers)
 savefig(fig, "perplexity_vs_length", notebook=NOTEBOOK,
         caption=f"Character-LM test perplexity vs evaluation length (multiples of L) for the encodings whose models passed their gate, non-overlapping and sliding windows (stride L'/4), seed means with 95% CI bands, dashed: 3- and 4-gram baselines; right: the ALiBi paper's Table 1 ({profile} profile).")
 plt.show()
@@ -252,17 +222,15 @@ if len(pos):
         s = pos_summary[pos_summary.encoding == enc]
         mid = (s.position_lo + s.position_hi) / 2
         ax.plot(mid, s["mean"], color=color_for(enc), label=enc, linewidth=1.3)
-        ax.fill_between(mid, s.ci_low, s.ci_high, color=color_for(enc), alpha=0.15, linewidth=0)
+        clipped_band(ax, mid, s.ci_low, s.ci_high, color=color_for(enc), lower=0.0)  # a loss is >= 0
     ax.axvline(L, color="0.4", linestyle=":", linewidth=1)
     ax.text(L, ax.get_ylim()[1], " training length", va="top", fontsize=8, color="0.3")
     ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
-    ax.yaxis.set_major_formatter(ScalarFormatter())
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    log_ticks(ax.yaxis)
     ax.set_xlabel("position in the window")
     ax.set_ylabel("loss (nats / char)")
     ax.set_title(f"Loss by position, windows of {int(max(multipliers) * L)} tokens (passing models)")
-    ax.legend(fontsize=7, ncol=2)
+    legend_outside(fig, title="encoding")
     savefig(fig, "loss_by_position", notebook=NOTEBOOK,
             caption=f"Character-LM test loss by position inside windows of {max(multipliers):g}x the training length, models that passed their gate (seed means, 95% CI bands); the dotted line is the training length.")
     plt.show()
@@ -314,41 +282,13 @@ acc_seed, acc_summary = extrapolation.accuracy_summary([ret, alg], FLOOR, seed=e
 write_table(acc_summary, "05_accuracy_summary")
 
 acc_tasks = RET_TASKS + ALG_TASKS
-fig, axes = plt.subplots(1, len(acc_tasks) + (1 if RET_TASKS else 0), figsize=(5.2 * (len(acc_tasks) + 1), 4), squeeze=False, layout="constrained")
-for ax, task in zip(axes[0], acc_tasks):
-    for enc in ENCODINGS:
-        s = acc_summary[(acc_summary.task == task) & (acc_summary.encoding == enc)].sort_values("multiplier")
-        s = s[np.isfinite(s["mean"])]
-        ax.plot(s.multiplier, s["mean"], marker="o", markersize=3, color=color_for(enc), label=enc)
-        ax.fill_between(s.multiplier, s.ci_low, s.ci_high, color=color_for(enc), alpha=0.12, linewidth=0)
-    if task in FLOOR:
-        ax.axhline(FLOOR[task], color="0.3", linestyle="--", linewidth=0.9, label=f"position-blind floor {FLOOR[task]:.3f}")
-    ax.set_xscale("log", base=2)
-    ax.axvline(1.0, color="0.5", linestyle=":", linewidth=1)
-    ax.set_xticks(multipliers, [f"{m:g}x" for m in multipliers])
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("evaluation length / training length")
-    ax.set_ylabel("exact match")
-    ax.set_title(f"{task} (L = {setup.task(task).train_length})")
-axes[0, 0].legend(fontsize=7, ncol=2)
-if RET_TASKS:
-    ax = axes[0, -1]
-    task = RET_TASKS[0]
-    far = ret[(ret.task == task) & (ret.status == "ok") & ret.passed_gate]
-    far = far[far.multiplier == far.multiplier.max()]
-    by_d = far.groupby(["encoding", "distance"], as_index=False).accuracy.mean()
-    for enc in ENCODINGS:
-        s = by_d[by_d.encoding == enc]
-        ax.plot(s.distance, s.accuracy, marker="o", markersize=3, color=color_for(enc), label=enc)
-    ax.axvline(setup.task(task).train_length, color="0.5", linestyle=":", linewidth=1)
-    ax.axhline(FLOOR[task], color="0.3", linestyle="--", linewidth=0.9)
-    ax.set_xlabel("distance needle -> query (tokens)")
-    ax.set_ylabel("exact match (seed mean)")
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_title(f"{task} at {far.multiplier.max():g}x: by distance" if len(far) else task)
+# ropelib.plotting.plot_accuracy_vs_length: small multiples (one panel per encoding, bands clipped to [0, 1]) and,
+# for the first retrieval task, exact match by needle distance at the longest length
+fig = plot_accuracy_vs_length(acc_summary, encodings=ENCODINGS, tasks=acc_tasks, multipliers=multipliers, floors=FLOOR,
+                              train_lengths={t: setup.task(t).train_length for t in acc_tasks}, retrieval=ret,
+                              distance_task=RET_TASKS[0] if RET_TASKS else None)
 savefig(fig, "accuracy_vs_length", notebook=NOTEBOOK,
-        caption="Retrieval (and copy/reverse where trained) exact match vs evaluation length for the models that passed their gate, seed means with 95% bootstrap bands (in [0, 1]), dashed: the position-blind floor; right: passkey accuracy by needle distance at the longest length.")
+        caption="Retrieval (and copy/reverse where trained) exact match vs evaluation length for the models that passed their gate, one panel per encoding (the others in grey), seed means with 95% bootstrap bands (in [0, 1]), dashed: the position-blind floor; right: passkey accuracy by needle distance at the longest length.")
 plt.show()
 
 # %% [markdown]
@@ -537,7 +477,7 @@ if {"sinusoidal", "nope"} <= set(ENCODINGS) and LM_TASKS:
     elif not len(sr):
         lines.append("* The ALiBi paper's sinusoidal blow-up cannot be tested here: no sinusoidal model passed its gate.")
 lines.append(f"* Evaluation took {time.time() - t_start:.0f} s in this execution ({torch_device.type}).")
-print("\n".join(lines))
+display(Markdown("\n".join(lines)))
 
 # %%
 show_provenance(profile, torch_device, multipliers=multipliers, eval_tokens=eval_tokens,

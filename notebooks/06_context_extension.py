@@ -97,7 +97,8 @@ from ropelib import protocols as P
 from ropelib.data import make_task
 from ropelib.evaluate import lm_loss_at_lengths, loss_by_position, retrieval_accuracy, with_rope_scaling
 from ropelib.model import ModelConfig, select_device
-from ropelib.plotting import color_for, savefig, set_theme
+from ropelib.plotting import (log_ticks, method_color, method_style, plot_pair_factors, plot_zero_shot_ppl, savefig,
+                              set_theme)
 from ropelib.provenance import show_provenance
 from ropelib.rope import rope_frequencies
 from ropelib.runs import RunSpec, run
@@ -138,20 +139,9 @@ def write_csv(df: pd.DataFrame, name: str) -> None:
     results.write_table(df, name, profile)
 
 
-def mcolor(method: str) -> str:
-    """Figure colour of a method: plain RoPE has the `rope` colour, yarn_default YaRN's (drawn dashed)."""
-    return color_for({"none": "default", "yarn_default": "yarn"}.get(method, method))
-
-
-def mstyle(method: str) -> str:
-    return "--" if method == "yarn_default" else "-"
-
-
-def log_axis(axis) -> None:
-    """Log scale with plain-number ticks at 1, 1.5, 2, 3, 5, 7 × 10^k (readable over less than a decade too)."""
-    axis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
-    axis.set_major_formatter(mticker.FormatStrFormatter("%g"))
-    axis.set_minor_locator(mticker.NullLocator())
+# ropelib.plotting: one distinct, saturated colour per method (plain RoPE: the `rope` colour; yarn_default its own,
+# drawn dashed), and plain-number log ticks at 1, 1.5, 2, 3, 5, 7 × 10^k
+mcolor, mstyle, log_axis = method_color, method_style, log_ticks
 
 
 def no_gated_data(ax, task: str) -> None:
@@ -348,16 +338,10 @@ print(f"head_dim {HEAD_DIM} ({HEAD_DIM // 2} pairs), base {BASE:g}, L = {L}: {pa
       f"pairs complete a full turn within L; wavelengths {np.round(lam, 1).tolist()}")
 display(ramp_table)
 
-fig, ax = plt.subplots(figsize=(7, 3.8))
-pair = np.arange(HEAD_DIM // 2)
-for method in [m for m in methods if m != "none"]:
-    keys = method_keys(method, s_mid, L)
-    ax.plot(pair, A.pair_scale_factors(keys, HEAD_DIM, seq_len=int(s_mid * L)), marker="o", ms=4,
-            label=method, color=mcolor(method), ls=mstyle(method))
-ax.axvline(pairs_full_turn - 0.5, color="0.5", lw=0.8, ls=":")
-ax.annotate("wavelength > L →", (pairs_full_turn - 0.4, 1.0), fontsize=8, color="0.4", va="top")
-ax.set(xlabel="pair i (fast → slow)", ylabel="θ'ᵢ / θᵢ", title=f"Per-pair frequency factor at s = {s_mid:g}, L = {L}")
-ax.legend(fontsize=8, ncol=2)
+pair_factor = {m: A.pair_scale_factors(method_keys(m, s_mid, L), HEAD_DIM, seq_len=int(s_mid * L))
+               for m in methods if m != "none"}  # {method: (HEAD_DIM/2,)}
+fig = plot_pair_factors(pair_factor, title=f"Per-pair frequency factor at s = {s_mid:g}, L = {L}",
+                        full_turn_pair=pairs_full_turn)
 savefig(fig, "pair_factors", notebook=NOTEBOOK,
         caption=f"Per-pair frequency factor θ'/θ of each extension method at s = {s_mid:g} for the {LM_TASK} language model "
                 f"(head dim {HEAD_DIM}, base {BASE:g}, L = {L}); dashed: YaRN with its Llama-2 default ramp.")
@@ -446,31 +430,9 @@ else:
 headline.join(cost)
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-for method in methods:
-    kw = dict(color=mcolor(method), marker="o", label=method, ls=mstyle(method))
-    d = ext_summary[ext_summary.method == method].sort_values("factor")
-    axes[0].plot(d.factor, d["mean"], **kw)
-    axes[0].fill_between(d.factor, d.ci_low, d.ci_high, color=mcolor(method), alpha=0.15)
-    if method != "none":
-        c = cost_summary[cost_summary.method == method].sort_values("factor")
-        axes[1].plot(c.factor, 100 * c["mean"], **kw)
-        axes[1].fill_between(c.factor, 100 * c.ci_low, 100 * c.ci_high, color=mcolor(method), alpha=0.15)
-if LM_OK:
-    axes[0].axhline(base_L["mean"], color="0.3", lw=0.8, ls=":", label=f"plain RoPE at L = {L}")
-    axes[0].set(yscale="log")
-    log_axis(axes[0].yaxis)
-    axes[0].legend(fontsize=8)
-else:
-    for ax in axes:
-        no_gated_data(ax, LM_TASK)
-axes[0].set(xscale="log", xlabel="evaluation length / L (= factor s)", ylabel="perplexity",
-            title="At the extended length s·L, no training")
-axes[1].axhline(0, color="0.3", lw=0.8, ls=":")
-axes[1].set(xscale="log", xlabel="factor s", ylabel="perplexity change at L (%)", title="Cost at the original length L")
-for ax in axes:
-    ax.set_xticks(factors, [f"{f:g}" for f in factors])
-    ax.xaxis.set_minor_locator(mticker.NullLocator())
+# ropelib.plotting.plot_zero_shot_ppl: one colour per method, bands clipped at physical limits, legend outside
+fig = plot_zero_shot_ppl(ext_summary, cost_summary, methods=methods, factors=factors, train_length=L, task=LM_TASK,
+                         base_ppl=base_L["mean"] if LM_OK else None)
 savefig(fig, "zero_shot_ppl", notebook=NOTEBOOK,
         caption=f"Character-level {SPLIT}-split perplexity ({LM_TASK}) of 04's RoPE models (L = {L}) without training: "
                 f"at s·L with each method set to factor s (left), and the change at L from the same setting (right); "
@@ -516,7 +478,7 @@ ax.annotate(" L", (L, 1), xycoords=("data", "axes fraction"), va="top", fontsize
 ax.set(xlabel="position in the window", ylabel="loss (nats/char)",
        title=f"Loss by position, windows of {n_pos} = {s_max:g}L (methods at s = {s_max:g})")
 if LM_OK:
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside the axes: never over a curve
 else:
     no_gated_data(ax, LM_TASK)
 savefig(fig, "loss_by_position", notebook=NOTEBOOK,
@@ -621,7 +583,7 @@ ax.set(xscale="log", ylim=(0, 1.02), xlabel="evaluation length / L (= factor s)"
        title=f"{retrieval_task} at s·L, no training (L = {L_ret})")
 ax.set_xticks(floor_x, [f"{x:g}" for x in floor_x])
 ax.xaxis.set_minor_locator(mticker.NullLocator())
-ax.legend(fontsize=7, ncol=2)
+ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 savefig(fig, "zero_shot_retrieval", notebook=NOTEBOOK,
         caption=f"{retrieval_task} exact-match accuracy of 04's RoPE models (L = {L_ret}) without training, each method at "
                 f"s·L set to factor s, mean over depths; 95% intervals from ropelib.stats.accuracy_ci over the "
@@ -775,7 +737,7 @@ side["gap closed"] = (grp.ppl.transform("first") - side.ppl) / (grp.ppl.transfor
 side.reset_index(drop=True)
 
 # %%
-fig, axes = plt.subplots(1, len(ft_tasks), figsize=(6 * len(ft_tasks), 4), squeeze=False)
+fig, axes = plt.subplots(1, len(ft_tasks), figsize=(7.5 * len(ft_tasks), 4), squeeze=False, layout="constrained")
 for ax, task in zip(axes[0], ft_tasks):
     metric = "ppl" if task == LM_TASK else "accuracy"
     Lt = TRAIN_LEN[task]
@@ -800,7 +762,7 @@ for ax, task in zip(axes[0], ft_tasks):
         ax.set_ylim(0, 1.02)
     ax.set(xlabel="fine-tuning steps", ylabel=metric, title=f"{task}: fine-tuned at {int(finetune_factor * Lt)} = "
                                                             f"{finetune_factor:g}×L")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 savefig(fig, "finetune_curve", notebook=NOTEBOOK,
         caption=f"After fine-tuning 04's RoPE models at {finetune_factor:g}× their training length for 0–{max(finetune_steps)} "
                 f"steps with {', '.join(finetune_methods)}: {' and '.join(ft_tasks)} at the long length (solid, 95% CI over "

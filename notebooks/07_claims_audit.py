@@ -186,7 +186,7 @@ if res["C5"].category != "not testable here" and res["C10"].category != "not tes
     lines.append(f"* The post contradicts itself on traditional encodings: it says sinusoidal positions extrapolate "
                  f"(C5, our verdict: {res['C5'].category}) and that traditional encodings decline past the training "
                  f"length (C10, our verdict: {res['C10'].category}).")
-print("\n".join(lines))
+display(Markdown("\n".join(lines)))
 
 # %%
 show_provenance(profile, device);
