@@ -8,7 +8,9 @@ training (original) length, ``s`` the scale factor, pair ``i = 0 … d/2 - 1``, 
 * ``decay_bound`` — RoFormer §3.4.3 "long-term decay", Figure 2:
   ``B(r) = (2/d) sum_{j=1}^{d/2} |S_j(r)|``, ``S_j(r) = sum_{i<j} e^{i r theta_i}``.
 * ``critical_dimension`` — Liu et al. 2023, "Scaling laws of RoPE-based extrapolation", arXiv
-  2310.05209 §3: ``d_extra = 2 ceil((d/2) log_b(L / 2 pi))``.
+  2310.05209 §3: ``d_extra = 2 ceil((d/2) log_b(L / 2 pi))``; ``extrapolation_limit`` — their bound
+  ``T_extra = 2 pi b^(d_extra / d)``, the period of the first pair that does not turn fully within ``L``;
+  ``unseen_angle_limit`` — the same bound read off any frequency vector (partial rotary, p-RoPE).
 * ``score_statistics`` — Barbero et al. 2024, "Round and round we go", arXiv 2410.06205 Props 3.1–3.2:
   for Gaussian q, k the expected RoPE score is 0 at every distance; a decay appears only through the
   means (aligned q, k).
@@ -29,7 +31,8 @@ Everything is float64 NumPy unless stated; frequencies are computed from integer
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,6 +44,8 @@ __all__ = [
     "decay_bound",
     "decay_bound_from_frequencies",
     "critical_dimension",
+    "extrapolation_limit",
+    "unseen_angle_limit",
     "yarn_correction_dim",
     "yarn_correction_range",
     "yarn_ramp",
@@ -159,6 +164,39 @@ def critical_dimension(head_dim: int, base: float, length: int) -> int:
     length = _check_positive("length", length)
     value = 2 * math.ceil((d / 2) * math.log(length / (2 * math.pi)) / math.log(b))
     return int(min(max(value, 0), d))
+
+
+def extrapolation_limit(head_dim: int, base: float, length: int) -> float:
+    """Liu et al.'s extrapolation bound ``T_extra = 2 pi b^(d_extra / d)`` in tokens (arXiv 2310.05209 §3).
+
+    ``d_extra = critical_dimension(head_dim, base, length)``. Pair ``d_extra / 2`` is the fastest pair
+    that does not complete a full turn within ``L``: its angles past ``L`` were never seen in training,
+    and ``T_extra`` is its period, the length at which it has swept every angle once. ``inf`` when every
+    pair turns fully within ``L`` (``d_extra = d``, the small-base regime: no angle past ``L`` is new).
+    For ``(16, 1e4, 64)``: ``d_extra = 6`` and ``T_extra = 2 pi 1e4^(3/8) = 198.7`` tokens (3.1 L).
+    """
+    d = _check_head_dim(head_dim)
+    dx = critical_dimension(d, base, length)
+    if dx >= d:
+        return math.inf
+    return 2.0 * math.pi * float(base) ** (dx / d)
+
+
+def unseen_angle_limit(inv_freq: Any, length: int) -> float:
+    """``extrapolation_limit`` for any frequency vector: the smallest period ``2 pi / theta_i`` among the
+    pairs whose period exceeds ``length`` (they meet unseen angles past ``length``); ``inf`` if there is
+    none. Pairs with ``theta_i = 0`` (p-RoPE's removed frequencies, NoPE) never change angle and count as
+    seen. Equals ``extrapolation_limit(d, b, L)`` for the default frequencies ``b^(-2i/d)`` (unless a
+    period equals ``L`` exactly, where the ceiling of ``critical_dimension`` and ``>`` here may differ).
+    """
+    theta = np.asarray(inv_freq, dtype=np.float64).reshape(-1)
+    if theta.size == 0 or not np.all(np.isfinite(theta)) or np.any(theta < 0):
+        raise ValueError("inv_freq must be a non-empty vector of finite frequencies >= 0")
+    L = _check_positive("length", length)
+    with np.errstate(divide="ignore"):
+        periods = np.where(theta > 0, 2.0 * math.pi / np.where(theta > 0, theta, 1.0), math.inf)
+    unseen = periods[(periods > L) & np.isfinite(periods)]
+    return float(unseen.min()) if unseen.size else math.inf
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Any, Iterable, Mapping, Sequence
+from functools import cache
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,9 +33,9 @@ import torch
 
 from .data import TaskConfig, make_task
 from .gates import DEFAULT_THRESHOLDS, GateThresholds
-from .stats import mean_ci
 from .model import INIT_STD, ModelConfig, start_windows, width_scaled_init_std
 from .runs import RunResult, RunSpec, is_finished, run, sweep
+from .stats import mean_ci
 from .train import TrainConfig
 
 __all__ = [
@@ -502,7 +503,7 @@ def _setting_rows(
     raise AssertionError(f"no settings documented for encoding {encoding!r}")  # ENCODING_VARIANTS grew
 
 
-@lru_cache(maxsize=None)
+@cache
 def _bos_token_id(name: str, params_json: str) -> int | None:
     """A language-model task's start token (``BOS``); ``None`` for the synthetic tasks."""
     if TASK_KINDS.get(name) != "lm":
@@ -510,7 +511,7 @@ def _bos_token_id(name: str, params_json: str) -> int | None:
     return int(make_task(name, **json.loads(params_json)).BOS)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _vocab_size(name: str, params_json: str) -> int:
     return make_task(name, **json.loads(params_json)).vocab_size
 

@@ -21,7 +21,8 @@ the cache keys only.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -72,15 +73,19 @@ def lm_length_grid(
     *,
     sliding_stride_fraction: float = 0.25,
     sliding_tokens: int = 16384,
+    modes: Sequence[str] = ("nonoverlap", "sliding"),
     device: str = "cpu",
     cached: Cache = memo.cached,
 ) -> pd.DataFrame:
     """Loss and perplexity of every language model at ``round(m * L)`` for each multiplier, on the test
     split (its first ``setup.lm_eval_tokens``): non-overlapping windows over all of it (the same text at
     every length) and sliding windows of stride ``max(1, round(f L'))`` scoring the first
-    ``sliding_tokens`` targets. One row per (model, length, mode), ``LM_COLUMNS``."""
+    ``sliding_tokens`` targets. One row per (model, length, mode) of ``modes``, ``LM_COLUMNS``."""
     if not 0.0 < sliding_stride_fraction <= 1.0:
         raise ValueError(f"sliding_stride_fraction must be in (0, 1], got {sliding_stride_fraction!r}")
+    modes = tuple(modes) if not isinstance(modes, str) else (modes,)
+    if not modes or any(m not in ("nonoverlap", "sliding") for m in modes):
+        raise ValueError(f"modes must be a non-empty subset of ('nonoverlap', 'sliding'), got {modes!r}")
     rows = []
     for task in _tasks(setup, runs, "lm"):
         L = setup.task(task).train_length
@@ -89,7 +94,7 @@ def lm_length_grid(
         tokens = split_tokens(runs[keys[0]].spec.task, "test", setup.lm_eval_tokens)
         for enc, _, seed in keys:
             r = runs[(enc, task, seed)]
-            for mode in ("nonoverlap", "sliding"):
+            for mode in modes:
                 for length in lengths:
                     if mode == "nonoverlap":  # every window of the test split
                         stride, cap = None, None

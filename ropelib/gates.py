@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -135,7 +136,7 @@ class GateResult:
     reason: str = field(default="")
 
     @classmethod
-    def of(cls, checks: tuple[Check, ...]) -> "GateResult":
+    def of(cls, checks: tuple[Check, ...]) -> GateResult:
         failed = [c for c in checks if not c.passed]
         reason = "; ".join(f"{c.name} failed: {c.description}, got {c.value:.4g}" for c in failed)
         return cls(passed=not failed, checks=tuple(checks), reason=reason)
@@ -144,7 +145,7 @@ class GateResult:
 # -- the measurements ---------------------------------------------------------------------------------
 
 
-def context_gain(loss_by_position: np.ndarray, start_token: bool = False) -> float:
+def context_gain(loss_by_position: np.ndarray, start_token: bool = False, early: int | None = None) -> float:
     """First-eighth mean minus last-half mean of the per-position mean loss ``(T,)``, in its units (nats).
 
     First eighth = positions ``[0, T // 8)``, last half = positions ``[T - T // 2, T)``; ``T >= 8``
@@ -154,6 +155,11 @@ def context_gain(loss_by_position: np.ndarray, start_token: bool = False) -> flo
     ``start_token=True`` (windows that begin with a start token, ``ropelib.model.start_windows``):
     position 0 predicts from no text at all, so the first eighth is ``[1, 1 + T // 8)`` instead; its
     predictions see 1 … T/8 characters, as the first eighth's do without a start token.
+
+    ``early`` (default ``T // 8``) sets the number of early positions instead: the training-length sweep
+    (``ropelib.length_sweep``) compares models trained at other lengths on the same absolute early window
+    as the profile's base models (``L0 // 8`` positions), since a first eighth of a longer window already
+    holds more context. It must be an integer in ``[1, T // 2]``.
     """
     if not isinstance(start_token, bool):
         raise ValueError(f"start_token must be True or False, got {start_token!r}")
@@ -169,7 +175,10 @@ def context_gain(loss_by_position: np.ndarray, start_token: bool = False) -> flo
     if not np.isfinite(x).all():
         bad = np.flatnonzero(~np.isfinite(x))[:5].tolist()
         raise ValueError(f"loss_by_position must be finite, got non-finite values at positions {bad}")
-    first = x[int(start_token): int(start_token) + T // 8]  # (T//8,)
+    n_early = T // 8 if early is None else early
+    if isinstance(n_early, bool) or not isinstance(n_early, (int, np.integer)) or not 1 <= n_early <= T // 2:
+        raise ValueError(f"early must be an integer in [1, T // 2] = [1, {T // 2}], got {early!r}")
+    first = x[int(start_token): int(start_token) + int(n_early)]  # (early,)
     last = x[T - T // 2:]  # (T//2,)
     return float(first.mean() - last.mean())
 

@@ -28,8 +28,9 @@ rerun reads it back.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from functools import lru_cache
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,7 +40,7 @@ from . import memo
 from .data import IGNORE_INDEX, TaskConfig, make_task
 from .evaluate import lm_loss_at_lengths, loss_by_position
 from .experiments import TASK_KINDS, BaseSetup, base_spec, base_specs, run_specs
-from .gates import DEFAULT_THRESHOLDS, GateThresholds, context_gain, gate_table
+from .gates import context_gain, gate_table
 from .model import start_windows
 from .ngram import ngram_baselines
 from .runs import RunResult, RunSpec
@@ -199,20 +200,24 @@ def tuned_specs(
 
 
 def lm_quality(run: RunResult, split: str = "test", max_tokens: int | None = None, batch_size: int = 16,
-               cached: Cache = memo.cached) -> dict[str, float]:
+               cached: Cache = memo.cached, early_positions: int | None = None) -> dict[str, float]:
     """Perplexity at the training length ``L`` over ``split`` (its first ``max_tokens``; non-overlapping
-    windows) and the context gain over the same windows (``ropelib.gates.context_gain``): ``{"loss",
-    "ppl", "context_gain", "n_tokens"}``."""
+    windows) and the context gain over the same windows (``ropelib.gates.context_gain``, its early window
+    ``early_positions`` long, default ``L // 8``): ``{"loss", "ppl", "context_gain", "n_tokens"}``."""
     L = run.spec.train.seq_len
     tokens = split_tokens(run.spec.task, split, max_tokens)
 
     def compute() -> dict[str, float]:
         res = lm_loss_at_lengths(run.model, tokens, [L], batch_size=batch_size).iloc[0]
         curve = loss_by_position(run.model, tokens, L, batch_size=batch_size)  # (L,)
-        return {"loss": float(res.loss), "ppl": float(res.ppl), "context_gain": float(context_gain(curve, start_token=run.model.config.bos_token_id is not None)),
+        return {"loss": float(res.loss), "ppl": float(res.ppl), "context_gain": float(context_gain(curve, start_token=run.model.config.bos_token_id is not None,
+                                                   early=early_positions)),
                 "n_tokens": int(res.n_tokens)}
 
-    return cached("lm_quality", {"run": run.hash, "split": split, "max_tokens": max_tokens}, compute)
+    key = {"run": run.hash, "split": split, "max_tokens": max_tokens}
+    if early_positions is not None:
+        key["early_positions"] = int(early_positions)
+    return cached("lm_quality", key, compute)
 
 
 @torch.no_grad()
@@ -243,6 +248,7 @@ def gate_models(
     *,
     split: str = "test",
     cached: Cache = memo.cached,
+    early_positions: int | None = None,
 ) -> pd.DataFrame:
     """Gate every model of ``runs`` (keyed ``(encoding, task, seed)``) by the setup's ``gates``
     thresholds (retrieval: ``setup.gate_samples`` fresh sequences, generator ``GATE_SEED``): one row each with
@@ -252,14 +258,15 @@ def gate_models(
     retrieval: ``correct, n, accuracy, floor``), the n-gram references of the LM's task on ``split``
     (``ngram_ppl_<order>``), then ``ropelib.gates.gate_table``'s ``passed``, ``reason`` and per-check
     columns. Tasks of other kinds (copy/reverse) get ``kind = "algorithmic"`` and no gate (their
-    ``passed`` is NaN)."""
+    ``passed`` is NaN). ``early_positions`` passes to ``lm_quality`` (the training-length sweep gates every
+    length on the base models' early window)."""
     n_samples, seed, thresholds = setup.gate_samples, GATE_SEED, setup.gates
     rows, baselines = [], {}
     for (enc, task, seed_), r in runs.items():
         kind = TASK_KINDS[task]
         row: dict[str, Any] = {"encoding": enc, "task": task, "seed": seed_, "kind": kind, "run_hash": r.hash[:16]}
         if kind == "lm":
-            row.update(lm_quality(r, split, setup.lm_eval_tokens, cached=cached))
+            row.update(lm_quality(r, split, setup.lm_eval_tokens, cached=cached, early_positions=early_positions))
             ref = ngram_reference(r.spec.task, split, max_tokens=setup.lm_eval_tokens, cached=cached)
             baselines = {int(o): float(p) for o, p in zip(ref.order, ref.perplexity)}
             row.update({f"ngram_ppl_{o}": p for o, p in baselines.items()})

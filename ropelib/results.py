@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import pandas as pd
 
@@ -105,6 +105,39 @@ SCHEMA: Mapping[str, tuple[str, ...]] = {
     "06_finetune.csv": _cols(
         "profile, task, seed, method, factor, ft_steps, run_hash, train_length, ft_length, length, multiplier, "
         "metric, value, passed_gate"),
+    # notebook 08 — RoPE's base and rotary fraction, attention past L
+    "08_predictions.csv": _cols(
+        "profile, variant, family, rope_theta, rope_type, partial_rotary_factor, rotated_pairs, turning_pairs, "
+        "slowest_period, critical_dimension, predicted_limit, predicted_limit_x, source, train_length, head_dim"),
+    "08_lr_sweep.csv": _cols("profile, variant, lr, steps, run_hash, val_loss, chosen"),
+    "08_gates.csv": _cols(
+        "profile, variant, task, seed, run_hash, ppl, context_gain, context_gain_per_seed, ngram_ppl_3, ngram_ppl_4, "
+        "passed, reason"),
+    "08_lm_loss.csv": _cols(
+        "profile, variant, task, seed, run_hash, passed_gate, train_length, length, multiplier, mode, stride, loss, "
+        "ppl, n_tokens, n_windows, min_context, status, reason"),
+    "08_lm_summary.csv": _cols(
+        "profile, variant, train_length, length, multiplier, mode, n_seeds, loss_mean, loss_ci_low, loss_ci_high, "
+        "ppl_mean, ppl_ci_low, ppl_ci_high, n_failed"),
+    "08_prediction_check.csv": _cols(
+        "profile, variant, family, predicted_limit_x, n_seeds, ppl_1x, flat_until_x, first_worse_x, ppl_ratio_max, "
+        "consistent, note"),
+    "08_attention_profile.csv": _cols(
+        "profile, encoding, task, seed, multiplier, length, layer, head, n_queries, entropy, uniform_entropy, "
+        "entropy_ratio, far_mass, mean_distance, passed_gate"),
+    "08_needle_attention.csv": _cols(
+        "profile, encoding, task, seed, multiplier, length, layer, head, n_samples, needle_mass, needle_share, "
+        "mean_needle_distance, accuracy, depth, passed_gate"),
+    "08_rope_bands.csv": _cols(
+        "profile, encoding, task, seed, multiplier, length, layer, head, band, keys, n_pairs, mean, spread, "
+        "passed_gate"),
+    "08_length_gates.csv": _cols(
+        "profile, encoding, task, seed, train_length, run_hash, ppl, context_gain, context_gain_per_seed, ngram_ppl_3, "
+        "ngram_ppl_4, passed, reason"),
+    "08_length_loss.csv": _cols(
+        "profile, encoding, task, seed, run_hash, passed_gate, train_length, length, multiplier, mode, stride, loss, "
+        "ppl, n_tokens, n_windows, min_context, status, reason"),
+    "08_length_collapse.csv": _cols("profile, encoding, multiplier, train_length, n_seeds, ratio, n_lengths, spread"),
     # notebook 07 — the claims audit
     "07_claims.csv": _cols(
         "profile, claim_id, claim, section, category, verdict, summary, evidence_json, figures, literature"),

@@ -31,3 +31,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture
+def dict_cache():
+    """A fresh in-memory stand-in for ``ropelib.memo.cached`` (same call signature), so evaluations in a
+    test are computed once and never touch the on-disk cache."""
+    store: dict = {}
+
+    def cached(name, key, compute):
+        k = (name, repr(sorted(key.items())))
+        if k not in store:
+            store[k] = compute()
+        return store[k]
+
+    return cached

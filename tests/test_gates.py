@@ -319,3 +319,13 @@ def test_context_gain_with_a_start_token_skips_position_zero():
     assert context_gain(loss, start_token=True) == pytest.approx((3.0 + 1.0) / 2 - 1.0)
     with pytest.raises(ValueError, match="start_token"):
         context_gain(loss, start_token=1)
+
+
+def test_context_gain_with_a_fixed_early_window():
+    loss = np.array([9.0] + [4.0] * 4 + [2.0] * 27 + [1.0] * 32)  # T = 64
+    assert context_gain(loss, start_token=True) == pytest.approx((4 * 4.0 + 4 * 2.0) / 8 - 1.0)  # T // 8 = 8
+    assert context_gain(loss, start_token=True, early=4) == pytest.approx(4.0 - 1.0)
+    assert context_gain(loss, start_token=True, early=8) == context_gain(loss, start_token=True)
+    for bad in (0, 33, 2.0, True):
+        with pytest.raises(ValueError, match="early must be an integer"):
+            context_gain(loss, early=bad)

@@ -34,10 +34,10 @@ def gates_frame(checks=("context_gain", "ppl_below_3gram")) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------
 # the schema
 # ---------------------------------------------------------------------------------------------
-def test_schema_covers_notebooks_04_to_07_with_profile_first():
-    assert {n[:2] for n in R.SCHEMA} == {"04", "05", "06", "07"}
+def test_schema_covers_notebooks_04_to_08_with_profile_first():
+    assert {n[:2] for n in R.SCHEMA} == {"04", "05", "06", "07", "08"}
     for name, cols in R.SCHEMA.items():
-        assert re.fullmatch(r"0[4-7]_[a-z0-9_]+\.csv", name), name
+        assert re.fullmatch(r"0[4-8]_[a-z0-9_]+\.csv", name), name
         assert cols[0] == "profile", name
         assert len(set(cols)) == len(cols), name
         assert R.TABLE_NOTEBOOK[name] == name[:2]
@@ -58,8 +58,8 @@ def test_new_columns_are_in_the_schema():
 def test_schema_matches_the_tables_of_a_complete_run():
     """Every table notebooks 04-06 wrote in one run has exactly the schema's columns (and reads back)."""
     folder = Path(CHECK_DIR)
-    files = sorted(p.name for p in folder.glob("0[4-6]_*.csv"))
-    assert set(files) == {n for n in R.SCHEMA if n[:2] in ("04", "05", "06")}
+    files = sorted(p.name for p in folder.glob("0[4-68]_*.csv"))
+    assert set(files) == {n for n in R.SCHEMA if n[:2] in ("04", "05", "06", "08")}
     profiles = set()
     for name in files:
         header = list(pd.read_csv(folder / name, nrows=0).columns)
