@@ -52,6 +52,20 @@ length_seeds = [0]
 length_multipliers = [1.0, 2.0, 4.0, 8.0]
 eval_seed = 4321
 
+# %% tags=["injected-parameters"]
+# Parameters
+attention_multipliers = [1.0, 2.0, 4.0, 8.0]
+attention_windows = 8
+band_windows = 4
+device = "auto"
+jobs = 2
+length_seeds = [0]
+multipliers = [1.0, 2.0, 4.0, 8.0, 16.0]
+needle_samples = 64
+profile = "default"
+train_lengths = [32, 64, 128, 256]
+variant_seeds = [0, 1]
+
 # %%
 import math
 import time
