@@ -88,7 +88,6 @@ from IPython.display import Markdown, display
 from ropelib import experiments as X
 from ropelib import memo, protocols, published, results, stats
 from ropelib.data import make_task
-from ropelib.evaluate import lm_loss_at_lengths
 from ropelib.model import select_device, start_windows
 from ropelib.plotting import color_for, palette_for, plot_training_curves, savefig, set_theme
 from ropelib.provenance import show_provenance
@@ -251,7 +250,6 @@ plt.show()
 # %%
 task_objs = {t: make_task(specs[(ENCODINGS[0], t, SEEDS[0])].task) for t in TASKS}
 lm_config = specs[(ENCODINGS[0], LM_TASK, SEEDS[0])].task
-lm_test = protocols.split_tokens(lm_config, "test", setup.lm_eval_tokens)
 ngram = pd.concat([protocols.ngram_reference(lm_config, split, max_tokens=setup.lm_eval_tokens).assign(task=LM_TASK, split=split)
                    for split in ("validation", "test")], ignore_index=True)
 write_table(ngram, "04_ngram")
@@ -359,85 +357,41 @@ plt.show()
 # times the token vectors (about 10× here) and the first layer would see mostly position. So the base
 # models multiply the sinusoids by `setup.sinusoid_scale` $= \sigma\sqrt 2$
 # (`X.sinusoid_scale_for`), which starts their entries at the RMS of the token embeddings (the balance
-# Vaswani et al. keep). The table compares typical vector norms of the trained models.
+# Vaswani et al. keep). The table (`protocols.position_norms`) compares typical vector norms of the
+# trained models.
 #
 # What that choice is worth, and what happens in between: more character models (seed 0, same budget)
 # with the sinusoids scaled by each of `sinusoid_scales` (1 = the table as is), evaluated at $L$, $4L$ and
 # $8L$ (non-overlapping windows over the same `eval_windows` × 8L test characters at every length)
-# beside the base model and NoPE. This also tests a reading of notebook
+# beside the base model and NoPE (`protocols.sinusoid_scale_table`, which trains the extra models and
+# scores them all). This also tests a reading of notebook
 # 05: if a sinusoidal model that *uses* its positions blows up past $L$ (as in the ALiBi paper), the
 # flat curve of the base model says more about its scale than about sinusoids.
 
 # %%
-from dataclasses import replace
-
-from ropelib.encodings.sinusoidal import sinusoidal_encoding
-from ropelib.runs import run
-
-
-def sinusoid_norm(L: int, d_model: int) -> float:
-    """Median norm of the unscaled sinusoidal vectors of positions 0..L-1 (sqrt(d_model / 2) for even d)."""
-    return sinusoidal_encoding(torch.arange(L), d_model).norm(dim=-1).median().item()
-
-
-norm_rows = []
-for (enc, task, seed), r in runs.items():
-    if enc not in ("sinusoidal", "learned") or seed != SEEDS[0]:
-        continue
-    m, L = r.model, r.spec.train.seq_len
-    tok = m.tok_emb.weight.detach().norm(dim=-1).median().item()
-    if enc == "sinusoidal":
-        pos = m.encoding.scale * sinusoid_norm(L, m.config.d_model)
-    else:
-        pos = m.encoding.table.weight.detach()[:L].norm(dim=-1).median().item()
-    norm_rows.append({"encoding": enc, "task": task, "token_norm_trained": tok, "position_norm": pos,
-                      "position / token": pos / tok, "token_norm_at_init": m.config.init_std * m.config.d_model ** 0.5})
-norms = pd.DataFrame(norm_rows)
+# ropelib.protocols.position_norms: median norms of the trained token embeddings and of the added position vectors
+norms = protocols.position_norms(runs, SEEDS[0])
 display(norms)
 
 scale_check = None
 if "sinusoidal" in ENCODINGS:
-    base = specs[("sinusoidal", LM_TASK, SEEDS[0])]
-    L = base.train.seq_len
-    check_lengths = [L, 4 * L, 8 * L]
-    span = eval_windows * check_lengths[-1]  # validation tokens scored at every length
-    models = {"nope": runs[("nope", LM_TASK, SEEDS[0])] if "nope" in ENCODINGS else None}
-    for scale in sorted({float(setup.sinusoid_scale), *map(float, sinusoid_scales)}):
-        if scale == setup.sinusoid_scale:
-            models[scale] = runs[("sinusoidal", LM_TASK, SEEDS[0])]
-        else:  # trained here (cached like every run)
-            params = {**base.model.encoding_params, "scale": scale}
-            models[scale] = run(replace(base, model=replace(base.model, encoding_params=params)), progress=False)
-    rows = []
-    for scale, r in models.items():
-        if r is None:
-            continue
-        # the same text at every length (as in notebook 05): span / length non-overlapping windows each
-        df = cached("04_sinusoid_scale", {"run": r.hash, "device": torch_device.type, "lengths": check_lengths,
-                                          "span": span},
-                    lambda: pd.concat([lm_loss_at_lengths(r.model, lm_test, [n], max_windows=span // n)
-                                       for n in check_lengths], ignore_index=True))
-        pos = 0.0 if scale == "nope" else scale * sinusoid_norm(L, r.model.config.d_model)
-        tok = r.model.tok_emb.weight.detach().norm(dim=-1).median().item()
-        for length, loss in zip(check_lengths, df.loss):
-            rows.append({"encoding": "nope" if scale == "nope" else "sinusoidal",
-                         "scale": np.nan if scale == "nope" else scale, "seed": SEEDS[0], "run_hash": r.hash[:16],
-                         "train_length": L, "length": length, "multiplier": length / L, "loss": float(loss),
-                         "ppl": float(np.exp(loss)), "position_norm": pos, "token_norm_trained": tok})
-    scale_table = pd.DataFrame(rows)
+    # ropelib.protocols.sinusoid_scale_table: the extra scales are trained here (cached like every run), every
+    # model scored on the same eval_windows x 8L test characters at L, 4L and 8L
+    scale_table = protocols.sinusoid_scale_table(runs, setup, sinusoid_scales, eval_windows=eval_windows, cached=cached)
     write_table(scale_table, "04_sinusoid_scale")
+    top_multiplier = int(scale_table.multiplier.max())
     scale_check = scale_table.assign(
         model=lambda d: np.where(d.encoding == "nope", "nope", "sinusoidal x " + d.scale.map("{:.3g}".format))
     ).pivot(index="model", columns="multiplier", values="loss")
     scale_check.columns = [f"test_loss {m:g}x" for m in scale_check.columns]
-    scale_check[f"{check_lengths[-1] // L}x / 1x ppl"] = np.exp(scale_check.iloc[:, -1] - scale_check.iloc[:, 0])
+    scale_check[f"{top_multiplier}x / 1x ppl"] = np.exp(scale_check.iloc[:, -1] - scale_check.iloc[:, 0])
     display(scale_check)
 
     fig, ax = plt.subplots(figsize=(6.5, 3.6), layout="constrained")
     sc = scale_table[scale_table.encoding == "sinusoidal"]
     for (m, g), shade in zip(sc.groupby("multiplier"), (1.0, 0.7, 0.45)):
         ax.plot(g.scale, g.loss, marker="o", color=color_for("sinusoidal"), alpha=shade, label=f"sinusoidal at {m:g}L")
-    if models["nope"] is not None:
+    if (scale_table.encoding == "nope").any():
         for (m, g), shade in zip(scale_table[scale_table.encoding == "nope"].groupby("multiplier"), (1.0, 0.7, 0.45)):
             ax.axhline(g.loss.iloc[0], color=color_for("nope"), alpha=shade, linestyle=":", label=f"nope at {m:g}L")
     ax.axvline(setup.sinusoid_scale, color="0.5", linewidth=0.8)
@@ -456,49 +410,19 @@ if "sinusoidal" in ENCODINGS:
 #
 # The tokens/s logged while the models trained depend on what else the machine was doing at that
 # moment (the `default` reference run shared 2 cores with other work), so they are a poor comparison
-# between encodings. Instead a small benchmark times `bench_steps` training steps (forward, backward,
-# AdamW update; batch and length of the first task) of a fresh model per encoding, in `bench_rounds`
-# interleaved rounds, so that a busy phase of the machine hits every encoding alike; we keep the median
-# round. Beside it the ALiBi paper's V100 speeds (words/s at L = 512, relative to sinusoidal).
+# between encodings. Instead a small benchmark (`protocols.training_throughput`) times `bench_steps`
+# training steps (forward, backward, AdamW update; batch and length of the first task) of a fresh model
+# per encoding, in `bench_rounds` interleaved rounds, so that a busy phase of the machine hits every
+# encoding alike; we keep the median round. Beside it the ALiBi paper's V100 speeds (words/s at L = 512,
+# relative to sinusoidal).
 
 # %%
-import torch.nn.functional as F
-
-from ropelib.model import ToyTransformer
-
+# ropelib.protocols.training_throughput: one row per (round, encoding), tokens/s of the timed steps
 bench_task = TASKS[0]
 spec0 = specs[(ENCODINGS[0], bench_task, SEEDS[0])]
-bench_batch = task_objs[bench_task].sample(spec0.train.batch_size, spec0.train.seq_len,
-                                           torch.Generator().manual_seed(eval_seed)).to(torch_device)
-bench_models = {e: ToyTransformer(specs[(e, bench_task, SEEDS[0])].model).to(torch_device).train() for e in ENCODINGS}
-bench_opts = {e: torch.optim.AdamW(m.parameters(), lr=1e-4) for e, m in bench_models.items()}
-
-
-def train_steps(enc: str, n: int) -> None:
-    model, opt = bench_models[enc], bench_opts[enc]
-    for _ in range(n):
-        logits = model(bench_batch.x)  # (B, T, V)
-        loss = F.cross_entropy(logits.flatten(0, 1), bench_batch.y.flatten(), ignore_index=-100)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    if torch_device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-bench_rows = []
-for rnd in range(bench_rounds):
-    for enc in ENCODINGS:
-        train_steps(enc, 1)  # warm-up
-        t0 = time.perf_counter()
-        train_steps(enc, bench_steps)
-        dt = time.perf_counter() - t0
-        bench_rows.append({"encoding": enc, "task": bench_task, "seq_len": spec0.train.seq_len,
-                           "batch_size": spec0.train.batch_size, "round": rnd,
-                           "tokens_per_s": bench_steps * bench_batch.x.numel() / dt})
-bench = pd.DataFrame(bench_rows)
+bench = protocols.training_throughput(specs, bench_task, SEEDS[0], rounds=bench_rounds, steps=bench_steps,
+                                      batch_seed=eval_seed, device=torch_device)
 write_table(bench, "04_throughput")
-del bench_models, bench_opts
 
 tp = bench.groupby("encoding").tokens_per_s.median().loc[ENCODINGS]
 tp_rel = tp / tp.loc["nope"] if "nope" in ENCODINGS else tp / tp.max()
@@ -532,30 +456,13 @@ plt.show()
 #
 # Mean attention distance of each head: the attention-weighted average of (query position − key
 # position), over `attention_samples` sequences of the training length (language model: test windows;
-# retrieval: fresh samples). Uniform causal attention over a window of $L$ tokens gives $(L-1)/4$ on
-# average over queries; attending to the current token gives 0.
+# retrieval: fresh samples; `protocols.attention_inputs`), measured by `protocols.attention_distance_table`
+# (`X.attention_distance` for each model). Uniform causal attention over a window of $L$ tokens gives
+# $(L-1)/4$ on average over queries; attending to the current token gives 0.
 
 # %%
-
-
-def attention_inputs(task: str, L: int) -> torch.Tensor:
-    if setup.task(task).kind == "lm":
-        starts = torch.arange(attention_samples) * L
-        return lm_test[starts[:, None] + torch.arange(L)[None, :]]  # (B, L)
-    return task_objs[task].sample(attention_samples, L, torch.Generator().manual_seed(eval_seed)).x  # (B, L)
-
-
-att_rows = []
-for (enc, task, seed), r in runs.items():
-    L = r.spec.train.seq_len
-    dist = cached("04_attention_distance", {"run": r.hash, "device": torch_device.type, "samples": attention_samples,
-                                            "eval_seed": eval_seed},
-                  lambda: X.attention_distance(r.model, attention_inputs(task, L)))  # (layers, heads)
-    for layer in range(dist.shape[0]):
-        for head in range(dist.shape[1]):
-            att_rows.append({"encoding": enc, "task": task, "seed": seed, "layer": layer, "head": head,
-                             "mean_distance": float(dist[layer, head])})
-att = pd.DataFrame(att_rows)
+# ropelib.protocols.attention_distance_table: one row per (model, layer, head), evaluations cached by run hash
+att = protocols.attention_distance_table(runs, setup, n_samples=attention_samples, seed=eval_seed, cached=cached)
 write_table(att, "04_attention_distance")
 
 att_model = att.groupby(["encoding", "task", "seed", "layer"], as_index=False).mean_distance.mean()
@@ -582,7 +489,8 @@ plt.show()
 # %%
 map_task = TASKS[0]
 L = setup.task(map_task).train_length
-x = lm_test[None, :L] if map_task == LM_TASK else task_objs[map_task].sample(1, L, torch.Generator().manual_seed(eval_seed)).x
+# the first of the inputs the distances above were measured on: (1, L)
+x = protocols.attention_inputs(specs[(ENCODINGS[0], map_task, SEEDS[0])].task, L, 1, eval_seed, setup.lm_eval_tokens)
 ncols = min(5, len(ENCODINGS))
 nrows = -(-len(ENCODINGS) // ncols)
 fig, axes = plt.subplots(nrows, ncols, figsize=(2.3 * ncols, 2.4 * nrows), squeeze=False, layout="constrained")

@@ -21,6 +21,17 @@ audit) judge the same models by the same numbers:
 * ``gate_models(runs, setup, ...)`` — all of the above for every model, through ``ropelib.gates``:
   one row per (encoding, task, seed) with ``passed`` and ``reason``.
 
+Notebook 04's further checks of the base models, each one results table:
+
+* ``sinusoid_scale_table(runs, setup, scales)`` — test loss at 1x, 4x and 8x the training length of
+  sinusoidal LM models whose added table is scaled by each of ``scales`` (trained when missing), beside
+  the base model and NoPE (``results/04_sinusoid_scale.csv``); ``position_norms`` and ``sinusoid_norm``
+  the sizes of the added position vectors beside the token embeddings.
+* ``training_throughput(specs, task, seed)`` — training tokens/s of a fresh model per encoding, timed in
+  interleaved rounds (``results/04_throughput.csv``).
+* ``attention_distance_table(runs, setup)`` — mean attention distance of every head at the training length
+  on ``attention_inputs`` (``results/04_attention_distance.csv``).
+
 Every evaluation goes through ``ropelib.memo.cached`` (keyed by run hashes and parameters), so a
 rerun reads it back.
 """
@@ -28,7 +39,9 @@ rerun reads it back.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
@@ -38,12 +51,13 @@ import torch
 
 from . import memo
 from .data import IGNORE_INDEX, TaskConfig, make_task
+from .encodings.sinusoidal import sinusoidal_encoding
 from .evaluate import lm_loss_at_lengths, loss_by_position
-from .experiments import TASK_KINDS, BaseSetup, base_spec, base_specs, run_specs
+from .experiments import TASK_KINDS, BaseSetup, attention_distance, base_spec, base_specs, run_specs
 from .gates import context_gain, gate_table
-from .model import start_windows
+from .model import ToyTransformer, select_device, start_windows
 from .ngram import ngram_baselines
-from .runs import RunResult, RunSpec
+from .runs import RunResult, RunSpec, run
 
 __all__ = [
     "SWEEP_SEED",
@@ -60,6 +74,15 @@ __all__ = [
     "retrieval_quality",
     "gate_models",
     "passed_keys",
+    "sinusoid_norm",
+    "position_norms",
+    "SINUSOID_SCALE_COLUMNS",
+    "sinusoid_scale_table",
+    "THROUGHPUT_COLUMNS",
+    "training_throughput",
+    "attention_inputs",
+    "ATTENTION_DISTANCE_COLUMNS",
+    "attention_distance_table",
 ]
 
 #: the seed of the learning-rate sweep's runs (the winner's run is the base model of this seed when
@@ -289,3 +312,255 @@ def passed_keys(gates: pd.DataFrame) -> set[tuple[str, str, int]]:
     """The ``(encoding, task, seed)`` of the models that passed their gate."""
     ok = gates[gates.passed.fillna(False).astype(bool)]
     return {(r.encoding, r.task, int(r.seed)) for r in ok.itertuples()}
+
+
+# -- notebook 04's checks: sinusoid scale, training throughput, attention distance ---------------------
+
+
+def sinusoid_norm(length: int, d_model: int) -> float:
+    """Median L2 norm of the *unscaled* sinusoidal vectors of positions ``0 … length-1`` (Vaswani et al.
+    2017, §3.5; ``ropelib.encodings.sinusoidal.sinusoidal_encoding``). Every pair of columns holds
+    ``sin² + cos² = 1``, so for an even ``d_model`` each vector's norm is exactly ``sqrt(d_model / 2)``."""
+    for label, value in (("length", length), ("d_model", d_model)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{label} must be a positive integer, got {value!r}")
+    return sinusoidal_encoding(torch.arange(length), d_model).norm(dim=-1).median().item()
+
+
+def _token_norm(model: torch.nn.Module) -> float:
+    """Median L2 norm of the rows of the model's token-embedding table."""
+    return model.tok_emb.weight.detach().norm(dim=-1).median().item()
+
+
+def position_norms(runs: Mapping[tuple[str, str, int], RunResult], seed: int) -> pd.DataFrame:
+    """How large the *added* position vectors of the absolute encodings are beside the token embeddings.
+
+    For every ``sinusoidal`` and ``learned`` model of ``runs`` (keyed ``(encoding, task, seed)``) with
+    this ``seed``: the median norm of the trained token embeddings, that of the position vectors of
+    positions ``0 … L-1`` (sinusoidal: ``scale * sinusoid_norm(L, d_model)``; learned: the table's first
+    ``L`` rows) and their ratio, beside the token embeddings' expected norm at init,
+    ``init_std * sqrt(d_model)``. Columns ``encoding, task, token_norm_trained, position_norm,
+    position / token, token_norm_at_init``; one row per model."""
+    rows = []
+    for (enc, task, seed_), r in runs.items():
+        if enc not in ("sinusoidal", "learned") or seed_ != seed:
+            continue
+        m, L = r.model, r.spec.train.seq_len
+        tok = _token_norm(m)
+        if enc == "sinusoidal":
+            pos = m.encoding.scale * sinusoid_norm(L, m.config.d_model)
+        else:
+            pos = m.encoding.table.weight.detach()[:L].norm(dim=-1).median().item()
+        rows.append({"encoding": enc, "task": task, "token_norm_trained": tok, "position_norm": pos,
+                     "position / token": pos / tok, "token_norm_at_init": m.config.init_std * m.config.d_model ** 0.5})
+    return pd.DataFrame(rows, columns=["encoding", "task", "token_norm_trained", "position_norm", "position / token",
+                                       "token_norm_at_init"])
+
+
+#: columns of ``sinusoid_scale_table`` (``results/04_sinusoid_scale.csv`` without ``profile``)
+SINUSOID_SCALE_COLUMNS = ["encoding", "scale", "seed", "run_hash", "train_length", "length", "multiplier", "loss",
+                          "ppl", "position_norm", "token_norm_trained"]
+
+
+def sinusoid_scale_table(
+    runs: Mapping[tuple[str, str, int], RunResult],
+    setup: BaseSetup,
+    scales: Iterable[float] = (1.0,),
+    *,
+    eval_windows: int = 32,
+    multipliers: Sequence[int] = (1, 4, 8),
+    cached: Cache = memo.cached,
+    train: Callable[[RunSpec], RunResult] | None = None,
+) -> pd.DataFrame:
+    """What the scale of the added sinusoids is worth (notebook 04, §5): test loss at ``multipliers`` × the
+    training length ``L`` of the seed-``setup.seeds[0]`` language models whose sinusoidal table (Vaswani et
+    al. 2017, §3.5) is multiplied by each of ``scales`` (1 = the table as is), beside the base sinusoidal
+    model (``setup.sinusoid_scale``, ``experiments.sinusoid_scale_for``) and NoPE — the ALiBi paper's
+    observation that sinusoidal models blow up past ``L`` (Press et al. 2021, arXiv 2108.12409, Table 1:
+    ``published.ALIBI_TABLE1``), tested against the scale.
+
+    ``runs`` (keyed ``(encoding, task, seed)``) must hold the base sinusoidal LM model of that seed (its
+    NoPE model is used when present). A scale other than the base one trains a model with the base spec's
+    ``encoding_params["scale"]`` replaced (``train``, default ``ropelib.runs.run``: read back from the run
+    cache once trained). Every model is scored on the same text at every length: non-overlapping windows
+    over the first ``eval_windows × max(multipliers) × L`` test tokens (``split_tokens(...,
+    setup.lm_eval_tokens)``), ``span / length`` windows each; evaluations go through ``cached`` under
+    ``"04_sinusoid_scale"``. One row per (model, length), NoPE first, then the scales in increasing order;
+    columns ``SINUSOID_SCALE_COLUMNS`` (NoPE's ``scale`` is NaN, its ``position_norm`` 0)."""
+    task = lm_task(setup)
+    seed = setup.seeds[0]
+    if ("sinusoidal", task, seed) not in runs:
+        raise ValueError(f"runs has no base sinusoidal model of task {task!r}, seed {seed}: the sinusoid-scale "
+                         f"check compares against it (keys present: {sorted(runs)})")
+    if isinstance(eval_windows, bool) or not isinstance(eval_windows, int) or eval_windows < 1:
+        raise ValueError(f"eval_windows must be a positive integer, got {eval_windows!r}")
+    mults = list(multipliers)
+    if not mults or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mults) or mults != sorted(set(mults)):
+        raise ValueError(f"multipliers must be increasing positive integers, got {multipliers!r}")
+    scales = list(scales)
+    if any(isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < math.inf for s in scales):
+        raise ValueError(f"scales must be finite numbers > 0, got {scales!r}")
+    train = train or (lambda spec: run(spec, progress=False))
+    base_run = runs[("sinusoidal", task, seed)]
+    base = base_run.spec
+    L = base.train.seq_len
+    lengths = [m * L for m in mults]
+    span = eval_windows * lengths[-1]  # test tokens scored at every length
+    tokens = split_tokens(base.task, "test", setup.lm_eval_tokens)  # (N,)
+    models: dict[Any, RunResult | None] = {"nope": runs.get(("nope", task, seed))}
+    for scale in sorted({float(setup.sinusoid_scale), *map(float, scales)}):
+        if scale == setup.sinusoid_scale:
+            models[scale] = base_run
+        else:  # trained here (cached like every run)
+            params = {**base.model.encoding_params, "scale": scale}
+            models[scale] = train(replace(base, model=replace(base.model, encoding_params=params)))
+    rows = []
+    for scale, r in models.items():
+        if r is None:
+            continue
+        device = next(r.model.parameters()).device.type
+        # the same text at every length (as in notebook 05): span / length non-overlapping windows each
+        df = cached("04_sinusoid_scale", {"run": r.hash, "device": device, "lengths": lengths, "span": span},
+                    lambda r=r: pd.concat([lm_loss_at_lengths(r.model, tokens, [n], max_windows=span // n)
+                                           for n in lengths], ignore_index=True))
+        pos = 0.0 if scale == "nope" else scale * sinusoid_norm(L, r.model.config.d_model)
+        tok = _token_norm(r.model)
+        for length, loss in zip(lengths, df.loss):
+            rows.append({"encoding": "nope" if scale == "nope" else "sinusoidal",
+                         "scale": np.nan if scale == "nope" else scale, "seed": seed, "run_hash": r.hash[:16],
+                         "train_length": L, "length": length, "multiplier": length / L, "loss": float(loss),
+                         "ppl": float(np.exp(loss)), "position_norm": pos, "token_norm_trained": tok})
+    return pd.DataFrame(rows, columns=SINUSOID_SCALE_COLUMNS)
+
+
+#: columns of ``training_throughput`` (``results/04_throughput.csv`` without ``profile``)
+THROUGHPUT_COLUMNS = ["encoding", "task", "seq_len", "batch_size", "round", "tokens_per_s"]
+
+
+def _positive_int(label: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{label} must be a positive integer, got {value!r}")
+    return value
+
+
+def training_throughput(
+    specs: Mapping[tuple[str, str, int], RunSpec],
+    task: str,
+    seed: int,
+    *,
+    rounds: int = 5,
+    steps: int = 8,
+    warmup_steps: int = 1,
+    batch_seed: int = 12345,
+    lr: float = 1e-4,
+    device: str | torch.device = "auto",
+    clock: Callable[[], float] = time.perf_counter,
+) -> pd.DataFrame:
+    """Training tokens/s of each encoding, benchmarked in interleaved rounds (notebook 04, §6; the ALiBi
+    paper's training-speed comparison, Press et al. 2021, arXiv 2108.12409: ``published.ALIBI_SPEED``,
+    measured here on our models).
+
+    The tokens/s logged during training depend on whatever else the machine did at the time; here every
+    encoding of ``specs`` (keys ``(encoding, task, seed)`` with this ``task`` and ``seed``, in ``specs``
+    order) gets a fresh model of its spec (initialised from torch seed ``seed``, without touching the global
+    generator) and an AdamW optimiser (``lr``), and in each of ``rounds`` rounds every encoding in turn runs
+    ``warmup_steps`` untimed then ``steps`` timed training steps (forward, cross-entropy, backward, update)
+    on the same batch: ``batch_size × seq_len`` of the first encoding's spec, drawn from its task with
+    generator seed ``batch_seed``. Interleaving spreads a busy phase of the machine over all encodings; a
+    notebook reports the median round. ``clock``: the timer (``time.perf_counter``; CUDA is synchronised
+    before it is read). One row per (round, encoding), columns ``THROUGHPUT_COLUMNS``; ``tokens_per_s =
+    steps × batch_size × seq_len / seconds``."""
+    for label, value in (("rounds", rounds), ("steps", steps)):
+        _positive_int(label, value)
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
+    chosen = {e: s for (e, t, sd), s in specs.items() if t == task and sd == seed}
+    if not chosen:
+        raise ValueError(f"specs hold no model of task {task!r} with seed {seed!r}; their (task, seed) pairs: "
+                         f"{sorted({(t, sd) for _, t, sd in specs})}")
+    device = select_device(device) if isinstance(device, str) else device
+    spec0 = next(iter(chosen.values()))
+    batch = _task_of(spec0.task).sample(spec0.train.batch_size, spec0.train.seq_len,
+                                        torch.Generator().manual_seed(int(batch_seed))).to(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        models = {e: ToyTransformer(s.model).to(device).train() for e, s in chosen.items()}
+    opts = {e: torch.optim.AdamW(m.parameters(), lr=lr) for e, m in models.items()}
+
+    def train_steps(enc: str, n: int) -> None:
+        model, opt = models[enc], opts[enc]
+        for _ in range(n):
+            logits = model(batch.x)  # (B, T, V)
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch.y.flatten(), ignore_index=IGNORE_INDEX)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    rows = []
+    for rnd in range(rounds):
+        for enc in chosen:
+            train_steps(enc, warmup_steps)
+            t0 = clock()
+            train_steps(enc, steps)
+            dt = clock() - t0
+            rows.append({"encoding": enc, "task": task, "seq_len": spec0.train.seq_len,
+                         "batch_size": spec0.train.batch_size, "round": rnd,
+                         "tokens_per_s": steps * batch.x.numel() / dt})
+    return pd.DataFrame(rows, columns=THROUGHPUT_COLUMNS)
+
+
+def attention_inputs(config: TaskConfig, length: int, n_samples: int, seed: int = 12345,
+                     max_tokens: int | None = None) -> torch.Tensor:
+    """The ``(n_samples, length)`` token ids on which attention is measured: for a language-modelling task
+    the first ``n_samples`` consecutive non-overlapping windows of its *test* split (its first
+    ``max_tokens``); for any other task ``n_samples`` fresh sequences of its training distribution
+    (generator seed ``seed``)."""
+    _positive_int("length", length)
+    _positive_int("n_samples", n_samples)
+    if TASK_KINDS.get(config.name) == "lm":
+        tokens = split_tokens(config, "test", max_tokens)  # (N,)
+        if n_samples * length > len(tokens):
+            raise ValueError(f"n_samples x length = {n_samples} x {length} tokens, but the test split "
+                             f"(max_tokens={max_tokens!r}) holds only {len(tokens)}")
+        starts = torch.arange(n_samples) * length  # (B,)
+        return tokens[starts[:, None] + torch.arange(length)[None, :]]  # (B, L)
+    return _task_of(config).sample(n_samples, length, torch.Generator().manual_seed(int(seed))).x  # (B, L)
+
+
+#: columns of ``attention_distance_table`` (``results/04_attention_distance.csv`` without ``profile``)
+ATTENTION_DISTANCE_COLUMNS = ["encoding", "task", "seed", "layer", "head", "mean_distance"]
+
+
+def attention_distance_table(
+    runs: Mapping[tuple[str, str, int], RunResult],
+    setup: BaseSetup,
+    n_samples: int = 8,
+    seed: int = 12345,
+    cached: Cache = memo.cached,
+) -> pd.DataFrame:
+    """Mean attention distance of every head of every model of ``runs`` (keyed ``(encoding, task, seed)``)
+    at its training length ``L``: ``experiments.attention_distance`` (the attention-weighted mean of query
+    minus key position; uniform causal attention gives ``(L - 1) / 4`` on average over queries, attention to
+    the token itself 0) on ``attention_inputs(task, L, n_samples, seed, setup.lm_eval_tokens)``. Evaluations
+    go through ``cached`` under ``"04_attention_distance"``. One row per (model, layer, head), columns
+    ``ATTENTION_DISTANCE_COLUMNS``."""
+    _positive_int("n_samples", n_samples)
+    rows = []
+    for (enc, task, seed_), r in runs.items():
+        L = r.spec.train.seq_len
+        device = next(r.model.parameters()).device.type
+
+        def compute(r: RunResult = r, L: int = L) -> np.ndarray:
+            with torch.no_grad():
+                x = attention_inputs(r.spec.task, L, n_samples, seed, setup.lm_eval_tokens)  # (B, L)
+                return attention_distance(r.model, x)  # (layers, heads)
+
+        dist = cached("04_attention_distance", {"run": r.hash, "device": device, "samples": n_samples,
+                                                "eval_seed": seed}, compute)  # (layers, heads)
+        for layer in range(dist.shape[0]):
+            for head in range(dist.shape[1]):
+                rows.append({"encoding": enc, "task": task, "seed": seed_, "layer": layer, "head": head,
+                             "mean_distance": float(dist[layer, head])})
+    return pd.DataFrame(rows, columns=ATTENTION_DISTANCE_COLUMNS)
