@@ -4,6 +4,7 @@
     python run_all.py [--profile smoke|default|full] [--only 02 05 …] [--device auto|cpu|cuda|mps]
                       [--jobs N] [--html] [--list] [--reference] [--output-dir DIR]
     python run_all.py --new NN_my_idea [--from 00_template]
+    python run_all.py --export-html [--only 02 05 …] [--output-dir DIR]
 
 Each ``notebooks/NN_*.ipynb`` runs in order, in its own papermill subprocess (kernel ``python3``), with
 the chosen profile's parameters from ``profiles.yaml`` plus ``profile`` and ``device`` injected
@@ -29,6 +30,19 @@ SIGTERM, SIGHUP, a dead kernel or its own exit, kills every process of those ses
 training workers). If run_all itself is killed, papermill gets SIGTERM (Linux ``PR_SET_PDEATHSIG``) and
 takes its kernel's session down. The next run resumes: finished training runs come back from the run
 cache of ``ropelib.runs``.
+
+Progress. One line when a notebook starts (``[3/9] 04_train_tiny_models started``) and one when it ends
+(``[3/9] 04_train_tiny_models ok in 26m57s, 6 figure(s); 5 of 9 done, elapsed 28m10s, estimated left
+7m40s``); every ``HEARTBEAT_S`` seconds a line on what is running, with the progress line of the
+notebook's current ``ropelib.runs.sweep`` (the kernel writes it to ``$ROPELIB_PROGRESS_FILE`` in the
+staging folder). The estimate adds up each remaining notebook's last duration: from this tree's
+manifest, else (profile ``default``) the committed one; "unknown" if a notebook has none.
+
+Gallery and pages. After each notebook the tree's gallery (``figures/README.md``) is regenerated
+(``ropelib.gallery.write_gallery``: contents, one section per notebook under its title, figures with
+alt text and captions). ``--html`` also writes ``<work>/html/<name>.html`` and ``index.html``;
+``--export-html`` executes nothing and converts the committed notebooks (or ``--only`` those) into
+``build/html/`` (or ``--output-dir``), every image with its figure's caption as alt text.
 
 If a notebook's ``.py`` pair is newer than its ``.ipynb`` and their cells differ (it was edited as
 text), the ``.py`` cells are what runs. ``--new`` forks a notebook (``new_notebook``).
@@ -60,8 +74,8 @@ import nbformat
 import yaml
 from jupytext.config import load_jupytext_config
 
+from ropelib.gallery import export_html, notebook_title, write_gallery, write_html_index
 from ropelib.paths import atomic_write_bytes, atomic_write_text, cache_dir, figures_dir, results_dir
-from ropelib.plotting import CAPTIONS_FILE
 from ropelib.provenance import device_description, package_versions, source_state
 
 try:  # the lock of an output tree (POSIX)
@@ -81,6 +95,9 @@ INJECTED = ("profile", "device")
 NOTEBOOK_RE = re.compile(r"^(\d\d)_[A-Za-z0-9_-]+$")
 #: seconds between "still running" lines while a notebook executes
 HEARTBEAT_S = 60.0
+#: the kernel's environment variable naming the file where ``ropelib.runs.sweep`` keeps its progress line
+#: (``ropelib.runs.PROGRESS_FILE_ENV``; not imported, which would import torch); the heartbeat shows it
+PROGRESS_FILE_ENV = "ROPELIB_PROGRESS_FILE"
 #: seconds a notebook's processes get between SIGTERM and SIGKILL when run_all stops them
 GRACE_S = 10.0
 #: seconds the processes a finished notebook left behind (e.g. a dead kernel's workers) get before SIGKILL
@@ -838,11 +855,26 @@ class Runner:
         self._started = time.time()
         self._order = dict(order or {})  # name -> "i/n", for progress lines
         self._expected = dict(expected or {})  # name -> last duration in seconds
+        self._job_started: dict[str, float] = {}  # name -> time.time() when it started
 
     def running(self) -> list[str]:
         """Names of the notebooks executing now."""
         with self._lock:
             return sorted(self._procs)
+
+    def running_for(self) -> dict[str, float]:
+        """Seconds each notebook executing now has been running."""
+        now = time.time()
+        with self._lock:
+            return {name: now - self._job_started.get(name, now) for name in sorted(self._procs)}
+
+    def progress_of(self, name: str) -> str | None:
+        """The last progress line the notebook's kernel left (a ``ropelib.runs.sweep`` in it), or ``None``."""
+        try:
+            lines = (self.tree.staging / name / PROGRESS_FILE).read_text(encoding="utf-8").strip().splitlines()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return lines[-1][:200] if lines else None
 
     def stop(self) -> None:
         """Kill every running notebook's process tree (papermill, kernel, workers): SIGTERM, then SIGKILL
@@ -885,6 +917,7 @@ class Runner:
             ROPELIB_RESULTS_DIR=str(stage / "results"),
             ROPELIB_CACHE_DIR=str(cache_dir()),  # shared: content-addressed, not an output
             ROPELIB_NOTEBOOK=job.name,
+            **{PROGRESS_FILE_ENV: str(stage / PROGRESS_FILE)},
         )
         cmd = [
             sys.executable, "-c", _PAPERMILL_BOOT, str(os.getpid()), str(tmp_in), str(tmp_out),
@@ -894,9 +927,11 @@ class Runner:
             "--no-progress-bar",
             "--log-level", "WARNING",
         ]  # fmt: skip
-        _say(f"start {job.name} ({self._order.get(job.name, '?')}) cells from .{job.cells_from}; "
-             f"last time {_fmt_s(self._expected.get(job.name))}")  # fmt: skip
         started = time.time()
+        with self._lock:
+            self._job_started[job.name] = started
+        _say(f"[{self._order.get(job.name, '?')}] {job.name} started (cells from .{job.cells_from}; "
+             f"last time {_fmt_s(self._expected.get(job.name), 'unknown')})")  # fmt: skip
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
             sessions = {proc.pid}  # papermill's own session, then the kernel's
@@ -965,8 +1000,10 @@ class Runner:
         _swap_folder(figures if figures.is_dir() else None, tree.figures / job.name)
         atomic_write_text(job.target, nbformat.writes(executed) + "\n")
         write_pair(executed, job.target, config_from=job.source)
-        if self.html:
-            _export_html(executed, tree.work / "html" / f"{job.name}.html")
+        if self.html:  # the same pages as --export-html, from this run's notebook and captions
+            html_dir = tree.work / "html"
+            export_html(executed, html_dir / f"{job.name}.html", tree.figures, job.name)
+            write_html_index(html_dir, _titles(tree.notebooks), heading=f"Notebooks ({_portable(str(tree.work))})")
         write_gallery(tree.notebooks, tree.figures)
         outcome.tables = written
         folder = tree.figures / job.name
@@ -1008,6 +1045,8 @@ class Runner:
 
 
 _PRINT_LOCK = threading.Lock()
+#: the file in a notebook's staging folder where its kernel's sweeps report progress (``PROGRESS_FILE_ENV``)
+PROGRESS_FILE = "progress.txt"
 
 
 def _say(message: str) -> None:
@@ -1020,20 +1059,13 @@ def _last_line(path: Path) -> str:
     return lines[-1].strip()[:200] if lines else "(no output)"
 
 
-def _export_html(nb: nbformat.NotebookNode, path: Path) -> None:
-    from nbconvert import HTMLExporter
-
-    body, _ = HTMLExporter().from_notebook_node(nb)
-    atomic_write_text(path, body)
-
-
 def _utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _fmt_s(seconds: float | None) -> str:
+def _fmt_s(seconds: float | None, unknown: str = "?") -> str:
     if seconds is None:
-        return "?"
+        return unknown
     seconds = int(round(seconds))
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
@@ -1092,43 +1124,43 @@ def summary_table(outcomes: Sequence[Outcome]) -> str:
     return "\n".join(lines)
 
 
-def write_gallery(notebooks_dir: Path | None = None, root: Path | None = None) -> Path:
-    """Regenerate ``<root>/README.md`` (default root ``figures_dir()``): every figure with its notebook and caption."""
-    root = Path(root) if root is not None else figures_dir()
-    lines = [
-        "# Figures",
-        "",
-        "Every figure of the notebook collection, with its one-line caption. Generated by `run_all.py` from the",
-        "`captions.json` files that `ropelib.plotting.savefig` writes; do not edit by hand. Each figure also",
-        "exists as SVG beside the PNG.",
-        "",
-    ]
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
-    count = 0
-    for folder in folders:
-        pngs = sorted(folder.glob("*.png"))
-        if not pngs:
+def _titles(notebooks_dir: Path) -> dict[str, str]:
+    """``{notebook name: its title}`` (``ropelib.gallery.notebook_title``) of the notebooks in a folder."""
+    titles = {}
+    for path in discover_notebooks(notebooks_dir) if Path(notebooks_dir).is_dir() else []:
+        title = notebook_title(path) if path.exists() else None
+        if title:
+            titles[path.stem] = title
+    return titles
+
+
+def export_committed_html(args: argparse.Namespace) -> int:
+    """``--export-html [--only NN ...] [--output-dir DIR]``: convert the committed executed notebooks to HTML
+    pages in ``DIR`` (default ``build/html/``) without running them, with alt text on every image (from
+    ``figures/``'s captions, ``ropelib.gallery.export_html``), and write ``DIR/index.html`` linking them."""
+    for flag, given in (("--reference", args.reference), ("--html", args.html), ("--list", args.list)):
+        if given:
+            raise ConfigError(f"--export-html executes nothing; drop {flag}")
+    notebooks_dir = args.notebooks_dir.resolve()
+    paths = select_notebooks(discover_notebooks(notebooks_dir), args.only)
+    if not paths:
+        raise ConfigError(f"no NN_*.ipynb notebooks in {notebooks_dir}")
+    out = Path(args.output_dir or args.build_dir / "html").resolve()
+    committed = {notebooks_dir, figures_dir(), results_dir(), REPO_ROOT / "notebooks", REPO_ROOT / "figures",
+                 REPO_ROOT / "results"}  # fmt: skip
+    if out in committed:
+        raise ConfigError(f"--output-dir {out} is a folder of committed outputs; pick another (default: build/html/)")
+    written = 0
+    for i, path in enumerate(paths, 1):
+        if not path.exists():
+            _say(f"[{i}/{len(paths)}] {path.stem}: skipped (only its .py exists: it has never been executed)")
             continue
-        captions_file = folder / CAPTIONS_FILE
-        captions = json.loads(captions_file.read_text(encoding="utf-8")) if captions_file.exists() else {}
-        heading = f"## {folder.name}"
-        if notebooks_dir is not None and (Path(notebooks_dir) / f"{folder.name}.ipynb").exists():
-            rel = os.path.relpath(Path(notebooks_dir) / f"{folder.name}.ipynb", root)
-            heading = f"## [{folder.name}]({rel})"
-        lines += [heading, ""]
-        for png in pngs:
-            caption = captions.get(png.stem, "(no caption recorded)")
-            svg = png.with_suffix(".svg")
-            lines.append(f"### {png.stem}")
-            lines.append("")
-            lines.append(f"![{caption}]({folder.name}/{png.name})")
-            lines.append("")
-            lines.append(caption + (f" ([SVG]({folder.name}/{svg.name}))" if svg.exists() else ""))
-            lines.append("")
-            count += 1
-    if count == 0:
-        lines += ["(No figures yet: run `python run_all.py`.)", ""]
-    return atomic_write_text(root / "README.md", "\n".join(lines))
+        page = export_html(nbformat.read(path, as_version=4), out / f"{path.stem}.html", figures_dir(), path.stem)
+        _say(f"[{i}/{len(paths)}] {path.stem} -> {_shown(page)}")
+        written += 1
+    index = write_html_index(out, _titles(notebooks_dir), heading="Notebooks (committed outputs)")
+    print(f"run_all: {written} page(s) written; index: {_shown(index)}", flush=True)
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1251,7 +1283,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks (number or full name)")
     parser.add_argument("--device", default="auto", choices=DEVICES, help="device injected into every notebook")
     parser.add_argument("--jobs", type=int, default=1, help="notebooks run at the same time (separate processes)")
-    parser.add_argument("--html", action="store_true", help="also export each executed notebook to <work folder>/html/")
+    parser.add_argument("--html", action="store_true",
+                        help="also export each executed notebook to <work folder>/html/ (with index.html)")  # fmt: skip
+    parser.add_argument("--export-html", action="store_true",
+                        help="execute nothing: convert the committed notebooks (or --only those) to HTML pages with "
+                             "alt text on every image, plus index.html, in --output-dir (default: build/html/)")  # fmt: skip
     parser.add_argument("--list", action="store_true", help="list notebooks, their parameters and last status")
     parser.add_argument("--reference", action="store_true",
                         help=f"replace the committed notebooks, figures/ and results/ (profile {REFERENCE_PROFILE!r} "
@@ -1262,7 +1298,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--notebooks-dir", type=Path, default=REPO_ROOT / "notebooks", help=argparse.SUPPRESS)
     parser.add_argument("--output-dir", type=Path, default=None,
                         help="write this run's notebooks, figures, results and manifest under this folder "
-                             "(default: build/<profile>/)")  # fmt: skip
+                             "(default: build/<profile>/); with --export-html, the folder of the pages")  # fmt: skip
     parser.add_argument("--profiles", type=Path, default=REPO_ROOT / "profiles.yaml", help="profiles file")
     parser.add_argument("--build-dir", type=Path, default=REPO_ROOT / "build",
                         help="sandbox trees build/<profile>/ and the reference run's work folder (default: build/)")  # fmt: skip
@@ -1354,11 +1390,9 @@ def execute(args: argparse.Namespace, tree: OutputTree, jobs: Sequence[Job]) -> 
     the runner (its manifest and write errors). Every child process is gone when this returns."""
     manifest_path = tree.manifest(args.profile)
     manifest = new_manifest(args, tree, read_manifest(manifest_path))
-    previous = manifest["notebooks"]
-    expected = {  # durations of the last completed execution, for the estimate of the time left
-        j.name: previous[j.name]["duration_s"] if previous.get(j.name, {}).get("status") in ("ok", "failed") else None
-        for j in jobs
-    }
+    reference_folders = dict.fromkeys([results_dir(), REPO_ROOT / "results"])  # the reference's, the checkout's
+    committed = [read_manifest(folder / f"run_manifest_{REFERENCE_PROFILE}.json") for folder in reference_folders]
+    expected = expected_durations([j.name for j in jobs], args.profile, manifest, *committed)
     order = {j.name: f"{i}/{len(jobs)}" for i, j in enumerate(jobs, 1)}
     runner = Runner(tree, args.html, manifest, manifest_path, order, expected)
     outcomes: dict[str, Outcome] = {}
@@ -1369,9 +1403,9 @@ def execute(args: argparse.Namespace, tree: OutputTree, jobs: Sequence[Job]) -> 
     print(f"run_all: profile={args.profile} device={args.device} ({manifest['device']}) "
           f"notebooks={total} jobs={args.jobs}; writing {where}", flush=True)  # fmt: skip
 
-    def remaining_estimate() -> float | None:
-        left = [expected[j.name] for j in jobs if j.name not in outcomes]
-        return None if any(v is None for v in left) else sum(left) / args.jobs
+    def left() -> str:
+        unfinished = [j.name for j in jobs if j.name not in outcomes]
+        return _fmt_s(estimate_left(unfinished, expected, runner.running_for(), args.jobs), "unknown")
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures: dict[Future, Job] = {}
@@ -1386,12 +1420,14 @@ def execute(args: argparse.Namespace, tree: OutputTree, jobs: Sequence[Job]) -> 
                     o = fut.result()
                     outcomes[o.name] = o
                     elapsed = time.time() - started
-                    _say(f"done  {o.name}: {o.status.upper()} in {_fmt_s(o.duration_s)}, {len(o.figures)} figure(s)"
-                         f" [{len(outcomes)}/{total} finished; elapsed {_fmt_s(elapsed)}, "
-                         f"~{_fmt_s(remaining_estimate())} left]" + (f"\n      {o.error}" if o.error else ""))  # fmt: skip
+                    status = o.status if o.status == "ok" else o.status.upper()
+                    _say(f"[{order[o.name]}] {o.name} {status} in {_fmt_s(o.duration_s)}, {len(o.figures)} figure(s); "
+                         f"{len(outcomes)} of {total} done, elapsed {_fmt_s(elapsed)}, estimated left {left()}"
+                         + (f"\n      {o.error}" if o.error else ""))  # fmt: skip
                 if time.monotonic() - last_beat > HEARTBEAT_S:
                     last_beat = time.monotonic()
-                    _say(f"      ... running {', '.join(runner.running())}; elapsed {_fmt_s(time.time() - started)}")
+                    _say(heartbeat_line(runner, order, expected) + f"; elapsed {_fmt_s(time.time() - started)}, "
+                         f"estimated left {left()}")  # fmt: skip
         except KeyboardInterrupt:
             interrupted = True
             _ignore_signals()
@@ -1412,6 +1448,53 @@ def execute(args: argparse.Namespace, tree: OutputTree, jobs: Sequence[Job]) -> 
                 runner.stop()
     ordered = [outcomes[j.name] for j in jobs if j.name in outcomes]
     return ordered, interrupted, runner
+
+
+def expected_durations(
+    names: Sequence[str], profile: str, manifest: Mapping[str, Any], *committed: Mapping[str, Any]
+) -> dict[str, float | None]:
+    """Each notebook's expected duration, for the estimate of the time left: its ``duration_s`` in this
+    tree's manifest (the last completed execution, ok or failed), else in the first ``committed`` manifest
+    (the reference outputs' ``results/run_manifest_default.json``: ``results_dir()``'s, then the checkout's)
+    of the same profile that has it (so a first sandbox run of ``default`` has an estimate), else ``None``."""
+    sources = [manifest.get("notebooks", {})]
+    sources += [c.get("notebooks", {}) for c in committed if c.get("profile", REFERENCE_PROFILE) == profile]
+    expected: dict[str, float | None] = {}
+    for name in names:
+        expected[name] = None
+        for notebooks in sources:
+            entry = notebooks.get(name) or {}
+            if entry.get("status") not in ("ok", "failed"):
+                entry = entry.get("committed") or {}  # an interrupted run keeps the last good entry
+            if entry.get("status") in ("ok", "failed") and isinstance(entry.get("duration_s"), (int, float)):
+                expected[name] = float(entry["duration_s"])
+                break
+    return expected
+
+
+def estimate_left(
+    unfinished: Sequence[str], expected: Mapping[str, float | None], running_for: Mapping[str, float], jobs: int
+) -> float | None:
+    """Seconds the unfinished notebooks should still take: each its expected duration less the time it has
+    been running (at least 0), spread over ``jobs`` (but never less than the longest of them); ``None``
+    when one of them has no expected duration."""
+    left = []
+    for name in unfinished:
+        if expected.get(name) is None:
+            return None
+        left.append(max(0.0, expected[name] - running_for.get(name, 0.0)))
+    return max([sum(left) / max(1, jobs), *left]) if left else 0.0
+
+
+def heartbeat_line(runner: Runner, order: Mapping[str, str], expected: Mapping[str, float | None]) -> str:
+    """``      ... running [3/9] 04_x for 5m00s of ~26m57s (sweep: 6 of 10 runs finished ...)``: what each
+    executing notebook is doing, with the progress line its sweeps leave (``Runner.progress_of``)."""
+    parts = []
+    for name, seconds in runner.running_for().items():
+        part = f"[{order.get(name, '?')}] {name} for {_fmt_s(seconds)} of ~{_fmt_s(expected.get(name), 'unknown')}"
+        progress = runner.progress_of(name)
+        parts.append(part + (f" ({progress})" if progress else ""))
+    return "      ... running " + ("; ".join(parts) or "(none)")
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -1445,6 +1528,8 @@ def _main(args: argparse.Namespace) -> int:
     try:
         if args.new:
             return new_notebook(args)
+        if args.export_html:
+            return export_committed_html(args)
         profiles = load_profiles(args.profiles, notebooks_dir=args.notebooks_dir)
         if args.list:
             print(list_notebooks(args, profiles))

@@ -39,6 +39,9 @@ RoPE frequency table) come from the child's own config.
 (anything with ``submit(fn, *args)`` returning an object with ``result()``): local spawned processes
 by default, or Slurm through submitit (see ``sweep``). The default pool's workers exit when the
 process that started them dies (even by SIGKILL), and are terminated when the sweep is interrupted.
+A sweep reports its progress over runs (``SweepProgress``): a tqdm bar on stderr, and, where
+``$ROPELIB_PROGRESS_FILE`` names a file (``run_all.py`` sets it for each notebook), one status line in
+that file, which run_all's heartbeat shows.
 """
 
 from __future__ import annotations
@@ -63,17 +66,20 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm  # the text bar (stderr): no widget state in committed notebooks
 
 from . import fingerprint as _fingerprint
 from .data import TaskConfig, make_task
 from .encodings import resolved_params
 from .model import ModelConfig, ToyTransformer, select_device
-from .paths import atomic_write_bytes
+from .paths import atomic_write_bytes, atomic_write_text
 from .paths import cache_dir as default_cache_dir
 from .provenance import device_description, package_versions
 from .train import CHECKPOINT_NAME, TrainConfig, train
 
-__all__ = ["FORMAT_VERSION", "RunSpec", "RunResult", "run", "sweep", "run_dir", "is_finished", "code_fingerprint"]
+__all__ = [
+    "FORMAT_VERSION", "RunSpec", "RunResult", "run", "sweep", "SweepProgress", "run_dir", "is_finished", "code_fingerprint",
+]  # fmt: skip
 
 #: bumped when the meaning of a cached entry changes (part of every hash, so old entries are ignored)
 FORMAT_VERSION = 2
@@ -565,11 +571,112 @@ def _terminate(pool: concurrent.futures.ProcessPoolExecutor) -> None:
                 proc.join(1)
 
 
+#: environment variable naming a file where ``sweep`` keeps one line of progress (run_all sets it per notebook)
+PROGRESS_FILE_ENV = "ROPELIB_PROGRESS_FILE"
+
+
+def _fmt_duration(seconds: float | None) -> str:
+    """``1m05s``, ``42s``, or ``unknown`` for ``None``."""
+    if seconds is None:
+        return "unknown"
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class SweepProgress:
+    """Run-level progress of one ``sweep``: ``n`` of ``total`` distinct runs finished, how many were
+    already in the cache and how many were trained, the time since the sweep started and an estimate
+    of the time left (runs still to train times the mean wall time per trained run so far; "unknown"
+    before the first one finishes).
+
+    ``bar``: show a tqdm bar on ``sys.stderr`` (updated once per finished run, so it is cheap).
+    ``status_file``: also keep ``line()`` in this file (written atomically on every change), for a
+    process that watches this one (run_all's heartbeat). A file that cannot be written is ignored:
+    progress must never fail a sweep."""
+
+    def __init__(
+        self, total: int, cached: int, bar: bool, status_file: str | os.PathLike | None = None, clock: Any = time.monotonic
+    ) -> None:
+        self.total, self.cached, self.trained = total, cached, 0
+        self._clock = clock
+        self._started = clock()
+        self._file = Path(status_file) if status_file else None
+        self._bar = None
+        if bar:
+            self._bar = tqdm(total=total, initial=cached, desc="sweep", unit="run", file=sys.stderr, leave=True,
+                             dynamic_ncols=True, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                             "runs [{postfix}]")  # fmt: skip
+        self._show()
+
+    @property
+    def done(self) -> int:
+        return self.cached + self.trained
+
+    def elapsed(self) -> float:
+        return self._clock() - self._started
+
+    def remaining(self) -> float | None:
+        """Estimated seconds left: 0 when done, ``None`` until a run has been trained."""
+        left = self.total - self.done
+        if left <= 0:
+            return 0.0
+        if self.trained == 0:
+            return None
+        return left * self.elapsed() / self.trained
+
+    def line(self) -> str:
+        """E.g. ``sweep: 6 of 10 runs finished (3 cached, 3 trained); elapsed 1m02s, estimated left 1m22s``."""
+        return (f"sweep: {self.done} of {self.total} runs finished ({self.cached} cached, {self.trained} trained); "
+                f"elapsed {_fmt_duration(self.elapsed())}, estimated left {_fmt_duration(self.remaining())}")  # fmt: skip
+
+    def advance(self) -> None:
+        """One more run trained (or, in a worker, read back) by this sweep."""
+        self.trained += 1
+        if self._bar is not None:
+            self._bar.update(1)
+        self._show()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def _show(self) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(
+                f"{self.cached} cached, {self.trained} trained, elapsed {_fmt_duration(self.elapsed())}, "
+                f"left {_fmt_duration(self.remaining())}", refresh=True,
+            )  # fmt: skip
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                atomic_write_text(self._file, self.line() + "\n")
+
+
+def _progress_default() -> bool:
+    """The bar's default: on, except in a notebook that ``run_all.py`` executes (``$ROPELIB_NOTEBOOK`` set),
+    where stderr is recorded into the executed notebook (run_all shows the progress file instead)."""
+    return not os.environ.get("ROPELIB_NOTEBOOK")
+
+
+def _wait_all(futures: Sequence[Any], progress: SweepProgress) -> None:
+    """Wait for every future, advancing ``progress`` as each finishes; the first failure propagates.
+    ``concurrent.futures`` futures are taken as they complete; others (a submitit job: only
+    ``result()`` is promised) in submission order."""
+    if all(isinstance(f, concurrent.futures.Future) for f in futures):
+        futures = concurrent.futures.as_completed(futures)
+    for future in futures:
+        future.result()
+        progress.advance()
+
+
 def sweep(
     specs: Sequence[RunSpec],
     executor: Any = None,
     max_workers: int | None = None,
     cache_dir: str | os.PathLike | None = None,
+    progress: bool | None = None,
 ) -> list[RunResult]:
     """Run every spec (training the unfinished ones in parallel) and return their results in order;
     each result's ``cached`` says whether it was finished in the cache before this call.
@@ -596,6 +703,11 @@ def sweep(
         results = sweep(specs, executor=executor, cache_dir="/shared/ropelib-cache")
 
     A job killed by the scheduler resumes from its last checkpoint when the sweep is run again.
+
+    ``progress``: a tqdm bar over the distinct runs on stderr (``SweepProgress``: n of N finished, cached
+    and trained, elapsed, estimated time left). ``None`` (default): on, except inside a notebook that
+    ``run_all.py`` executes, whose stderr would land in the committed notebook. Independently of it,
+    where ``$ROPELIB_PROGRESS_FILE`` is set the same status is kept as one line in that file.
     """
     specs = list(specs)
     for i, spec in enumerate(specs):
@@ -604,11 +716,17 @@ def sweep(
     bad_workers = isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
     if max_workers is not None and bad_workers:
         raise ValueError(f"max_workers must be a positive integer or None, got {max_workers!r}")
+    if progress is not None and not isinstance(progress, bool):
+        raise ValueError(f"progress must be True, False or None (automatic), got {progress!r}")
     cache_root = _resolve_cache(cache_dir)
     finished = {spec.hash(): is_finished(spec, cache_root) for spec in specs}
     pending = {spec.hash(): spec for spec in specs if not finished[spec.hash()]}
-    if pending:
-        if executor is None:
+    report = SweepProgress(
+        total=len(finished), cached=len(finished) - len(pending),
+        bar=_progress_default() if progress is None else progress, status_file=os.environ.get(PROGRESS_FILE_ENV),
+    )  # fmt: skip
+    try:
+        if pending and executor is None:
             cpus = os.cpu_count() or 1
             workers = max_workers or min(len(pending), cpus)
             threads = max(1, cpus // workers)
@@ -621,17 +739,17 @@ def sweep(
             try:
                 futures = [pool.submit(_sweep_worker, spec, str(cache_root), None, digest)
                            for digest, spec in pending.items()]
-                for future in futures:
-                    future.result()
+                _wait_all(futures, report)
             except BaseException:
                 _terminate(pool)
                 raise
             pool.shutdown(wait=True)
-        else:
+        elif pending:
             futures = [executor.submit(_sweep_worker, spec, str(cache_root), None, digest)
                        for digest, spec in pending.items()]
-            for future in futures:
-                future.result()
+            _wait_all(futures, report)
+    finally:
+        report.close()
     results = [run(spec, cache_dir=cache_root, progress=False) for spec in specs]
     for result in results:  # trained by this call (in a worker, or here if its entry was corrupt) or not
         result.cached = result.cached and finished[result.hash]

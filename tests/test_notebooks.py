@@ -8,9 +8,7 @@ to end through papermill (outputs go to the temporary folders set by ``conftest.
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
-import sys
 from pathlib import Path
 
 import jupytext
@@ -37,11 +35,7 @@ def _tracked(paths: list[Path]) -> list[Path]:
 
 COMMITTED = _tracked(NOTEBOOKS)
 
-_spec = importlib.util.spec_from_file_location("run_all", REPO / "run_all.py")
-run_all = sys.modules.get("run_all") or importlib.util.module_from_spec(_spec)
-if "run_all" not in sys.modules:
-    sys.modules["run_all"] = run_all
-    _spec.loader.exec_module(run_all)
+import run_all  # noqa: E402  (the repository root is on sys.path: pytest's pythonpath in pyproject.toml)
 
 PROFILES = run_all.load_profiles(REPO / "profiles.yaml")
 

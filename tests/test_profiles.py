@@ -8,7 +8,6 @@ plus a notebook written here; no notebook executes.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -21,11 +20,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
-_spec = importlib.util.spec_from_file_location("run_all", REPO / "run_all.py")
-run_all = sys.modules.get("run_all") or importlib.util.module_from_spec(_spec)
-if "run_all" not in sys.modules:
-    sys.modules["run_all"] = run_all
-    _spec.loader.exec_module(run_all)
+import run_all  # noqa: E402  (the repository root is on sys.path: pytest's pythonpath in pyproject.toml)
 
 HEADER = "profiles: [smoke, default, full]\nnotebooks:\n"
 

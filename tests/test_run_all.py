@@ -11,9 +11,9 @@ test_run_all_fork.py (``--new``).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -28,10 +28,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
-_spec = importlib.util.spec_from_file_location("run_all", REPO / "run_all.py")
-run_all = importlib.util.module_from_spec(_spec)
-sys.modules["run_all"] = run_all
-_spec.loader.exec_module(run_all)
+import run_all  # noqa: E402  (the repository root is on sys.path: pytest's pythonpath in pyproject.toml)
 
 
 def _copy(fixture: str, dest: Path) -> Path:
@@ -154,10 +151,82 @@ def test_manifest_records_provenance_parameters_and_figures(fixture_run):
 def test_gallery_and_html(fixture_run):
     sandbox = fixture_run["sandbox"]
     gallery = (sandbox / "figures" / "README.md").read_text()
-    assert "(01_ok/line.png)" in gallery and "A line through 3 points (smoke profile)." in gallery
-    assert "## [01_ok](../notebooks/01_ok.ipynb)" in gallery  # links to the sandbox's own notebooks
+    assert "![A line through 3 points (smoke profile).](01_ok/line.png)" in gallery  # alt text: the caption
+    assert "- [Fixture: a notebook that succeeds and saves one figure](#01_ok) (1 figure)" in gallery  # contents
+    assert "## Fixture: a notebook that succeeds and saves one figure" in gallery  # headed by its title
+    assert "Notebook: [`01_ok`](../notebooks/01_ok.ipynb)" in gallery  # links to the sandbox's own notebooks
     assert (sandbox / "figures" / "01_ok" / "line.svg").exists()
-    assert sorted(p.name for p in (sandbox / "html").iterdir()) == ["01_ok.html", "03_ok.html"]
+    html = sandbox / "html"
+    assert sorted(p.name for p in html.iterdir()) == ["01_ok.html", "03_ok.html", "index.html"]
+    index = (html / "index.html").read_text()
+    assert '<a href="01_ok.html">Fixture: a notebook that succeeds and saves one figure</a>' in index
+    assert "No description has been provided" not in (html / "01_ok.html").read_text()
+    assert "Alternative text is missing" not in fixture_run["proc"].stdout + fixture_run["proc"].stderr
+
+
+def test_progress_lines_name_index_count_and_estimate(fixture_run):
+    """One line per notebook start and end, with its index, the count done, elapsed and the time left:
+    unknown here (a first smoke run: no durations recorded for this profile), 0s after the last one."""
+    out = fixture_run["proc"].stdout
+    assert "[1/3] 01_ok started (cells from .ipynb; last time unknown)" in out
+    assert re.search(r"^\[1/3\] 01_ok ok in \d+s, 1 figure\(s\); 1 of 3 done, elapsed \d+s, estimated left unknown$",
+                     out, re.MULTILINE), out  # fmt: skip
+    assert re.search(r"^\[2/3\] 02_fail FAILED in \d+s, 0 figure\(s\); 2 of 3 done, ", out, re.MULTILINE), out
+    assert re.search(r"^\[3/3\] 03_ok ok in .*; 3 of 3 done, elapsed \d+s, estimated left 0s$", out, re.MULTILINE), out
+
+
+def test_expected_durations_from_this_tree_else_the_committed_manifest():
+    tree = {"notebooks": {"01_a": {"status": "ok", "duration_s": 10.0},
+                          "02_b": {"status": "interrupted", "duration_s": 1.0,
+                                   "committed": {"status": "ok", "duration_s": 20.0}},
+                          "03_c": {"status": "interrupted", "duration_s": 2.0}}}  # fmt: skip
+    committed = {"profile": "default", "notebooks": {"01_a": {"status": "ok", "duration_s": 99.0},
+                                                     "03_c": {"status": "ok", "duration_s": 30.0}}}  # fmt: skip
+    names = ["01_a", "02_b", "03_c", "04_d"]
+    assert run_all.expected_durations(names, "default", tree, committed) == {
+        "01_a": 10.0, "02_b": 20.0, "03_c": 30.0, "04_d": None}  # fmt: skip
+    # another profile: the committed (default) durations say nothing about it
+    assert run_all.expected_durations(names, "smoke", tree, committed) == {
+        "01_a": 10.0, "02_b": 20.0, "03_c": None, "04_d": None}  # fmt: skip
+    assert run_all.expected_durations(["01_a"], "default", {}, committed) == {"01_a": 99.0}
+    # several committed manifests (the redirected reference's, the checkout's): the first that has it
+    other = {"profile": "default", "notebooks": {"04_d": {"status": "ok", "duration_s": 7.0}}}
+    assert run_all.expected_durations(["01_a", "04_d"], "default", {}, committed, other) == {"01_a": 99.0, "04_d": 7.0}
+    assert run_all.expected_durations(["01_a"], "default", {}) == {"01_a": None}
+
+
+def test_committed_manifest_gives_durations():
+    """The estimate of a default run comes from the committed manifest, in the format run_all writes."""
+    committed = run_all.read_manifest(REPO / "results" / "run_manifest_default.json")
+    names = sorted(committed.get("notebooks", {}))
+    expected = run_all.expected_durations(names, "default", {}, committed)
+    assert names and all(v is not None and v > 0 for v in expected.values()), expected
+    assert set(run_all.expected_durations(names, "smoke", {}, committed).values()) == {None}
+
+
+def test_estimate_left():
+    expected = {"a": 100.0, "b": 60.0, "c": None}
+    assert run_all.estimate_left(["a", "b"], expected, {}, 1) == 160.0
+    assert run_all.estimate_left(["a", "b"], expected, {"a": 30.0}, 1) == 130.0  # a has run for 30 s
+    assert run_all.estimate_left(["a", "b"], expected, {"a": 500.0}, 1) == 60.0  # over time: 0 left, not < 0
+    assert run_all.estimate_left(["a", "b"], expected, {}, 4) == 100.0  # never less than the longest
+    assert run_all.estimate_left(["a", "b", "c"], expected, {}, 1) is None
+    assert run_all.estimate_left([], expected, {}, 1) == 0.0
+    assert run_all._fmt_s(None, "unknown") == "unknown" and run_all._fmt_s(3725.0) == "62m05s"
+
+
+def test_heartbeat_shows_the_progress_a_sweep_left(tmp_path, monkeypatch):
+    import ropelib.runs
+
+    assert run_all.PROGRESS_FILE_ENV == ropelib.runs.PROGRESS_FILE_ENV  # the kernel writes where run_all reads
+    tree = run_all.OutputTree(False, tmp_path / "n", tmp_path / "f", tmp_path / "r", tmp_path)
+    runner = run_all.Runner(tree, False, {}, tmp_path / "m.json")
+    monkeypatch.setattr(runner, "running_for", lambda: {"04_x": 300.0, "05_y": 5.0})
+    (tree.staging / "04_x").mkdir(parents=True)
+    (tree.staging / "04_x" / run_all.PROGRESS_FILE).write_text("sweep: 6 of 10 runs finished (3 cached, 3 trained)\n")
+    line = run_all.heartbeat_line(runner, {"04_x": "4/9", "05_y": "5/9"}, {"04_x": 1617.3})
+    assert line == ("      ... running [4/9] 04_x for 5m00s of ~26m57s (sweep: 6 of 10 runs finished (3 cached, 3 trained)); "
+                    "[5/9] 05_y for 5s of ~unknown")  # fmt: skip
 
 
 def test_reference_run_replaces_committed_notebooks_and_outputs(reference_run):

@@ -9,7 +9,6 @@ killed run leaves behind.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -21,13 +20,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-if "run_all" in sys.modules:
-    run_all = sys.modules["run_all"]
-else:
-    _spec = importlib.util.spec_from_file_location("run_all", REPO / "run_all.py")
-    run_all = importlib.util.module_from_spec(_spec)
-    sys.modules["run_all"] = run_all
-    _spec.loader.exec_module(run_all)
+import run_all  # noqa: E402  (the repository root is on sys.path: pytest's pythonpath in pyproject.toml)
 
 NOTEBOOK = '''# %% tags=["parameters"]
 profile = "default"
@@ -185,3 +178,33 @@ def test_sandbox_may_not_land_on_committed_outputs(tmp_path, capsys):
     rc = run_all.main(["--notebooks-dir", str(nb_dir), "--profiles", str(nb_dir / "profiles.yaml"),
                        "--output-dir", str(run_all.REPO_ROOT)])  # fmt: skip
     assert rc == run_all.EXIT_CONFIG and "only --reference" in capsys.readouterr().err
+
+
+PROGRESS_NOTEBOOK = '''# %% tags=["parameters"]
+profile = "default"
+device = "auto"
+
+# %%
+import os
+import time
+from pathlib import Path
+
+# what ropelib.runs.sweep does inside a notebook run_all executes
+Path(os.environ["ROPELIB_PROGRESS_FILE"]).write_text("sweep: 1 of 2 runs finished (0 cached, 1 trained)\\n")
+time.sleep(2.5)
+'''
+
+
+def test_heartbeat_shows_the_kernels_sweep_progress(tmp_path, capsys, monkeypatch):
+    """The kernel gets ``$ROPELIB_PROGRESS_FILE`` in its staging folder; the heartbeat shows its line."""
+    nb_dir = write_notebooks(tmp_path / "nbs", ["01_progress"], text=PROGRESS_NOTEBOOK, profiles="profiles: [default]\n")
+    for key, value in outputs_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(run_all, "HEARTBEAT_S", 0.3)
+    rc = run_all.main(["--notebooks-dir", str(nb_dir), "--profiles", str(nb_dir / "profiles.yaml"),
+                       "--build-dir", str(tmp_path / "build")])  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == run_all.EXIT_OK, out
+    assert "[1/1] 01_progress started" in out
+    assert "... running [1/1] 01_progress for " in out and "(sweep: 1 of 2 runs finished (0 cached, 1 trained))" in out
+    assert not (tmp_path / "build" / "default" / "running").exists()  # the progress file went with its staging

@@ -289,3 +289,64 @@ def test_a_worker_with_other_training_code_refuses(tmp_path):
         runs._sweep_worker(spec, str(tmp_path), None, "0" * 64)
     assert not run_dir(spec, tmp_path).exists()
     assert runs._sweep_worker(spec, str(tmp_path), None, spec.hash()) == spec.hash()
+
+
+# -- sweep progress -----------------------------------------------------------------------------------
+
+
+def test_sweep_progress_line_counts_cached_and_trained_and_estimates(tmp_path):
+    now = [100.0]
+    status = tmp_path / "progress.txt"
+    report = runs.SweepProgress(total=5, cached=2, bar=False, status_file=status, clock=lambda: now[0])
+    assert report.line() == ("sweep: 2 of 5 runs finished (2 cached, 0 trained); elapsed 0s, "
+                             "estimated left unknown")  # fmt: skip
+    assert status.read_text() == report.line() + "\n"
+    now[0] = 130.0
+    report.advance()  # one trained in 30 s: 2 to go, ~60 s
+    assert report.line() == "sweep: 3 of 5 runs finished (2 cached, 1 trained); elapsed 30s, estimated left 1m00s"
+    assert status.read_text().strip() == report.line()
+    now[0] = 190.0
+    report.advance()
+    report.advance()
+    assert report.remaining() == 0.0 and "5 of 5 runs finished (2 cached, 3 trained)" in status.read_text()
+    runs.SweepProgress(1, 0, bar=False, status_file=tmp_path / "missing" / "dir" / "x").advance()  # never fails
+
+
+def test_sweep_reports_progress_to_the_status_file_and_stderr(tmp_path, monkeypatch, capsys):
+    """Through an in-process executor (no spawned interpreter): the status file ends at N of N, the bar is on
+    stderr by default, and off inside a notebook run_all executes (its stderr lands in the notebook)."""
+    status = tmp_path / "progress.txt"
+    monkeypatch.setenv(runs.PROGRESS_FILE_ENV, str(status))
+    monkeypatch.delenv("ROPELIB_NOTEBOOK", raising=False)
+    specs = [spec_for(steps=1, seq_len=12), spec_for(steps=1, seq_len=14), spec_for(steps=1, seq_len=12)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as executor:
+        sweep(specs, executor=executor, cache_dir=tmp_path / "cache")
+    assert status.read_text().startswith("sweep: 2 of 2 runs finished (0 cached, 2 trained); elapsed ")  # distinct runs
+    err = capsys.readouterr().err
+    assert "sweep: 100%" in err and "2/2 runs" in err and "0 cached, 2 trained" in err
+
+    monkeypatch.setenv("ROPELIB_NOTEBOOK", "04_x")
+    more = specs + [spec_for(steps=1, seq_len=10)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as executor:
+        sweep(more, executor=executor, cache_dir=tmp_path / "cache")
+    assert status.read_text().startswith("sweep: 3 of 3 runs finished (2 cached, 1 trained)")
+    assert "sweep" not in capsys.readouterr().err  # no bar in a notebook run_all executes
+    sweep(specs, executor=executor, cache_dir=tmp_path / "cache", progress=True)  # all cached: nothing submitted
+    assert "2/2 runs" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="progress"):
+        sweep(specs, cache_dir=tmp_path / "cache", progress="yes")
+
+
+def test_sweep_failure_propagates_and_closes_the_progress(tmp_path, monkeypatch):
+    status = tmp_path / "progress.txt"
+    monkeypatch.setenv(runs.PROGRESS_FILE_ENV, str(status))
+
+    class Failing(concurrent.futures.Executor):
+        def submit(self, fn, *args, **kwargs):
+            future = concurrent.futures.Future()
+            future.set_exception(RuntimeError("worker died"))
+            return future
+
+    with pytest.raises(RuntimeError, match="worker died"):
+        sweep([spec_for(steps=1)], executor=Failing(), cache_dir=tmp_path, progress=False)
+    assert status.read_text().startswith("sweep: 0 of 1 runs finished")
