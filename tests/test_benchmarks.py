@@ -92,3 +92,24 @@ def test_pilot_lm_trains_each_combination_into_its_own_cache(tmp_path):
     bad = subprocess.run([sys.executable, "benchmarks/pilot_lm.py", "--encoding", "ropee"], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "ropee" in bad.stderr
+
+
+@pytest.mark.slow
+def test_pilot_algorithmic_quick_mode_trains_into_its_own_cache(tmp_path):
+    """--quick: one line per encoding x task with exact match at 1x and 2x (learned cannot run at 2x), then the
+    cost estimate of the profile's 60 copy/reverse models; the project's run cache is not used."""
+    out = _run("benchmarks/pilot_algorithmic.py", "--quick", "--encoding", "rope", "learned", "--task", "reverse",
+               "--cache-dir", str(tmp_path / "pilot"))
+    rows = [ln.split() for ln in out.splitlines() if ln.startswith(("rope ", "learned "))]
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [("rope", "reverse", "16", "7"), ("learned", "reverse", "16", "7")]
+    assert all(0.0 <= float(r[9]) <= 1.0 and 0.0 <= float(r[10]) <= 1.0 for r in rows)  # mix EM, EM@1x
+    assert rows[1][12:14] == ["n/a", "unsupported"]  # learned at 2x: no position vector past its table
+    assert "10 encodings x 2 tasks x 3 seeds x 1 lr = 60 models on 2 jobs" in out
+    assert len(list((tmp_path / "pilot" / "runs").iterdir())) == 2
+
+
+def test_pilot_algorithmic_rejects_bad_arguments():
+    for args, named in ((["--task", "books"], "books"), (["--samples", "0"], "samples")):
+        bad = subprocess.run([sys.executable, "benchmarks/pilot_algorithmic.py", *args], cwd=REPO, capture_output=True,
+                             text=True, timeout=120)
+        assert bad.returncode == 2 and named in bad.stderr, (args, bad.stderr[-500:])
