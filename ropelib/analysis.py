@@ -342,11 +342,12 @@ def dynamic_ntk_base(base: float, factor: float, seq_len: int, original_length: 
 # ---------------------------------------------------------------------------------------------
 def default_rope_parameters(rope_parameters: Mapping[str, Any]) -> dict[str, Any]:
     """The unscaled (``rope_type="default"``) counterpart of an HF-style RoPE dict: same base and
-    partial rotary factor, no scaling."""
+    partial rotary factor, no scaling. For ``proportional`` (p-RoPE) ``partial_rotary_factor`` is the
+    fraction of frequencies kept, over a fully rotated head, so the counterpart is full RoPE."""
     if "rope_theta" not in rope_parameters:
         raise ValueError(f"rope parameters need 'rope_theta'; got keys {sorted(rope_parameters)}")
     out: dict[str, Any] = {"rope_type": "default", "rope_theta": rope_parameters["rope_theta"]}
-    if "partial_rotary_factor" in rope_parameters:
+    if "partial_rotary_factor" in rope_parameters and rope_parameters.get("rope_type") != "proportional":
         out["partial_rotary_factor"] = rope_parameters["partial_rotary_factor"]
     return out
 

@@ -543,7 +543,9 @@ def extension_settings(zero_shot: pd.DataFrame | None, finetune: pd.DataFrame | 
     times L; plain RoPE, ``method == "none"``, at every length), ``finetune`` is ``06_finetune.csv``
     (``metric == "ppl"``, fine-tuned settings, ``ft_steps > 0``). Only the language-model task's rows
     of base models that passed their gate (``passed_gate``) are used; no such row: an empty table.
-    Columns ``setting, method, ft_steps, multiplier, ppl, ppl_1x, ratio``, sorted by multiplier then ratio.
+    Columns ``setting, method, ft_steps, multiplier, ppl, ft_budget, ppl_1x, ratio`` (``ft_budget``: the
+    fine-tune's share of pre-training tokens, NaN for a table without it or a setting without
+    fine-tuning), sorted by multiplier then ratio.
     """
     rows, ppl_1x = [], math.nan
     if zero_shot is not None:
@@ -563,11 +565,16 @@ def extension_settings(zero_shot: pd.DataFrame | None, finetune: pd.DataFrame | 
             ppl_1x = float(base["value"].mean())
         tuned = ft[(ft["multiplier"] > 1 + 1e-9) & ((ft["ft_steps"] > 0) | (zero_shot is None))]
         for (method, steps, m), g in tuned.groupby(["method", "ft_steps", "multiplier"]):
+            budget = float(g["ft_budget"].iloc[0]) if "ft_budget" in g else math.nan
             rows.append({"method": method, "ft_steps": int(steps), "multiplier": float(m),
-                         "ppl": float(g["value"].mean())})
-    out = pd.DataFrame(rows, columns=["method", "ft_steps", "multiplier", "ppl"])
+                         "ppl": float(g["value"].mean()), "ft_budget": budget})
+    out = pd.DataFrame(rows, columns=["method", "ft_steps", "multiplier", "ppl", "ft_budget"])
     name = out["method"].map(lambda m: "plain RoPE" if m == "none" else str(m))
-    labels = [f"{n} + {k} fine-tune steps" if k else f"{n}, no fine-tune" for n, k in zip(name, out["ft_steps"])]
+    labels = [
+        (f"{n} + {k} fine-tune steps" + (f" ({100 * b:.3g}% of pre-training)" if np.isfinite(b) else "")) if k
+        else f"{n}, no fine-tune"
+        for n, k, b in zip(name, out["ft_steps"], out["ft_budget"])
+    ]
     out.insert(0, "setting", labels)
     out["ppl_1x"] = ppl_1x
     out["ratio"] = out["ppl"] / ppl_1x

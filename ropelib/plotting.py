@@ -135,15 +135,28 @@ def palette_for(names) -> dict[str, str]:
     return {n: color_for(n) for n in names}
 
 
+#: notebook 06's method names -> the RoPE scaling type whose colour they take (``ropelib.context_extension``)
+_METHOD_TYPES = {"none": "default", "dynamic_cache": "dynamic", "dynamic_recompute": "dynamic", "dynamic_f1": "dynamic",
+                 "yarn_rescaled": "yarn", "p_rope_0.75": "proportional", "p_rope_0.5": "proportional"}
+#: line styles that tell apart methods sharing a colour (one type, several protocols or settings)
+_METHOD_STYLES = {"yarn_default": "--", "yarn_rescaled": "--", "dynamic_cache": "--", "dynamic_recompute": ":",
+                  "dynamic_f1": "-.", "p_rope_0.5": "--"}
+
+
 def method_color(method: str) -> str:
     """Colour of a context-extension method (notebooks 03, 06): ``"none"`` (plain RoPE) has the ``rope``
-    colour, every other method its RoPE scaling type's (``yarn_default`` has its own)."""
-    return color_for("default" if isinstance(method, str) and method.lower() == "none" else method)
+    colour, every other method its RoPE scaling type's (the dynamic-NTK protocols share ``dynamic``'s,
+    p-RoPE ``proportional``'s; ``yarn_default`` has its own)."""
+    if not isinstance(method, str):
+        return color_for(method)
+    return color_for(_METHOD_TYPES.get(method.lower(), method))
 
 
 def method_style(method: str) -> str:
-    """Line style of a method: dashed for ``yarn_default`` (YaRN with its Llama-2 ramp), solid otherwise."""
-    return "--" if method == "yarn_default" else "-"
+    """Line style of a method: solid, except the variants that share a colour with another method
+    (dashed ``yarn_default``/``yarn_rescaled``/``dynamic_cache``/``p_rope_0.5``, dotted
+    ``dynamic_recompute``, dash-dot ``dynamic_f1``)."""
+    return _METHOD_STYLES.get(method, "-")
 
 
 def sequential_colors(n: int, cmap: str = "viridis") -> list[str]:

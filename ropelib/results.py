@@ -92,7 +92,7 @@ SCHEMA: Mapping[str, tuple[str, ...]] = {
         "published_better, published_worse, reproduced, note"),
     # notebook 06 — context extension of the RoPE models
     "06_methods.csv": _cols(
-        "profile, task, method, factor, train_length, head_dim, rope_theta, rope_keys, attention_factor, "
+        "profile, task, method, protocol, factor, train_length, head_dim, rope_theta, rope_keys, attention_factor, "
         "pairs_unchanged, pairs_interpolated, min_pair_factor, max_pair_factor"),
     "06_zero_shot_ppl.csv": _cols(
         "profile, task, seed, run_hash, method, factor, train_length, length, multiplier, loss, ppl, n_tokens, "
@@ -103,8 +103,15 @@ SCHEMA: Mapping[str, tuple[str, ...]] = {
         "profile, task, seed, run_hash, method, factor, train_length, length, multiplier, depth, accuracy, "
         "token_accuracy, n_samples, n_correct, passed_gate"),
     "06_finetune.csv": _cols(
-        "profile, task, seed, method, factor, ft_steps, run_hash, train_length, ft_length, length, multiplier, "
-        "metric, value, passed_gate"),
+        "profile, task, seed, method, factor, ft_steps, ft_budget, ft_tokens, ft_fraction, run_hash, train_length, "
+        "ft_length, length, multiplier, metric, value, passed_gate"),
+    "06_finetune_lr.csv": _cols(
+        "profile, task, seed, method, ft_budget, ft_steps, lr_ratio, lr, val_loss, val_ppl, chosen"),
+    "06_longrope_search.csv": _cols(
+        "profile, task, seed, run_hash, factor, train_length, lo, hi, loss, ppl, chosen, passed_gate"),
+    "06_yarn_temperature.csv": _cols(
+        "profile, task, seed, run_hash, factor, coefficient, attention_factor, train_length, length, multiplier, loss, "
+        "ppl, n_tokens, passed_gate"),
     # notebook 08 — RoPE's base and rotary fraction, attention past L
     "08_predictions.csv": _cols(
         "profile, variant, family, rope_theta, rope_type, partial_rotary_factor, rotated_pairs, turning_pairs, "

@@ -14,9 +14,14 @@ frequencies must be):
 * every per-seed table says whether the base model passed its gate (``passed_gate``, a bool), one value
   per (task, seed) and the same value in every table;
 * the retrieval counts behind the accuracy intervals agree with the accuracies (``n_correct / n_samples``);
-* the method definitions recorded in ``06_methods.csv`` are the published ones (PI, NTK, dynamic NTK,
-  YaRN with the rescaled ramp of ``tiny_yarn_params`` and with Llama-2 defaults, Llama 3), and the
-  recorded per-pair summary is what ``ropelib`` computes from the recorded keys;
+* the method definitions recorded in ``06_methods.csv`` are those of ``ropelib.context_extension.METHODS``
+  (PI, NTK, dynamic NTK under three protocols, YaRN with the paper's ramp and with the rescaled one,
+  Llama 3, LongRoPE with the ramp its search chose, p-RoPE), and the recorded per-pair summary is what
+  ``ropelib`` computes from the recorded keys;
+* the searches behind the settings are consistent: LongRoPE's ramp is the lowest mean validation loss
+  (``06_longrope_search.csv``), each fine-tune's learning-rate ratio the lowest validation loss of its
+  sweep (``06_finetune_lr.csv``), and YaRN's temperature sweep at the paper's coefficient is the
+  zero-shot ``yarn`` result;
 * invariants any correct run satisfies: dynamic NTK at the original length is plain RoPE (HF returns
   the original frequencies for inputs no longer than L); the fine-tune curve at step 0 is the zero-shot
   result; ``ppl = exp(loss)``.
@@ -36,6 +41,7 @@ import pytest
 import yaml
 
 from ropelib import analysis as A
+from ropelib import context_extension as CE
 from ropelib import experiments as X
 from ropelib import protocols as P
 from ropelib.rope import rope_frequencies
@@ -44,7 +50,18 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(os.environ.get("ROPELIB_CHECK_RESULTS_DIR") or REPO / "results")
 PER_SEED = ["zero_shot_ppl", "loss_by_position", "zero_shot_retrieval", "finetune"]
 NOTEBOOK = REPO / "notebooks" / "06_context_extension.py"
-METHODS = ["none", "linear", "ntk", "dynamic", "yarn", "yarn_default", "llama3"]
+
+
+def notebook_parameters() -> dict:
+    """The parameters cell of notebook 06, executed (plain assignments)."""
+    nb = jupytext.read(NOTEBOOK)
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", []))
+    namespace: dict = {}
+    exec(cell.source, namespace)
+    return namespace
+
+
+PROFILE_06 = yaml.safe_load((REPO / "profiles.yaml").read_text(encoding="utf-8"))["notebooks"]["06_context_extension"]
 
 
 def read(name: str) -> pd.DataFrame:
@@ -56,7 +73,8 @@ def read(name: str) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def tables() -> dict[str, pd.DataFrame]:
-    names = ["methods", "zero_shot_ppl", "loss_by_position", "zero_shot_retrieval", "finetune"]
+    names = ["methods", "zero_shot_ppl", "loss_by_position", "zero_shot_retrieval", "finetune", "finetune_lr",
+             "longrope_search", "yarn_temperature"]
     return {n: read(f"06_{n}.csv") for n in names}
 
 
@@ -74,6 +92,13 @@ def setup(tables):
     if missing:
         pytest.fail(f"06_{missing[0]}.csv has no passed_gate column: it predates the gates; rerun notebook 06")
     return setup
+
+
+@pytest.fixture(scope="module")
+def params(tables) -> dict:
+    """The notebook's parameters under the profile the tables come from (the profile's values over the defaults)."""
+    (profile,) = set(tables["methods"]["profile"])
+    return {**notebook_parameters(), **PROFILE_06.get(profile, {})}
 
 
 @pytest.fixture(scope="module")
@@ -113,18 +138,18 @@ def check_base_runs(setup, task: str, hashes_by_seed: dict[int, set[str]]) -> No
 # -- completeness ----------------------------------------------------------------------------------
 
 
-def test_zero_shot_ppl_complete(tables, setup, lm):
+def test_zero_shot_ppl_complete(tables, setup, lm, params):
     df = tables["zero_shot_ppl"]
     L = setup.task(lm).train_length
     assert set(df.task) == {lm}
     assert set(df.seed) == set(setup.seeds)
-    assert set(df.method) == set(METHODS)
+    assert set(df.method) == set(params["methods"])
     assert (df.train_length == L).all()
     factors = factors_of(df)
     assert len(factors) >= 2 and all(f > 1 for f in factors)
     assert not df[["loss", "ppl", "n_tokens"]].isna().any().any()
     for seed in setup.seeds:
-        for method in METHODS:
+        for method in params["methods"]:
             for s in ([1.0] if method == "none" else factors):
                 cell = df[(df.seed == seed) & (df.method == method) & (df.factor == s)]
                 assert set(cell.length) == expected_lengths(method, s, L, factors), (seed, method, s)
@@ -135,12 +160,12 @@ def test_zero_shot_ppl_complete(tables, setup, lm):
     assert (df.n_tokens > 0).all()
 
 
-def test_zero_shot_retrieval_complete(tables, setup):
+def test_zero_shot_retrieval_complete(tables, setup, params):
     df = tables["zero_shot_retrieval"]
     task = setup.tasks_of_kind("retrieval")[0]
     L = setup.task(task).train_length
     assert set(df.task) == {task} and (df.train_length == L).all()
-    assert set(df.seed) == set(setup.seeds) and set(df.method) == set(METHODS)
+    assert set(df.seed) == set(setup.seeds) and set(df.method) == set(params["methods"])
     assert not df[["accuracy", "token_accuracy", "depth"]].isna().any().any()
     assert df.accuracy.between(0, 1).all() and df.token_accuracy.between(0, 1).all()
     assert (df.accuracy <= df.token_accuracy + 1e-12).all()  # a whole answer right implies its tokens right
@@ -152,7 +177,7 @@ def test_zero_shot_retrieval_complete(tables, setup):
     assert (df.n_correct >= 0).all() and (df.n_correct <= df.n_samples).all()
     np.testing.assert_allclose(df.accuracy, df.n_correct / df.n_samples)
     for seed in setup.seeds:
-        for method in METHODS:
+        for method in params["methods"]:
             for s in ([1.0] if method == "none" else factors):
                 cell = df[(df.seed == seed) & (df.method == method) & (df.factor == s)]
                 assert set(cell.length) == expected_lengths(method, s, L, factors), (seed, method, s)
@@ -160,10 +185,10 @@ def test_zero_shot_retrieval_complete(tables, setup):
                     assert sorted(g.depth) == sorted(depths), (seed, method, s, length)
 
 
-def test_loss_by_position_complete(tables, setup, lm):
+def test_loss_by_position_complete(tables, setup, lm, params):
     df = tables["loss_by_position"]
     assert set(df.task) == {lm} and (df.train_length == setup.task(lm).train_length).all()
-    assert set(df.seed) == set(setup.seeds) and set(df.method) == set(METHODS)
+    assert set(df.seed) == set(setup.seeds) and set(df.method) == set(params["methods"])
     assert not df.loss.isna().any() and (df.loss > 0).all()
     assert len(set(df.length)) == 1
     length = int(df.length.iloc[0])
@@ -173,32 +198,82 @@ def test_loss_by_position_complete(tables, setup, lm):
         assert (g.position_lo.to_numpy()[1:] == g.position_hi.to_numpy()[:-1]).all(), "bins must tile the window"
 
 
-def test_finetune_complete(tables, setup, lm):
+def test_finetune_complete(tables, setup, lm, params):
     df = tables["finetune"]
     assert not df.value.isna().any()
     assert set(df.seed) == set(setup.seeds)
     assert lm in set(df.task)
     methods = set(df.method)
     assert {"none", "linear"} <= methods, "the fine-tune compares PI with plain RoPE"
-    steps = sorted(set(df.ft_steps))
-    assert steps[0] == 0 and len(steps) >= 2
+    budgets = sorted(set(params["finetune_fractions"]))
     for task, t in df.groupby("task"):
         L = setup.task(task).train_length
         metrics = {"loss", "ppl"} if task == lm else {"accuracy"}
         assert set(t.metric) == metrics
+        steps = sorted(set(t.ft_steps))
+        assert steps[0] == 0 and len(steps) >= 2
+        assert set(t.ft_budget) - {0.0} <= set(budgets), task
         for seed in setup.seeds:
+            base = X.base_spec(setup, "rope", task, seed)
+            pre = CE.pretraining_tokens(base)
             for method in methods:
-                for k in steps:
-                    cell = t[(t.seed == seed) & (t.method == method) & (t.ft_steps == k)]
+                cells = t[(t.seed == seed) & (t.method == method)]
+                assert sorted(set(cells.ft_steps)) == steps, (task, seed, method)
+                for k, cell in cells.groupby("ft_steps"):
                     assert set(cell.length) == {L, int(cell.factor.iloc[0] * L)}, (task, seed, method, k)
                     assert len(cell) == 2 * len(metrics)
                     bases = set(candidate_hashes(setup, task, seed))
                     if k == 0:
                         assert len(set(cell.run_hash)) == 1 and set(cell.run_hash) <= bases, (task, seed, method)
+                        assert (cell.ft_tokens == 0).all() and (cell.ft_budget == 0).all()
                     else:
                         assert not set(cell.run_hash) & bases, "a fine-tuned model is a run of its own"
+                        budget = float(cell.ft_budget.iloc[0])
+                        seq = int(cell.ft_length.iloc[0])
+                        assert k == CE.finetune_steps_for(budget, pre, int(cell.ft_tokens.iloc[0]) // (k * seq), seq)
+                        np.testing.assert_allclose(cell.ft_fraction, cell.ft_tokens / pre)
     acc = df[df.metric == "accuracy"].value
     assert acc.between(0, 1).all()
+
+
+def test_finetune_learning_rates_are_the_validation_choice(tables, lm, params):
+    lr = tables["finetune_lr"]
+    assert set(lr.task) == {lm} and lr.seed.nunique() == 1
+    assert set(lr.method) == set(tables["finetune"].method)
+    ratios = sorted(set(params["finetune_lr_ratios"]))
+    for (method, budget), g in lr.groupby(["method", "ft_budget"]):
+        assert sorted(g.lr_ratio) == ratios, (method, budget)
+        assert g.chosen.sum() == 1, (method, budget)
+        assert g.loc[g.chosen, "val_loss"].item() == g.val_loss.min(), (method, budget)
+    np.testing.assert_allclose(lr.val_ppl, np.exp(lr.val_loss), rtol=1e-6)
+
+
+def test_longrope_ramp_is_the_lowest_mean_validation_loss(tables, setup, lm):
+    search = tables["longrope_search"]
+    n_pairs = (setup.d_model // setup.n_heads) // 2
+    for (seed, factor), g in search.groupby(["seed", "factor"]):
+        assert sorted(zip(g.lo, g.hi)) == sorted(CE.longrope_candidates(n_pairs)), (seed, factor)
+    pool = search[search.passed_gate] if search.passed_gate.any() else search
+    for factor, g in pool.groupby("factor"):
+        mean = g.groupby(["lo", "hi"])["loss"].mean()
+        chosen = search[(search.factor == factor) & search.chosen][["lo", "hi"]].drop_duplicates()
+        assert len(chosen) == 1 and tuple(chosen.iloc[0]) == mean.idxmin(), factor
+    methods = tables["methods"]
+    for row in methods[(methods.method == "longrope") & (methods.task == lm)].itertuples():
+        chosen = search[(search.factor == row.factor) & search.chosen].iloc[0]
+        keys = json.loads(row.rope_keys)
+        assert keys["long_factor"] == pytest.approx(CE.longrope_factors(n_pairs, row.factor, chosen.lo, chosen.hi))
+
+
+def test_yarn_temperature_sweep_at_the_papers_coefficient_is_zero_shot_yarn(tables, lm):
+    temp = tables["yarn_temperature"]
+    np.testing.assert_allclose(temp.attention_factor, 1 + temp.coefficient * np.log(temp.factor), rtol=1e-9)
+    zs = tables["zero_shot_ppl"]
+    yarn = zs[zs.method == "yarn"].set_index(["seed", "factor", "length"])["ppl"]
+    paper = temp[np.isclose(temp.coefficient, 0.1)]
+    assert len(paper), "the sweep must include the paper's coefficient 0.1"
+    for r in paper.itertuples():
+        assert r.ppl == pytest.approx(yarn[(r.seed, r.factor, r.length)], rel=1e-6)
 
 
 def test_passed_gate_is_one_verdict_per_base_model(tables, setup, lm):
@@ -220,26 +295,22 @@ def test_passed_gate_is_one_verdict_per_base_model(tables, setup, lm):
 # -- the methods are the published ones ------------------------------------------------------------
 
 
-def test_methods_table_matches_ropelib(tables, setup):
+def test_methods_table_matches_ropelib(tables, setup, params):
     df = tables["methods"]
-    assert set(df.method) == set(METHODS)
+    assert set(df.method) == set(params["methods"])
+    search = tables["longrope_search"]
     for row in df.itertuples():
         keys = json.loads(row.rope_keys)
         s, L, d, b = float(row.factor), int(row.train_length), int(row.head_dim), float(row.rope_theta)
         assert L == setup.task(row.task).train_length
         assert d == setup.d_model // setup.n_heads
-        expected = {
-            "none": {"rope_type": "default", "rope_theta": b},
-            "linear": {"rope_type": "linear", "rope_theta": b, "factor": s},
-            "ntk": {"rope_type": "ntk", "rope_theta": b, "factor": s},
-            "dynamic": {"rope_type": "dynamic", "rope_theta": b, "factor": s, "max_position_embeddings": L},
-            "yarn": A.tiny_yarn_params(d, b, L, s),
-            "yarn_default": {"rope_type": "yarn", "rope_theta": b, "factor": s, "original_max_position_embeddings": L,
-                             "beta_fast": 32.0, "beta_slow": 1.0},
-            "llama3": {"rope_type": "llama3", "rope_theta": b, "factor": s, "original_max_position_embeddings": L,
-                       "low_freq_factor": 1.0, "high_freq_factor": 4.0},
-        }[row.method]
-        assert keys == expected, row.method
+        assert row.protocol == CE.METHODS[row.method].protocol
+        options = {}
+        if row.method == "longrope":
+            chosen = search[(search.factor == s) & search.chosen].iloc[0]
+            options = {"ramp": (int(chosen.lo), int(chosen.hi))}
+        expected = CE.method_keys(row.method, s, L, d, b, **options) or {"rope_type": "default", "rope_theta": b}
+        assert keys == json.loads(json.dumps(expected)), row.method
         # the recorded summary is what ropelib computes from those keys, at an input of s * L tokens
         n = int(s * L)
         ratio = A.pair_scale_factors(keys, d, seq_len=n)
@@ -248,23 +319,28 @@ def test_methods_table_matches_ropelib(tables, setup):
         assert row.min_pair_factor == pytest.approx(ratio.min(), rel=1e-5)
         assert row.max_pair_factor == pytest.approx(ratio.max(), rel=1e-5)
         assert row.pairs_unchanged == int(np.isclose(ratio, 1.0, rtol=1e-5).sum())
-        # closed forms: PI divides every pair by s; YaRN's attention factor is 0.1 ln s + 1; the others have none
+        # closed forms: PI divides every pair by s; YaRN's attention factor is 0.1 ln s + 1, LongRoPE's (HF,
+        # Phi-3) sqrt(1 + ln s / ln L); the others have none
         if row.method == "linear":
             assert row.pairs_interpolated == d // 2 and row.max_pair_factor == pytest.approx(1 / s, rel=1e-6)
-        if row.method in ("yarn", "yarn_default"):
+        if row.method in ("yarn", "yarn_rescaled"):
             assert row.attention_factor == pytest.approx(0.1 * math.log(s) + 1, rel=1e-6)
+        elif row.method == "longrope":
+            assert row.attention_factor == pytest.approx(math.sqrt(1 + math.log(s) / math.log(L)), rel=1e-6)
         else:
             assert row.attention_factor == pytest.approx(1.0)
         if row.method == "ntk":  # the slowest pair is divided by exactly s (b' = b s^(d/(d-2)))
             assert row.min_pair_factor == pytest.approx(1 / s, rel=1e-5)
+        if row.method == "yarn":  # the paper's ramp, in rotations within L
+            assert (keys["beta_fast"], keys["beta_slow"]) == (32.0, 1.0)
 
 
-def test_rescaled_yarn_ramp_keeps_more_pairs_than_the_default(tables):
-    """The reason the notebook runs two YaRN settings: at toy scale the default ramp starts at pair 0."""
+def test_rescaled_yarn_ramp_keeps_more_pairs_than_the_papers(tables):
+    """What sets the two YaRN settings apart: at toy scale the paper's ramp starts at pair 0."""
     df = tables["methods"]
-    for (task, s), g in df[df.method.isin(["yarn", "yarn_default"])].groupby(["task", "factor"]):
+    for (task, s), g in df[df.method.isin(["yarn", "yarn_rescaled"])].groupby(["task", "factor"]):
         by = g.set_index("method")
-        assert by.loc["yarn", "pairs_unchanged"] > by.loc["yarn_default", "pairs_unchanged"], (task, s)
+        assert by.loc["yarn_rescaled", "pairs_unchanged"] > by.loc["yarn", "pairs_unchanged"], (task, s)
 
 
 # -- invariants of a correct run -------------------------------------------------------------------
@@ -275,8 +351,8 @@ def test_dynamic_ntk_is_plain_rope_at_the_original_length(tables, setup):
     L = int(df.train_length.iloc[0])
     at_L = df[df.length == L].set_index(["seed", "method", "factor"])["ppl"]
     for (seed, method, s), ppl in at_L.items():
-        if method == "dynamic":
-            assert ppl == pytest.approx(at_L[(seed, "none", 1.0)], rel=1e-6), (seed, s)
+        if method.startswith("dynamic"):  # every protocol: inputs no longer than L keep the original base
+            assert ppl == pytest.approx(at_L[(seed, "none", 1.0)], rel=1e-5), (seed, method, s)
     # ... while the static methods do change the model at L (else the scaling was not applied at all): never
     # the same numbers as plain RoPE, and clearly different for a model that passed its gate (it uses positions;
     # a model that failed may barely use them, e.g. on the smoke profile, so only rounding-level changes show)
@@ -303,16 +379,14 @@ def test_finetune_step0_is_the_zero_shot_result(tables, lm):
 
 
 def test_profiles_section_matches_the_notebook_parameters():
-    """Every key profiles.yaml sets for notebook 06 is a parameter the notebook defines."""
-    nb = jupytext.read(NOTEBOOK)
-    cell = next(c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", []))
-    namespace: dict = {}
-    exec(cell.source, namespace)  # the parameters cell is plain assignments
+    """Every key profiles.yaml sets for notebook 06 is a parameter the notebook defines, and its methods exist."""
+    namespace = notebook_parameters()
     profiles = yaml.safe_load((REPO / "profiles.yaml").read_text(encoding="utf-8"))
-    section = profiles["notebooks"]["06_context_extension"]
-    assert set(section) == set(profiles["profiles"])
-    for prof, params in section.items():
+    assert set(PROFILE_06) == set(profiles["profiles"])
+    for prof, params in PROFILE_06.items():
         missing = sorted(set(params) - set(namespace))
         assert not missing, f"{prof}: {missing} not defined in the parameters cell"
-        unknown = sorted((set(params.get("methods", [])) | set(params.get("finetune_methods", []))) - set(METHODS))
+        named = set(params.get("methods", namespace["methods"])) | set(params.get("finetune_methods", []))
+        unknown = sorted(named - set(CE.METHODS))
         assert not unknown, f"{prof}: unknown methods {unknown}"
+        assert all(CE.METHODS[m].finetunable for m in params.get("finetune_methods", [])), prof
