@@ -11,8 +11,9 @@
 #    the *critical dimension*);
 # 2. what each context-extension method does to each pair's frequency: Position Interpolation (PI),
 #    NTK-aware, dynamic NTK, YaRN, Llama 3, LongRoPE (docs/references.md §3);
-# 3. why YaRN's default ramp protects almost nothing at tiny-model scale, and the rescaled ramp the
-#    experiment notebooks use instead.
+# 3. what YaRN's ramp does at tiny-model scale, where its rotation criterion protects almost no pair,
+#    and what rescaling the ramp to the model's size would change (notebook 06 measures both on trained
+#    models).
 #
 # Every number below comes from `ropelib.analysis` (closed forms) and `ropelib.rope`
 # (the frequencies the models actually use); the tests assert the same checks.
@@ -47,8 +48,9 @@ import torch
 from IPython.display import Markdown, display
 
 from ropelib import analysis as A
+from ropelib import context_extension as CE
 from ropelib.model_configs import MODEL_CONFIGS, get_model_config
-from ropelib.plotting import color_for, log_ticks, savefig, set_theme
+from ropelib.plotting import color_for, log_ticks, method_color, method_style, savefig, set_theme
 from ropelib.provenance import show_provenance
 from ropelib.rope import rope_frequencies
 
@@ -179,14 +181,8 @@ print(f"toy model at {toy_factor:g}×L: {int(np.sum(toy_unseen > 0))} of {toy_he
 # %%
 ref = get_model_config(reference_model)
 d_ref, b_ref, L_ref, s = ref.rotary_dim, ref.rope_theta, ref.training_length, reference_factor
-methods = {
-    "linear": {"rope_type": "linear", "rope_theta": b_ref, "factor": s},
-    "ntk": {"rope_type": "ntk", "rope_theta": b_ref, "factor": s},
-    "dynamic": {"rope_type": "dynamic", "rope_theta": b_ref, "factor": s, "original_max_position_embeddings": L_ref},
-    "yarn": {"rope_type": "yarn", "rope_theta": b_ref, "factor": s, "original_max_position_embeddings": L_ref},
-    "llama3": {"rope_type": "llama3", "rope_theta": b_ref, "factor": s, "low_freq_factor": 1.0,
-               "high_freq_factor": 4.0, "original_max_position_embeddings": L_ref},
-}
+# the HF keys of each method: the same records notebook 06 applies to trained models (ropelib.context_extension)
+methods = {name: CE.method_keys(name, s, L_ref, d_ref, b_ref) for name in ("linear", "ntk", "dynamic", "yarn", "llama3")}
 factors = {
     name: A.pair_scale_factors(p, d_ref, seq_len=int(s * L_ref) if name == "dynamic" else None)
     for name, p in methods.items()
@@ -280,8 +276,11 @@ plt.show()
 # are kept, fewer than once are interpolated. In the toy model (d = 32, L = 128) the fastest pair
 # turns only $128/2\pi \approx 20$ times, so the ramp's lower end clamps to pair 0: the default
 # protects almost nothing. `ropelib.analysis.tiny_yarn_params` rescales $\beta_{fast}, \beta_{slow}$
-# so that the ramp covers the same *fraction* of the pairs as the defaults do for Llama 2; the
-# experiment notebooks (06) use exactly this function.
+# so that the ramp covers the same *fraction* of the pairs as the defaults do for Llama 2. That keeps
+# more fast pairs, but it also leaves pairs that never complete a turn within $L$ partly
+# uninterpolated, which YaRN's criterion (counted in rotations, whatever the model's size) exists to
+# prevent. Notebook 06 evaluates both on the trained RoPE models (`yarn` with the paper's ramp,
+# `yarn_rescaled`) and uses the paper's ramp, which extends better there.
 
 # %%
 toy_default = {"rope_type": "yarn", "rope_theta": toy_base, "factor": toy_factor,
@@ -308,11 +307,11 @@ yarn_table
 # %%
 fig, ax = plt.subplots(figsize=(7, 3.8))
 ti = np.arange(toy_head_dim // 2)
-# the colours of notebook 06's two YaRN settings: `yarn_default` (the published ramp) and `yarn` (rescaled)
-ax.plot(ti, A.pair_scale_factors(toy_default, toy_head_dim), marker="o", color=color_for("yarn_default"),
-        label="YaRN defaults")
-ax.plot(ti, A.pair_scale_factors(toy_rescaled, toy_head_dim), marker="s", color=color_for("yarn"),
-        label="YaRN, rescaled ramp (tiny_yarn_params)")
+# the colours and styles of notebook 06's two YaRN settings: `yarn` (the paper's ramp), `yarn_rescaled` (dashed)
+ax.plot(ti, A.pair_scale_factors(toy_default, toy_head_dim), marker="o", color=method_color("yarn"),
+        ls=method_style("yarn"), label="YaRN defaults (notebook 06: yarn)")
+ax.plot(ti, A.pair_scale_factors(toy_rescaled, toy_head_dim), marker="s", color=method_color("yarn_rescaled"),
+        ls=method_style("yarn_rescaled"), label="YaRN, rescaled ramp (notebook 06: yarn_rescaled)")
 ax.plot(ti, A.pair_scale_factors({"rope_type": "linear", "rope_theta": toy_base, "factor": toy_factor}, toy_head_dim),
         ls="--", color=color_for("linear"), label="PI")
 ax.axvline(toy_dc / 2 - 0.5, color="grey", ls="--", lw=1)
@@ -323,7 +322,7 @@ ax.set_title(f"Toy model (d={toy_head_dim}, L={toy_length}), s = {toy_factor:g}"
 log_ticks(ax.yaxis)  # plain numbers (0.3, 0.5, 0.7, 1) instead of a mix of 10^0 and 6x10^-1
 ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 savefig(fig, "tiny_yarn_ramp", notebook=NOTEBOOK,
-        caption="At tiny scale YaRN's default ramp keeps almost no pair; the rescaled ramp keeps the same share of pairs as for Llama 2.")
+        caption="At tiny scale YaRN's default ramp keeps almost no pair; the ramp rescaled by pair fraction keeps the same share of pairs as for Llama 2 (dashed; notebook 06 measures both).")
 plt.show()
 
 # %% [markdown]
@@ -347,7 +346,8 @@ display(Markdown(
     f"{dyn['base'].iloc[-1]:,.0f} at {dyn.index[-1]:,} tokens: scores depend on the input length.\n"
     f"* At tiny scale YaRN's default ramp keeps {kept_default} of {toy_head_dim // 2} pairs unchanged; "
     f"the rescaled ramp (β_fast={toy_rescaled['beta_fast']:.4g}, β_slow={toy_rescaled['beta_slow']:.4g}) keeps "
-    f"{kept_rescaled}, the share YaRN's defaults keep for Llama 2."
+    f"{kept_rescaled}, the share YaRN's defaults keep for Llama 2, but only by leaving slow pairs partly "
+    f"uninterpolated. Which extends a trained model better is measured in notebook 06, not here."
 ))
 
 # %%
