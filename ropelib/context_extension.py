@@ -37,8 +37,9 @@ Further, for the other rows of notebook 06:
   reduced to a two-parameter monotone family (``longrope_factors``: pairs up to ``lo`` kept, pairs from
   ``hi`` on divided by ``s``, a geometric ramp between), searched exhaustively (``longrope_search``);
   the paper's evolutionary search and its unscaled initial positions are not reproduced. Inputs up to
-  ``L`` use ``short_factor = 1`` (HF switches to ``long_factor`` past ``L``), so LongRoPE costs nothing
-  at ``L`` by construction; its attention factor is HF's ``sqrt(1 + ln s / ln L)``.
+  ``L`` use ``short_factor = 1`` (HF switches to ``long_factor`` past ``L``), so the frequencies at ``L``
+  are the original ones; HF's attention factor ``sqrt(1 + ln s / ln L)`` (from Phi-3's code) applies at
+  every length and is LongRoPE's only cost at ``L``.
 * **p-RoPE** (Barbero et al. 2024, arXiv 2410.06205, §5) applied to a model trained with full RoPE: the
   slowest ``1 - p`` of the frequencies set to zero (``rope_type="proportional"``), whatever ``s``.
   Notebook 08 trains p-RoPE models from scratch.

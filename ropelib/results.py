@@ -106,7 +106,7 @@ SCHEMA: Mapping[str, tuple[str, ...]] = {
         "profile, task, seed, method, factor, ft_steps, ft_budget, ft_tokens, ft_fraction, run_hash, train_length, "
         "ft_length, length, multiplier, metric, value, passed_gate"),
     "06_finetune_lr.csv": _cols(
-        "profile, task, seed, method, ft_budget, ft_steps, lr_ratio, lr, val_loss, val_ppl, chosen"),
+        "profile, task, seed, method, ft_budget, ft_steps, lr_ratio, lr, metric, value, chosen"),
     "06_longrope_search.csv": _cols(
         "profile, task, seed, run_hash, factor, train_length, lo, hi, loss, ppl, chosen, passed_gate"),
     "06_yarn_temperature.csv": _cols(
