@@ -80,6 +80,23 @@ finetune_retrieval = True  # also fine-tune the retrieval models (else the langu
 # torch CPU threads (these tiny models run fastest on one thread; None keeps torch's default)
 threads = 1
 
+# %% tags=["injected-parameters"]
+# Parameters
+device = "auto"
+eval_tokens = 4096
+factors = [2, 4, 8]
+finetune_batch_size = 4
+finetune_fractions = [0.0005, 0.001, 0.01, 0.05]
+finetune_methods = ["none", "linear", "yarn"]
+jobs = 2
+longrope_windows = 4
+position_bins = 16
+position_windows = 16
+profile = "default"
+retrieval_depths = [0.0, 0.5, 1.0]
+retrieval_samples = 16
+yarn_temperatures = [0.0, 0.05, 0.1, 0.2, 0.3]
+
 # %%
 import dataclasses
 import json
