@@ -90,6 +90,9 @@ except ImportError:  # pragma: no cover
 REPO_ROOT = Path(__file__).resolve().parent
 DEVICES = ("auto", "cpu", "cuda", "mps")
 KERNEL = "python3"
+#: the kernel's display name: the one `make venv` installs the venv's kernel under (the name stays
+#: ``python3``, so papermill finds a kernel in any environment that has ipykernel)
+KERNEL_DISPLAY_NAME = "Python 3 (ropelib)"
 #: parameters run_all injects into every notebook (a notebook's parameters cell must define them)
 INJECTED = ("profile", "device")
 NOTEBOOK_RE = re.compile(r"^(\d\d)_[A-Za-z0-9_-]+$")
@@ -504,7 +507,7 @@ def clean_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     meta = nb.metadata
     for key in ("papermill", "widgets", "jupytext", "toc", "vscode"):
         meta.pop(key, None)
-    meta["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": KERNEL}
+    meta["kernelspec"] = {"display_name": KERNEL_DISPLAY_NAME, "language": "python", "name": KERNEL}
     meta["language_info"] = {"name": "python"}
     for cell in nb.cells:
         for key in ("papermill", "execution", "ExecuteTime", "collapsed", "scrolled"):

@@ -482,8 +482,8 @@ cost_summary = summarize(at_L, ["method", "factor"], "ppl_change")
 base_L = summarize(zero_ppl[(zero_ppl.method == "none") & (zero_ppl.length == L)], ["method"], "ppl").iloc[0]
 headline = ext_summary.pivot(index="method", columns="factor", values="mean").reindex(methods)
 headline.columns = [f"ppl at {c:g}L" for c in headline.columns]
-cost = cost_summary.pivot(index="method", columns="factor", values="mean").reindex(methods)
-cost.columns = [f"Δppl at L (s={c:g})" for c in cost.columns]
+cost = (100 * cost_summary.pivot(index="method", columns="factor", values="mean").reindex(methods)).round(1)
+cost.columns = [f"Δppl at L, % (s={c:g})" for c in cost.columns]
 if LM_OK:
     print(f"plain RoPE at L = {L}: ppl {base_L['mean']:.3f} (95% CI {base_L['ci_low']:.3f}–{base_L['ci_high']:.3f}, "
           f"{base_L['n_seeds']} of {len(seeds)} seeds: those that passed their gate)")
@@ -518,8 +518,9 @@ plt.show()
 dyn_view = ext_summary[ext_summary.method.isin(DYNAMIC + ["ntk", "none"])].pivot(
     index="method", columns="factor", values="mean").reindex([m for m in ["none", "ntk", *DYNAMIC] if m in methods])
 dyn_view.columns = [f"ppl at {c:g}L" for c in dyn_view.columns]
-dyn_cost = cost_summary[cost_summary.method.isin(DYNAMIC)].pivot(index="method", columns="factor", values="mean")
-dyn_cost.columns = [f"Δppl at L (s={c:g})" for c in dyn_cost.columns]
+dyn_cost = (100 * cost_summary[cost_summary.method.isin(DYNAMIC)].pivot(index="method", columns="factor",
+                                                                        values="mean")).round(1)
+dyn_cost.columns = [f"Δppl at L, % (s={c:g})" for c in dyn_cost.columns]
 display(dyn_view.join(dyn_cost))
 fig = plot_zero_shot_ppl(ext_summary, cost_summary, methods=[m for m in ["none", "ntk", *DYNAMIC] if m in methods],
                          factors=factors, train_length=L, task=LM_TASK, base_ppl=base_L["mean"] if LM_OK else None)

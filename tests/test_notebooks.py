@@ -88,6 +88,9 @@ def test_committed_with_outputs_and_no_errors(path):
 def test_metadata_is_minimal(path):
     nb = _read(path)
     assert "papermill" not in nb.metadata and "widgets" not in nb.metadata
+    # the project's kernel: the name any environment with ipykernel has, the display name `make venv` installs
+    assert nb.metadata["kernelspec"] == {"display_name": run_all.KERNEL_DISPLAY_NAME, "language": "python",
+                                         "name": run_all.KERNEL}
     for cell in nb.cells:
         assert not {"papermill", "execution", "ExecuteTime"} & set(cell.metadata), cell.metadata
 
