@@ -108,7 +108,9 @@ KILL_GRACE_S = 3.0
 #: the profile of the committed outputs; only ``--reference`` (with this profile) writes them
 REFERENCE_PROFILE = "default"
 #: signals that stop a run cleanly (children killed, nothing half-written kept)
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if hasattr(signal, "SIGHUP") else (signal.SIGINT, signal.SIGTERM)
+STOP_SIGNALS = (
+    (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if hasattr(signal, "SIGHUP") else (signal.SIGINT, signal.SIGTERM)
+)
 
 # Exit codes
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -238,22 +240,75 @@ PROBABILITY = "probability"
 PARAMETER_RANGES: dict[str, str] = {
     **dict.fromkeys(
         [  # sizes, counts, lengths, steps, threads, factors (lists: each item)
-            "steps", "batch_size", "seq_len", "d_model", "n_layers", "n_heads", "head_dim", "eval_multiples",
-            "eval_windows", "length", "original_length", "scaling_factor", "dynamic_lengths", "max_symbolic_dim",
-            "head_dims", "bases", "r_max_fig2", "r_max_far", "n_random", "mc_head_dim", "train_steps",
-            "train_seq_len", "train_batch_size", "extension_factor", "toy_head_dim", "toy_base", "toy_length",
-            "toy_factor", "reference_factor", "dynamic_multiples", "jobs", "cpu_threads", "curve_every",
-            "smooth_steps", "eval_threads", "attention_samples", "bench_rounds", "bench_steps", "sinusoid_scales",
-            "multipliers", "eval_tokens", "position_windows", "position_bins", "retrieval_samples",
-            "algorithmic_samples", "factors", "finetune_factor", "finetune_steps", "finetune_batch_size",
-            "finetune_lr", "threads", "score_length", "check_head_dim", "attention_multipliers",
-            "attention_windows", "band_windows", "needle_samples",
+            "steps",
+            "batch_size",
+            "seq_len",
+            "d_model",
+            "n_layers",
+            "n_heads",
+            "head_dim",
+            "eval_multiples",
+            "eval_windows",
+            "length",
+            "original_length",
+            "scaling_factor",
+            "dynamic_lengths",
+            "max_symbolic_dim",
+            "head_dims",
+            "bases",
+            "r_max_fig2",
+            "r_max_far",
+            "n_random",
+            "mc_head_dim",
+            "train_steps",
+            "train_seq_len",
+            "train_batch_size",
+            "extension_factor",
+            "toy_head_dim",
+            "toy_base",
+            "toy_length",
+            "toy_factor",
+            "reference_factor",
+            "dynamic_multiples",
+            "jobs",
+            "cpu_threads",
+            "curve_every",
+            "smooth_steps",
+            "eval_threads",
+            "attention_samples",
+            "bench_rounds",
+            "bench_steps",
+            "sinusoid_scales",
+            "multipliers",
+            "eval_tokens",
+            "position_windows",
+            "position_bins",
+            "retrieval_samples",
+            "algorithmic_samples",
+            "factors",
+            "finetune_factor",
+            "finetune_steps",
+            "finetune_batch_size",
+            "finetune_lr",
+            "threads",
+            "score_length",
+            "check_head_dim",
+            "attention_multipliers",
+            "attention_windows",
+            "band_windows",
+            "needle_samples",
         ],
         POSITIVE,
     ),  # fmt: skip
     **dict.fromkeys(
-        ["sliding_stride_fraction", "retrieval_depths", "quality_tolerance", "retention_fraction",
-         "min_learned_accuracy", "tolerance"],
+        [
+            "sliding_stride_fraction",
+            "retrieval_depths",
+            "quality_tolerance",
+            "retention_fraction",
+            "min_learned_accuracy",
+            "tolerance",
+        ],
         PROBABILITY,
     ),  # fmt: skip
 }
@@ -435,7 +490,9 @@ def defined_parameters(nb: nbformat.NotebookNode) -> set[str]:
     except SyntaxError as exc:
         raise ConfigError(f"the parameters cell is not valid Python: {exc}") from None
     for node in body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
         for target in targets:
             for sub in ast.walk(target):
                 if isinstance(sub, ast.Name):
@@ -606,14 +663,18 @@ def output_tree(args: argparse.Namespace) -> OutputTree:
             )
         if args.output_dir is not None:
             raise ConfigError("--reference writes the committed notebooks, figures and results; drop --output-dir")
-        return OutputTree(True, args.notebooks_dir.resolve(), figures_dir(), results_dir(), args.build_dir / "reference")
+        return OutputTree(
+            True, args.notebooks_dir.resolve(), figures_dir(), results_dir(), args.build_dir / "reference"
+        )
     root = Path(args.output_dir or args.build_dir / args.profile).resolve()
     tree = OutputTree(False, root / "notebooks", root / "figures", root / "results", root)
     committed = {args.notebooks_dir.resolve(), figures_dir(), results_dir()}
     committed |= {REPO_ROOT / "notebooks", REPO_ROOT / "figures", REPO_ROOT / "results"}
     for folder in (tree.notebooks, tree.figures, tree.results):
         if folder in committed:
-            raise ConfigError(f"--output-dir {root} would write the committed {folder}; only --reference replaces those")
+            raise ConfigError(
+                f"--output-dir {root} would write the committed {folder}; only --reference replaces those"
+            )
     return tree
 
 
@@ -696,7 +757,9 @@ def _copy_folder(src: Path, dest: Path, skip: str | None = None) -> None:
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     """``{relative path: (size, mtime_ns)}`` of every file under ``folder``."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
+    }
 
 
 def _move_into(src: Path, dest: Path) -> None:
@@ -989,7 +1052,12 @@ class Runner:
         return outcome
 
     def _commit(
-        self, job: Job, executed: nbformat.NotebookNode, stage: Path, before: Mapping[str, tuple[int, int]], outcome: Outcome
+        self,
+        job: Job,
+        executed: nbformat.NotebookNode,
+        stage: Path,
+        before: Mapping[str, tuple[int, int]],
+        outcome: Outcome,
     ) -> None:
         """Move one successful notebook's outputs into the tree: the tables it wrote (new or changed since
         staging; the other notebooks' tables stay as they are), its figure folder (replaced as a whole), the
@@ -1272,7 +1340,9 @@ def new_notebook(args: argparse.Namespace) -> int:
     if new_text is not None:
         print(f"run_all: added a {name} section to {os.path.relpath(args.profiles)}, copied from {source.stem}'s")
     else:
-        print(f"run_all: {source.stem} has no section in {os.path.relpath(args.profiles)}; add one for {name} if it has knobs")
+        print(
+            f"run_all: {source.stem} has no section in {os.path.relpath(args.profiles)}; add one for {name} if it has knobs"
+        )
     print(f"next: {_python_command()} {os.path.relpath(REPO_ROOT / 'run_all.py')} --profile smoke --only {name[:2]}")
     return EXIT_OK
 
@@ -1281,7 +1351,9 @@ def new_notebook(args: argparse.Namespace) -> int:
 # Command line
 # --------------------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--profile", default="default", help="profile from profiles.yaml (default: default)")
     parser.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks (number or full name)")
     parser.add_argument("--device", default="auto", choices=DEVICES, help="device injected into every notebook")
@@ -1321,7 +1393,9 @@ def check_device(device: str) -> None:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         available.append("mps")
     if device != "auto" and device not in available:
-        raise ConfigError(f"device {device!r} is not available on this machine; available: auto, {', '.join(available)}")
+        raise ConfigError(
+            f"device {device!r} is not available on this machine; available: auto, {', '.join(available)}"
+        )
 
 
 def plan(args: argparse.Namespace, profiles: Profiles, tree: OutputTree | None = None) -> list[Job]:
@@ -1538,7 +1612,9 @@ def _main(args: argparse.Namespace) -> int:
             print(list_notebooks(args, profiles))
             return EXIT_OK
         if args.profile not in profiles.names:
-            raise ConfigError(f"unknown profile {args.profile!r}; profiles in {args.profiles.name}: {', '.join(profiles.names)}")
+            raise ConfigError(
+                f"unknown profile {args.profile!r}; profiles in {args.profiles.name}: {', '.join(profiles.names)}"
+            )
         tree = output_tree(args)
         check_device(args.device)
         jobs = plan(args, profiles, tree)
@@ -1565,7 +1641,9 @@ def _main(args: argparse.Namespace) -> int:
 
     print()
     print(summary_table(outcomes))
-    print(f"\nmanifest: {_portable(str(tree.manifest(args.profile)))}; gallery: {_portable(str(tree.figures / 'README.md'))}")
+    print(
+        f"\nmanifest: {_portable(str(tree.manifest(args.profile)))}; gallery: {_portable(str(tree.figures / 'README.md'))}"
+    )
     for message in runner.write_errors:
         print(f"run_all: error: {message}", file=sys.stderr)
     if interrupted:

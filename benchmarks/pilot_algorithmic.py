@@ -49,16 +49,30 @@ EVAL_SEED = 2024  # notebook 05's eval_seed
 MIX_SEED = 7  # the training-mix sample (a generator of its own, not a training batch)
 
 
-def pilot_setup(profile: str, task: str, *, train_length: int, batch_size: int, steps: int, d_model: int | None,
-                n_layers: int | None, seed: int) -> X.BaseSetup:
+def pilot_setup(
+    profile: str,
+    task: str,
+    *,
+    train_length: int,
+    batch_size: int,
+    steps: int,
+    d_model: int | None,
+    n_layers: int | None,
+    seed: int,
+) -> X.BaseSetup:
     """The profile's ``BaseSetup`` with one algorithmic task ``TaskSetup(task, train_length, steps, batch_size)``
     (no lr sweep), ``seed`` and, if given, another width or depth (init std and sinusoid scale then follow the
     width by the base models' rules)."""
     setup = X.base_setup(profile)
     task_setup = X.TaskSetup(task, train_length=train_length, steps=steps, batch_size=batch_size)
     return dataclasses.replace(
-        setup, tasks=(task_setup,), seeds=(seed,), d_model=d_model or setup.d_model,
-        n_layers=n_layers or setup.n_layers, init_std=None, sinusoid_scale=None,
+        setup,
+        tasks=(task_setup,),
+        seeds=(seed,),
+        d_model=d_model or setup.d_model,
+        n_layers=n_layers or setup.n_layers,
+        init_std=None,
+        sinusoid_scale=None,
     )
 
 
@@ -78,11 +92,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (one torch thread each)")
     parser.add_argument("--estimate-jobs", type=int, default=2, help="parallel jobs assumed by the cost estimate")
     parser.add_argument("--estimate-seeds", type=int, default=3, help="seeds per encoding and task in the estimate")
-    parser.add_argument("--estimate-lrs", type=int, default=1,
-                        help="full-length runs per encoding and task for an lr sweep (1: no sweep)")
+    parser.add_argument(
+        "--estimate-lrs",
+        type=int,
+        default=1,
+        help="full-length runs per encoding and task for an lr sweep (1: no sweep)",
+    )
     parser.add_argument("--cache-dir", type=Path, default=Path("build/pilot_algorithmic"))
-    parser.add_argument("--quick", action="store_true",
-                        help="a few steps and samples at T=16 (checks the script runs; the numbers mean nothing)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a few steps and samples at T=16 (checks the script runs; the numbers mean nothing)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.train_length, args.batch_size, args.steps, args.samples = [16], [4], [3], 8
@@ -122,8 +143,16 @@ def main(argv: list[str] | None = None) -> int:
     specs = {}
     try:
         for i, c in enumerate(combos):
-            setup = pilot_setup(args.profile, c["task"], train_length=c["train_length"], batch_size=c["batch_size"],
-                                steps=c["steps"], d_model=c["d_model"], n_layers=c["n_layers"], seed=args.seed)
+            setup = pilot_setup(
+                args.profile,
+                c["task"],
+                train_length=c["train_length"],
+                batch_size=c["batch_size"],
+                steps=c["steps"],
+                d_model=c["d_model"],
+                n_layers=c["n_layers"],
+                seed=args.seed,
+            )
             specs[i] = X.base_spec(setup, c["encoding"], c["task"], args.seed, "cpu", lr=c["lr"])
     except ValueError as exc:
         print(f"pilot_algorithmic.py: error: {exc}", file=sys.stderr)
@@ -132,11 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["ROPELIB_CACHE_DIR"] = str(args.cache_dir.resolve())  # the pilot's own run cache (workers too)
     t0 = time.time()
     runs = X.run_specs(specs, jobs=args.jobs)
-    print(f"{len(runs)} pilot runs in {time.time() - t0:.0f} s ({args.cache_dir}; {sum(r.cached for r in runs.values())}"
-          f" read back from it), exact match of {args.samples} sequences per cell, 95% Wilson intervals")
-    print(f"{'encoding':<10} {'task':<7} {'T':>3} {'n':>3} {'d/lay':>6} {'steps x B':>10} {'tokens':>7} {'lr':>7} "
-          f"{'train s':>7} {'mix EM':>6} {'EM@1x':>6} {'1x 95% CI':>13} {'EM@2x':>6} {'2x 95% CI':>13} {'tok@2x':>6} "
-          f"{'eval s':>6}")
+    print(
+        f"{len(runs)} pilot runs in {time.time() - t0:.0f} s ({args.cache_dir}; {sum(r.cached for r in runs.values())}"
+        f" read back from it), exact match of {args.samples} sequences per cell, 95% Wilson intervals"
+    )
+    print(
+        f"{'encoding':<10} {'task':<7} {'T':>3} {'n':>3} {'d/lay':>6} {'steps x B':>10} {'tokens':>7} {'lr':>7} "
+        f"{'train s':>7} {'mix EM':>6} {'EM@1x':>6} {'1x 95% CI':>13} {'EM@2x':>6} {'2x 95% CI':>13} {'tok@2x':>6} "
+        f"{'eval s':>6}"
+    )
     seconds: dict[tuple, list[float]] = {}
     for i, c in enumerate(combos):
         r = runs[i]
@@ -156,20 +189,26 @@ def main(argv: list[str] | None = None) -> int:
         tok_2x = df.token_accuracy.iloc[1]  # NaN where the model cannot run at 2T (learned)
         train_s = float(r.metadata["train_time_s"])
         tokens = L * c["batch_size"] * c["steps"]
-        print(f"{c['encoding']:<10} {c['task']:<7} {L:>3} {task.max_n(L):>3} {c['d_model']:>3}/{c['n_layers']:<2} "
-              f"{c['steps']:>5}x{c['batch_size']:<4} {tokens / 1e6:>6.2f}M {c['lr']:>7.3g} {train_s:>7.1f} {mix:>6.3f} "
-              f"{cells[0]} {cells[1]} {tok_2x:>6.3f} {eval_s:>6.1f}")
+        print(
+            f"{c['encoding']:<10} {c['task']:<7} {L:>3} {task.max_n(L):>3} {c['d_model']:>3}/{c['n_layers']:<2} "
+            f"{c['steps']:>5}x{c['batch_size']:<4} {tokens / 1e6:>6.2f}M {c['lr']:>7.3g} {train_s:>7.1f} {mix:>6.3f} "
+            f"{cells[0]} {cells[1]} {tok_2x:>6.3f} {eval_s:>6.1f}"
+        )
         key = tuple(c[k] for k in ("train_length", "batch_size", "steps", "lr", "d_model", "n_layers"))
         seconds.setdefault(key, []).append(train_s)
     n_models = len(base.encodings) * len(ALGORITHMIC_TASKS) * args.estimate_seeds * args.estimate_lrs
-    print(f"\ncost of the profile's {len(base.encodings)} encodings x {len(ALGORITHMIC_TASKS)} tasks x "
-          f"{args.estimate_seeds} seeds x {args.estimate_lrs} lr = {n_models} models on {args.estimate_jobs} jobs, at "
-          f"the mean measured training seconds per model of each setting (one thread; a loaded machine is slower):")
+    print(
+        f"\ncost of the profile's {len(base.encodings)} encodings x {len(ALGORITHMIC_TASKS)} tasks x "
+        f"{args.estimate_seeds} seeds x {args.estimate_lrs} lr = {n_models} models on {args.estimate_jobs} jobs, at "
+        f"the mean measured training seconds per model of each setting (one thread; a loaded machine is slower):"
+    )
     for (L, B, steps, lr, d, layers), values in seconds.items():
         per_model = statistics.fmean(values)
         total = per_model * n_models / args.estimate_jobs
-        print(f"  T={L} {steps}x{B} lr={lr:g} d={d}/{layers} layers: {per_model:.1f} s per model "
-              f"({min(values):.1f}-{max(values):.1f}, {len(values)} runs) -> {total / 60:.1f} min")
+        print(
+            f"  T={L} {steps}x{B} lr={lr:g} d={d}/{layers} layers: {per_model:.1f} s per model "
+            f"({min(values):.1f}-{max(values):.1f}, {len(values)} runs) -> {total / 60:.1f} min"
+        )
     return 0
 
 

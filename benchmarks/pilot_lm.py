@@ -37,13 +37,24 @@ def _no_cache(name, key, compute):  # pilots are scored afresh, never through th
     return compute()
 
 
-def pilot_spec(setup: X.BaseSetup, encoding: str, *, train_length: int, batch_size: int, steps: int,
-               lr: float, init_std: float, start_token: bool, seed: int):
+def pilot_spec(
+    setup: X.BaseSetup,
+    encoding: str,
+    *,
+    train_length: int,
+    batch_size: int,
+    steps: int,
+    lr: float,
+    init_std: float,
+    start_token: bool,
+    seed: int,
+):
     """The profile's base LM spec of ``encoding`` with these settings (length-dependent encoding
     settings follow ``train_length`` by the same rules as the base models)."""
     task = setup.task(protocols.lm_task(setup))
-    task = dataclasses.replace(task, train_length=train_length, batch_size=batch_size, steps=steps, lrs=(),
-                               sweep_steps=0)  # a pilot trains at the rate it is given: no sweep
+    task = dataclasses.replace(
+        task, train_length=train_length, batch_size=batch_size, steps=steps, lrs=(), sweep_steps=0
+    )  # a pilot trains at the rate it is given: no sweep
     setup = dataclasses.replace(setup, tasks=(task,), seeds=(seed,), init_std=init_std, sinusoid_scale=None)
     spec = X.base_spec(setup, encoding, task.name, seed, "cpu", lr=lr)
     if not start_token:
@@ -92,18 +103,23 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     runs = X.run_specs(specs, jobs=args.jobs)
     print(f"{len(runs)} pilot runs in {time.time() - t0:.0f} s ({args.cache_dir})")
-    print(f"{'encoding':<11} {'L':>4} {'B':>3} {'steps':>5} {'tokens':>8} {'lr':>7} {'init':>6} {'start':>5} "
-          f"{'val ppl':>8} {'gain':>6} {'train s':>7}")
+    print(
+        f"{'encoding':<11} {'L':>4} {'B':>3} {'steps':>5} {'tokens':>8} {'lr':>7} {'init':>6} {'start':>5} "
+        f"{'val ppl':>8} {'gain':>6} {'train s':>7}"
+    )
     for i, c in enumerate(combos):
         r = runs[i]
         q = protocols.lm_quality(r, split="validation", cached=_no_cache)
         tokens = c["train_length"] * c["batch_size"] * c["steps"]
-        print(f"{c['encoding']:<11} {c['train_length']:>4} {c['batch_size']:>3} {c['steps']:>5} {tokens:>8} "
-              f"{c['lr']:>7.3g} {c['init_std']:>6.3f} {str(c['start_token']):>5} {q['ppl']:>8.2f} "
-              f"{q['context_gain']:>6.3f} {float(r.metadata['train_time_s']):>7.0f}")
+        print(
+            f"{c['encoding']:<11} {c['train_length']:>4} {c['batch_size']:>3} {c['steps']:>5} {tokens:>8} "
+            f"{c['lr']:>7.3g} {c['init_std']:>6.3f} {str(c['start_token']):>5} {q['ppl']:>8.2f} "
+            f"{q['context_gain']:>6.3f} {float(r.metadata['train_time_s']):>7.0f}"
+        )
     refs = protocols.ngram_reference(specs[0].task, split="validation", orders=(2, 3, 4, 5), cached=_no_cache)
-    print("n-gram references (validation): "
-          + ", ".join(f"order {r.order} {r.perplexity:.2f}" for r in refs.itertuples()))
+    print(
+        "n-gram references (validation): " + ", ".join(f"order {r.order} {r.perplexity:.2f}" for r in refs.itertuples())
+    )
     return 0
 
 

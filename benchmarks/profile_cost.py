@@ -38,8 +38,11 @@ def time_per_step(spec, device: torch.device, steps: int, warmup: int) -> float:
     torch.manual_seed(0)
     model = ToyTransformer(spec.model).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=spec.train.lr)
-    batch = make_task(spec.task).sample(spec.train.batch_size, spec.train.seq_len,
-                                        torch.Generator().manual_seed(0)).to(device)
+    batch = (
+        make_task(spec.task)
+        .sample(spec.train.batch_size, spec.train.seq_len, torch.Generator().manual_seed(0))
+        .to(device)
+    )
 
     def step() -> None:
         logits = model(batch.x)  # (B, T, V)
@@ -75,8 +78,10 @@ def main() -> None:
     encodings = list(setup.encodings if args.encodings is None else args.encodings)
     device = select_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"profile {args.profile}: {len(encodings)} encodings x {len(setup.tasks)} tasks x {len(setup.seeds)} seeds; "
-          f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print(
+        f"profile {args.profile}: {len(encodings)} encodings x {len(setup.tasks)} tasks x {len(setup.seeds)} seeds; "
+        f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+    )
     print(f"{'task':<9} {'encoding':<11} {'B':>4} {'T':>5} {'steps':>6} {'ms/step':>9} {'tokens/s':>10} {'min/run':>8}")
     total_s = 0.0
     for task in setup.tasks:
@@ -86,10 +91,14 @@ def main() -> None:
             run_s = dt * spec.train.steps
             total_s += run_s * len(setup.seeds)
             tokens = spec.train.batch_size * spec.train.seq_len
-            print(f"{task.name:<9} {enc:<11} {spec.train.batch_size:>4} {spec.train.seq_len:>5} {spec.train.steps:>6} "
-                  f"{dt * 1e3:>9.1f} {tokens / dt:>10.0f} {run_s / 60:>8.2f}")
-    print(f"SUMMARY profile={args.profile} device={device.type} base-model training, one process: "
-          f"{total_s / 3600:.2f} h ({total_s / 60:.1f} min)")
+            print(
+                f"{task.name:<9} {enc:<11} {spec.train.batch_size:>4} {spec.train.seq_len:>5} {spec.train.steps:>6} "
+                f"{dt * 1e3:>9.1f} {tokens / dt:>10.0f} {run_s / 60:>8.2f}"
+            )
+    print(
+        f"SUMMARY profile={args.profile} device={device.type} base-model training, one process: "
+        f"{total_s / 3600:.2f} h ({total_s / 60:.1f} min)"
+    )
 
 
 if __name__ == "__main__":

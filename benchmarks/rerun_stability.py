@@ -66,11 +66,15 @@ def compare(a: Path, b: Path, profile: str) -> dict[str, pd.DataFrame | float]:
     return {
         "gate_flips": gate_flips[MODEL_KEY + ["passed_a", "passed_b"]],
         "verdict_flips": verdict_flips[["claim_id", "verdict_a", "verdict_b"]],
-        "ordering_flips": ordering_flips[ORDERING_KEY + ["a", "b", "better_value_a", "better_value_b",
-                                                         "worse_value_a", "worse_value_b"]],
-        "n_models": float(len(gates)), "n_claims": float(len(claims)), "n_orderings": float(len(orderings)),
+        "ordering_flips": ordering_flips[
+            ORDERING_KEY + ["a", "b", "better_value_a", "better_value_b", "worse_value_a", "worse_value_b"]
+        ],
+        "n_models": float(len(gates)),
+        "n_claims": float(len(claims)),
+        "n_orderings": float(len(orderings)),
         "n_testable_orderings": float(((orderings.a != "not testable") & (orderings.b != "not testable")).sum()),
-        "max_ppl_drift": ppl_drift, "max_accuracy_drift": acc_drift,
+        "max_ppl_drift": ppl_drift,
+        "max_accuracy_drift": acc_drift,
     }
 
 
@@ -93,11 +97,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name.replace('_', ' ')}: {len(df)}")
         if len(df):
             print(df.to_string(index=False))
-    print(f"models {out['n_models']:.0f}, claims {out['n_claims']:.0f}, orderings {out['n_orderings']:.0f} "
-          f"({out['n_testable_orderings']:.0f} testable in both runs)")
-    print(f"SUMMARY gate_flips={len(out['gate_flips'])} verdict_flips={len(out['verdict_flips'])} "
-          f"ordering_flips={len(out['ordering_flips'])} max_ppl_drift={out['max_ppl_drift']:.4f} "
-          f"max_accuracy_drift={out['max_accuracy_drift']:.4f}")
+    print(
+        f"models {out['n_models']:.0f}, claims {out['n_claims']:.0f}, orderings {out['n_orderings']:.0f} "
+        f"({out['n_testable_orderings']:.0f} testable in both runs)"
+    )
+    print(
+        f"SUMMARY gate_flips={len(out['gate_flips'])} verdict_flips={len(out['verdict_flips'])} "
+        f"ordering_flips={len(out['ordering_flips'])} max_ppl_drift={out['max_ppl_drift']:.4f} "
+        f"max_accuracy_drift={out['max_accuracy_drift']:.4f}"
+    )
     return 0
 
 

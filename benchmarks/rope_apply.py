@@ -105,8 +105,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     shapes = [(2, 4, 256, 64)] if args.quick else [(8, 8, 1024, 64), (8, 8, 4096, 64)]
     reps = args.reps or (3 if args.quick else 15)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
-          f"{reps} round-robin repetitions, median; each call rotates q and k of the shape")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+        f"{reps} round-robin repetitions, median; each call rotates q and k of the shape"
+    )
 
     # the toy model's layout is the rope encoding's default ("interleaved"); the goals apply to it
     model_layout = "ours-" + str(encoding_params("rope")["layout"])

@@ -273,9 +273,15 @@ def _loop_comparison(args: argparse.Namespace) -> dict[str, float]:
         f"{cfg.steps} steps ({tokens} tokens) per loop"
     )
     batches = {enc: bare_batches(spec, task, device) for enc, spec in specs.items()}
-    warm = {enc: dataclasses.replace(spec, train=dataclasses.replace(spec.train, steps=min(2, cfg.steps),
-                                                                       warmup_steps=min(2, cfg.warmup_steps, cfg.steps)))
-            for enc, spec in specs.items()}
+    warm = {
+        enc: dataclasses.replace(
+            spec,
+            train=dataclasses.replace(
+                spec.train, steps=min(2, cfg.steps), warmup_steps=min(2, cfg.warmup_steps, cfg.steps)
+            ),
+        )
+        for enc, spec in specs.items()
+    }
     for enc, spec in warm.items():  # warm-up: allocator, first-call overheads, lazy imports
         run_train(spec, task, device)
         run_bare(spec, batches[enc][: spec.train.steps], device)
@@ -301,8 +307,10 @@ def _loop_comparison(args: argparse.Namespace) -> dict[str, float]:
             flush=True,
         )
 
-    header = (f"{'encoding':<10} {'train() tok/s':>13} {'bare tok/s':>11} {'ratio':>6} {'spread':>7} "
-              f"{'same weights':>12}  per-round ratios")
+    header = (
+        f"{'encoding':<10} {'train() tok/s':>13} {'bare tok/s':>11} {'ratio':>6} {'spread':>7} "
+        f"{'same weights':>12}  per-round ratios"
+    )
     print(header)
     print("-" * len(header))
     ratios: dict[str, float] = {}
@@ -338,8 +346,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--d-model", type=int, default=128)
     parser.add_argument("--vocab-size", type=int, default=128)
     parser.add_argument("--gemm-size", type=int, default=1024)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads (default: torch's; the loop comparison: 1)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's; the loop comparison: 1)"
+    )
     loop = parser.add_argument_group("training-loop comparison (ropelib.train.train vs a bare loop)")
     loop.add_argument("--loop-only", action="store_true", help="run only the training-loop comparison")
     loop.add_argument("--no-loop", action="store_true", help="skip the training-loop comparison")
@@ -386,7 +395,9 @@ def main(argv: list[str] | None = None) -> None:
     ref_rate = statistics.median(variants[0].samples)
 
     print(f"\nfloat32 GEMM ({args.gemm_size}^3): {gemm_flops / 1e9:.1f} GFLOP/s (median of {len(gemm)})")
-    header = f"{'variant':<12} {'tokens/s':>10} {'spread':>8} {'vs ref':>7} {'GFLOP/s':>8} {'of GEMM':>8} {'MFLOP/tok':>10}"
+    header = (
+        f"{'variant':<12} {'tokens/s':>10} {'spread':>8} {'vs ref':>7} {'GFLOP/s':>8} {'of GEMM':>8} {'MFLOP/tok':>10}"
+    )
     print(header)
     print("-" * len(header))
     results = {}
@@ -405,7 +416,9 @@ def main(argv: list[str] | None = None) -> None:
             verdict = "ok" if results[name] >= minimum else "MISSED"
             goals.append(f"{name} {results[name]:.2f}x (goal >= {minimum:.2f}: {verdict})")
     print(
-        f"\nSUMMARY reference {ref_rate:.0f} tokens/s; " + "; ".join(goals) + f"; GEMM {gemm_flops / 1e9:.1f} GFLOP/s"
+        f"\nSUMMARY reference {ref_rate:.0f} tokens/s; "
+        + "; ".join(goals)
+        + f"; GEMM {gemm_flops / 1e9:.1f} GFLOP/s"
         + ("; quick smoke run, sizes not representative" if args.quick else "")
     )
     if not args.no_loop:

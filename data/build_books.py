@@ -32,11 +32,32 @@ OUT = Path(__file__).resolve().parents[1] / "ropelib" / "corpora" / "books.jsonl
 BOOKS: list[tuple[int, str, str, str, str]] = []  # filled from books_manifest.json
 
 _TRANSLATE = {
-    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
-    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2033": '"',
-    "\u2014": "--", "\u2013": "-", "\u2012": "-", "\u2010": "-", "\u2011": "-", "\u2015": "--",
-    "\u2026": "...", "\u00a0": " ", "\u00ad": "", "\ufeff": "", "\u00e6": "ae", "\u00c6": "AE",
-    "\u0153": "oe", "\u0152": "OE", "\u00df": "ss", "\u00a3": "L", "\u00b0": " degrees",
+    "\u2018": "'",
+    "\u2019": "'",
+    "\u201a": "'",
+    "\u201b": "'",
+    "\u2032": "'",
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u201e": '"',
+    "\u2033": '"',
+    "\u2014": "--",
+    "\u2013": "-",
+    "\u2012": "-",
+    "\u2010": "-",
+    "\u2011": "-",
+    "\u2015": "--",
+    "\u2026": "...",
+    "\u00a0": " ",
+    "\u00ad": "",
+    "\ufeff": "",
+    "\u00e6": "ae",
+    "\u00c6": "AE",
+    "\u0153": "oe",
+    "\u0152": "OE",
+    "\u00df": "ss",
+    "\u00a3": "L",
+    "\u00b0": " degrees",
 }
 
 
@@ -46,7 +67,7 @@ def body(raw: str) -> str:
     end = re.search(r"^\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG.*$", raw, re.M | re.I)
     if not start or not end:
         raise ValueError("no Project Gutenberg START/END markers")
-    return raw[start.end():end.start()]
+    return raw[start.end() : end.start()]
 
 
 def to_ascii(text: str) -> str:
@@ -97,9 +118,11 @@ def main(raw_dir: str) -> None:
     data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode("utf-8")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_bytes(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME))
-    print(f"{len(records)} sections, {sum(len(r['text']) for r in records):,d} chars -> {OUT} "
-          f"({OUT.stat().st_size:,d} bytes, sha256 of the uncompressed JSON lines "
-          f"{hashlib.sha256(data).hexdigest()})")
+    print(
+        f"{len(records)} sections, {sum(len(r['text']) for r in records):,d} chars -> {OUT} "
+        f"({OUT.stat().st_size:,d} bytes, sha256 of the uncompressed JSON lines "
+        f"{hashlib.sha256(data).hexdigest()})"
+    )
 
 
 if __name__ == "__main__":

@@ -359,9 +359,7 @@ def _frequencies(rope_parameters: Mapping[str, Any], head_dim: int, seq_len: int
     return np.asarray(torch.as_tensor(inv_freq).double().cpu().numpy()), float(attention_factor)
 
 
-def pair_scale_factors(
-    rope_parameters: Mapping[str, Any], head_dim: int, seq_len: int | None = None
-) -> np.ndarray:
+def pair_scale_factors(rope_parameters: Mapping[str, Any], head_dim: int, seq_len: int | None = None) -> np.ndarray:
     """Per-pair frequency factor ``theta_i' / theta_i`` of a RoPE setting (float64 ``(d_rot/2,)``).
 
     ``rope_parameters`` is an HF-style dict (``rope_type``, ``rope_theta``, scaling keys); both

@@ -113,16 +113,26 @@ def attention_profile(model: torch.nn.Module, x: torch.Tensor, train_length: int
         mean_d = (aq * dist.clamp_min(0)).sum(-1)  # (B, H, Q)
         for h in range(a.shape[1]):
             e = float(ent[:, h].mean())
-            rows.append({"layer": layer, "head": h, "length": T, "n_queries": int(q.numel() * x.shape[0]),
-                         "entropy": e, "uniform_entropy": uniform,
-                         "entropy_ratio": e / uniform if uniform > 0 else math.nan,
-                         "far_mass": float(far_mass[:, h].mean()), "mean_distance": float(mean_d[:, h].mean())})
+            rows.append(
+                {
+                    "layer": layer,
+                    "head": h,
+                    "length": T,
+                    "n_queries": int(q.numel() * x.shape[0]),
+                    "entropy": e,
+                    "uniform_entropy": uniform,
+                    "entropy_ratio": e / uniform if uniform > 0 else math.nan,
+                    "far_mass": float(far_mass[:, h].mean()),
+                    "mean_distance": float(mean_d[:, h].mean()),
+                }
+            )
     return pd.DataFrame(rows)
 
 
 @torch.no_grad()
-def needle_attention(model: torch.nn.Module, task: Any, length: int, n_samples: int, seed: int,
-                     depth: float | None = None) -> pd.DataFrame:
+def needle_attention(
+    model: torch.nn.Module, task: Any, length: int, n_samples: int, seed: int, depth: float | None = None
+) -> pd.DataFrame:
     """Attention from the passkey query to the needle, one row per (layer, head), on ``n_samples`` fresh
     sequences of ``length`` (generator ``seed``; ``depth`` fixes the needle's depth, default drawn).
 
@@ -163,11 +173,18 @@ def needle_attention(model: torch.nn.Module, task: Any, length: int, n_samples: 
         aq = a[b, :, query, :]  # (B, H, T): the query row of each sequence
         mass = (aq * span[:, None, :].double()).sum(-1)  # (B, H)
         for h in range(a.shape[1]):
-            rows.append({"layer": layer, "head": h, "length": int(length), "n_samples": int(n_samples),
-                         "needle_mass": float(mass[:, h].mean()),
-                         "needle_share": float((mass[:, h] / uniform).mean()),
-                         "mean_needle_distance": float(distance.mean()),
-                         "accuracy": accuracy})
+            rows.append(
+                {
+                    "layer": layer,
+                    "head": h,
+                    "length": int(length),
+                    "n_samples": int(n_samples),
+                    "needle_mass": float(mass[:, h].mean()),
+                    "needle_share": float((mass[:, h] / uniform).mean()),
+                    "mean_needle_distance": float(distance.mean()),
+                    "accuracy": accuracy,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -217,8 +234,7 @@ def rope_band_scores(model: torch.nn.Module, x: torch.Tensor, train_length: int)
     bands = band_of_pairs(inv_freq.double().numpy(), L)  # (rd/2,)
     a_dims, b_dims = _pair_dims(rope.layout, rd)
     captured: list[torch.Tensor] = []
-    hooks = [blk.attn.qkv.register_forward_hook(lambda m, i, o: captured.append(o.detach()))
-             for blk in model.blocks]
+    hooks = [blk.attn.qkv.register_forward_hook(lambda m, i, o: captured.append(o.detach())) for blk in model.blocks]
     was_training = model.training
     model.eval()
     try:
@@ -262,10 +278,18 @@ def rope_band_scores(model: torch.nn.Module, x: torch.Tensor, train_length: int)
                 var_q = ((c - mean_q[..., None]) ** 2 * m).sum(-1) / (count - 1).clamp_min(1)  # (B, H, Q)
                 for h in range(H):
                     w = count[ok]
-                    rows.append({"layer": layer, "head": h, "length": T, "band": band, "keys": keys,
-                                 "n_pairs": n_pairs,
-                                 "mean": float((mean_q[:, h][:, ok] * w).sum() / (w.sum() * B)),
-                                 "spread": float(var_q[:, h][:, ok].sqrt().mean())})
+                    rows.append(
+                        {
+                            "layer": layer,
+                            "head": h,
+                            "length": T,
+                            "band": band,
+                            "keys": keys,
+                            "n_pairs": n_pairs,
+                            "mean": float((mean_q[:, h][:, ok] * w).sum() / (w.sum() * B)),
+                            "spread": float(var_q[:, h][:, ok].sqrt().mean()),
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -274,7 +298,7 @@ def rope_band_scores(model: torch.nn.Module, x: torch.Tensor, train_length: int)
 
 def _chunks(x: torch.Tensor, size: int):
     for i in range(0, x.shape[0], size):
-        yield x[i:i + size]
+        yield x[i : i + size]
 
 
 def lm_windows(tokens: torch.Tensor, length: int, n_windows: int) -> torch.Tensor:
@@ -287,8 +311,16 @@ def lm_windows(tokens: torch.Tensor, length: int, n_windows: int) -> torch.Tenso
     return tokens[: n * length].view(n, length).long()
 
 
-def lm_attention_grid(runs: Any, train_length: int, tokens: torch.Tensor, multipliers: Any, *, n_windows: int = 8,
-                      batch_size: int = 2, cached: Any = None) -> pd.DataFrame:
+def lm_attention_grid(
+    runs: Any,
+    train_length: int,
+    tokens: torch.Tensor,
+    multipliers: Any,
+    *,
+    n_windows: int = 8,
+    batch_size: int = 2,
+    cached: Any = None,
+) -> pd.DataFrame:
     """``attention_profile`` of every model of ``runs`` (``{(encoding, task, seed): RunResult}``) at each
     length ``round(m L)``, on the first ``n_windows`` windows of ``tokens`` (the same text for every
     model), averaged over windows: one row per (encoding, task, seed, multiplier, layer, head).
@@ -305,20 +337,49 @@ def lm_attention_grid(runs: Any, train_length: int, tokens: torch.Tensor, multip
                 parts = [attention_profile(r.model, c, L) for c in _chunks(x, batch_size)]
                 df = pd.concat(parts)
                 return df.groupby(["layer", "head", "length"], as_index=False).agg(
-                    n_queries=("n_queries", "sum"), entropy=("entropy", "mean"),
-                    uniform_entropy=("uniform_entropy", "mean"), entropy_ratio=("entropy_ratio", "mean"),
-                    far_mass=("far_mass", "mean"), mean_distance=("mean_distance", "mean"))
+                    n_queries=("n_queries", "sum"),
+                    entropy=("entropy", "mean"),
+                    uniform_entropy=("uniform_entropy", "mean"),
+                    entropy_ratio=("entropy_ratio", "mean"),
+                    far_mass=("far_mass", "mean"),
+                    mean_distance=("mean_distance", "mean"),
+                )
 
-            df = cached("attention_profile", {"run": r.hash, "length": T, "n_windows": int(x.shape[0]),
-                                              "train_length": L}, compute)
+            df = cached(
+                "attention_profile",
+                {"run": r.hash, "length": T, "n_windows": int(x.shape[0]), "train_length": L},
+                compute,
+            )
             frames.append(df.assign(encoding=enc, task=task, seed=seed, multiplier=T / L))
-    cols = ["encoding", "task", "seed", "multiplier", "length", "layer", "head", "n_queries", "entropy",
-            "uniform_entropy", "entropy_ratio", "far_mass", "mean_distance"]
+    cols = [
+        "encoding",
+        "task",
+        "seed",
+        "multiplier",
+        "length",
+        "layer",
+        "head",
+        "n_queries",
+        "entropy",
+        "uniform_entropy",
+        "entropy_ratio",
+        "far_mass",
+        "mean_distance",
+    ]
     return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
 
 
-def needle_grid(runs: Any, task: Any, train_length: int, multipliers: Any, *, n_samples: int = 64, seed: int = 4321,
-                depth: float | None = None, cached: Any = None) -> pd.DataFrame:
+def needle_grid(
+    runs: Any,
+    task: Any,
+    train_length: int,
+    multipliers: Any,
+    *,
+    n_samples: int = 64,
+    seed: int = 4321,
+    depth: float | None = None,
+    cached: Any = None,
+) -> pd.DataFrame:
     """``needle_attention`` of every passkey model of ``runs`` at each length ``round(m L)`` (``n_samples``
     sequences, generator ``seed``, the same sequences for every model): one row per (encoding, task,
     seed, multiplier, layer, head)."""
@@ -328,17 +389,39 @@ def needle_grid(runs: Any, task: Any, train_length: int, multipliers: Any, *, n_
     for (enc, task_name, s), r in runs.items():
         for m in multipliers:
             T = int(round(float(m) * L))
-            df = cached("needle_attention", {"run": r.hash, "length": T, "n_samples": n_samples, "seed": seed,
-                                             "depth": depth},
-                        lambda r=r, T=T: needle_attention(r.model, task, T, n_samples, seed, depth))
+            df = cached(
+                "needle_attention",
+                {"run": r.hash, "length": T, "n_samples": n_samples, "seed": seed, "depth": depth},
+                lambda r=r, T=T: needle_attention(r.model, task, T, n_samples, seed, depth),
+            )
             frames.append(df.assign(encoding=enc, task=task_name, seed=s, multiplier=T / L))
-    cols = ["encoding", "task", "seed", "multiplier", "length", "layer", "head", "n_samples", "needle_mass",
-            "needle_share", "mean_needle_distance", "accuracy"]
+    cols = [
+        "encoding",
+        "task",
+        "seed",
+        "multiplier",
+        "length",
+        "layer",
+        "head",
+        "n_samples",
+        "needle_mass",
+        "needle_share",
+        "mean_needle_distance",
+        "accuracy",
+    ]
     return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
 
 
-def band_grid(runs: Any, train_length: int, tokens: torch.Tensor, multipliers: Any, *, n_windows: int = 4,
-              batch_size: int = 2, cached: Any = None) -> pd.DataFrame:
+def band_grid(
+    runs: Any,
+    train_length: int,
+    tokens: torch.Tensor,
+    multipliers: Any,
+    *,
+    n_windows: int = 4,
+    batch_size: int = 2,
+    cached: Any = None,
+) -> pd.DataFrame:
     """``rope_band_scores`` of every ``rope``-encoded model of ``runs`` at each length (others skipped),
     averaged over windows: one row per (encoding, task, seed, multiplier, layer, head, band, keys)."""
     cached = cached or memo.cached
@@ -354,11 +437,27 @@ def band_grid(runs: Any, train_length: int, tokens: torch.Tensor, multipliers: A
             def compute(r=r, x=x) -> pd.DataFrame:
                 df = pd.concat([rope_band_scores(r.model, c, L) for c in _chunks(x, batch_size)])
                 return df.groupby(["layer", "head", "length", "band", "keys", "n_pairs"], as_index=False).agg(
-                    mean=("mean", "mean"), spread=("spread", "mean"))
+                    mean=("mean", "mean"), spread=("spread", "mean")
+                )
 
-            df = cached("rope_band_scores", {"run": r.hash, "length": T, "n_windows": int(x.shape[0]),
-                                             "train_length": L}, compute)
+            df = cached(
+                "rope_band_scores",
+                {"run": r.hash, "length": T, "n_windows": int(x.shape[0]), "train_length": L},
+                compute,
+            )
             frames.append(df.assign(encoding=enc, task=task, seed=seed, multiplier=T / L))
-    cols = ["encoding", "task", "seed", "multiplier", "length", "layer", "head", "band", "keys", "n_pairs", "mean",
-            "spread"]
+    cols = [
+        "encoding",
+        "task",
+        "seed",
+        "multiplier",
+        "length",
+        "layer",
+        "head",
+        "band",
+        "keys",
+        "n_pairs",
+        "mean",
+        "spread",
+    ]
     return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)

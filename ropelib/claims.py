@@ -131,8 +131,14 @@ class Thresholds:
     formula_atol: float = 1e-6  # two sin/cos tables equal within this
 
     def __post_init__(self) -> None:
-        for name in ("quality_tolerance", "retention_fraction", "min_learned_accuracy", "relative_tolerance",
-                     "absolute_min_deviation", "formula_atol"):
+        for name in (
+            "quality_tolerance",
+            "retention_fraction",
+            "min_learned_accuracy",
+            "relative_tolerance",
+            "absolute_min_deviation",
+            "formula_atol",
+        ):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0):
                 raise ValueError(f"Thresholds.{name} must be a number >= 0, got {value!r}")
@@ -273,8 +279,9 @@ def _lm_rows(table: pd.DataFrame) -> pd.DataFrame:
 
 def _truthy(values: pd.Series) -> pd.Series:
     """A boolean column as read back from CSV (bools, ``"True"``/``"False"`` strings, NaN = False)."""
-    return values.map(lambda v: (str(v).strip().lower() == "true") if not isinstance(v, (bool, np.bool_))
-                      else bool(v)).astype(bool)
+    return values.map(
+        lambda v: (str(v).strip().lower() == "true") if not isinstance(v, (bool, np.bool_)) else bool(v)
+    ).astype(bool)
 
 
 def _passed_rows(table: pd.DataFrame) -> pd.DataFrame:
@@ -355,8 +362,10 @@ def gate_verdict(failures: Mapping[str, Sequence[tuple[str, int, str]]]) -> tupl
                 per_model.append(f"seed {seed}: {_short_reason(reason)}" if seed >= 0 else reason)
             notes.append(f"{enc}/{task} — " + "; ".join(per_model))
     verdict = f"not testable here (no model of {', '.join(names)} passed its gate)"
-    ev["summary"] = ("every model of these encodings failed its gate (notebook 04), so their numbers are not used: "
-                     + " | ".join(notes))
+    ev["summary"] = (
+        "every model of these encodings failed its gate (notebook 04), so their numbers are not used: "
+        + " | ".join(notes)
+    )
     return verdict, ev
 
 
@@ -403,8 +412,15 @@ def ppl_ratios(lm_summary: pd.DataFrame, encoding: str) -> pd.DataFrame:
             raise ValueError(f"05_lm_summary has no 1x row for {encoding}/{mode}")
         ppl_1x = float(base["ppl_mean"].iloc[0])
         for _, r in group.sort_values("multiplier").iterrows():
-            rows.append({"mode": mode, "multiplier": float(r["multiplier"]), "ppl": float(r["ppl_mean"]),
-                         "ppl_1x": ppl_1x, "ratio": float(r["ppl_mean"]) / ppl_1x})
+            rows.append(
+                {
+                    "mode": mode,
+                    "multiplier": float(r["multiplier"]),
+                    "ppl": float(r["ppl_mean"]),
+                    "ppl_1x": ppl_1x,
+                    "ratio": float(r["ppl_mean"]) / ppl_1x,
+                }
+            )
     return pd.DataFrame(rows, columns=["mode", "multiplier", "ppl", "ppl_1x", "ratio"])
 
 
@@ -451,7 +467,6 @@ def relative_position_check(length: int = 64, head_dim: int = 32, seed: int = 0)
     return out
 
 
-
 # ---------------------------------------------------------------------------------------------
 # the verdict functions
 # ---------------------------------------------------------------------------------------------
@@ -473,7 +488,8 @@ def verdict_extrapolation_vs_traditional(
     comparators = [c for c in TRADITIONAL if (lm["encoding"] == c).any()]
     if not multipliers or not comparators:
         return "not testable here (05_lm_summary has no RoPE rows past 1x or no traditional encoding)", {
-            "summary": "no RoPE rows past 1x or no sinusoidal/learned rows"}
+            "summary": "no RoPE rows past 1x or no sinusoidal/learned rows"
+        }
     failed = _gate_check(gates, ["rope", *comparators], kind="lm")
     if failed:
         return failed
@@ -503,17 +519,21 @@ def verdict_extrapolation_vs_traditional(
     rope_top = ev.get(f"nonoverlap {top:g}x: rope ppl", math.nan)
     sin_top = ev.get(f"nonoverlap {top:g}x: sinusoidal ppl", math.nan)
     learned_nan = [v for k, v in ev.items() if k.endswith(": learned ppl") and not np.isfinite(v)]
-    summary = (f"RoPE beats sinusoidal/learned in {ev['cells won']} (mode, length) cells; at {top:g}x "
-               f"(non-overlapping) ppl RoPE {rope_top:.2f} vs sinusoidal {sin_top:.2f}"
-               + ("; learned positions are undefined past 1x" if learned_nan else ""))
+    summary = (
+        f"RoPE beats sinusoidal/learned in {ev['cells won']} (mode, length) cells; at {top:g}x "
+        f"(non-overlapping) ppl RoPE {rope_top:.2f} vs sinusoidal {sin_top:.2f}"
+        + ("; learned positions are undefined past 1x" if learned_nan else "")
+    )
     for mode in sorted(lm["mode"].unique()) if nope_ok else ():  # the no-position reference
         rope, nope = _lm_estimate(lm, "rope", mode, top), _lm_estimate(lm, "nope", mode, top)
         if rope is not None and nope is not None:
             ev[f"{mode} {top:g}x: nope ppl"] = nope.mean
             ev[f"{mode} {top:g}x: rope vs nope"] = compare(rope, nope, lower_is_better=True)
             if ev[f"{mode} {top:g}x: rope vs nope"] == "worse":
-                summary += (f"; at {top:g}x ({mode}) RoPE ({rope.mean:.2f}) is worse than no positions at all "
-                            f"(NoPE {nope.mean:.2f})")
+                summary += (
+                    f"; at {top:g}x ({mode}) RoPE ({rope.mean:.2f}) is worse than no positions at all "
+                    f"(NoPE {nope.mean:.2f})"
+                )
     broken, ppl, nope_ppl = worse_than_nope(lm, "sinusoidal")
     if broken:
         summary += f"; our sinusoidal baseline is weak: worse than NoPE even at 1x (ppl {ppl:.2f} vs {nope_ppl:.2f})"
@@ -523,8 +543,15 @@ def verdict_extrapolation_vs_traditional(
     return verdict, ev
 
 
-def _reference_ok(table: pd.DataFrame, gates: pd.DataFrame, encoding: str, ev: dict, *, task: str | None = None,
-                  kind: str | None = "lm") -> bool:
+def _reference_ok(
+    table: pd.DataFrame,
+    gates: pd.DataFrame,
+    encoding: str,
+    ev: dict,
+    *,
+    task: str | None = None,
+    kind: str | None = "lm",
+) -> bool:
     """Whether a reference encoding (one that only adds a caveat) can be used: it is in ``table`` and
     one of its models passed its gate; a failed one is noted in ``ev``."""
     if not (table["encoding"] == encoding).any():
@@ -566,12 +593,20 @@ def extension_settings(zero_shot: pd.DataFrame | None, finetune: pd.DataFrame | 
         tuned = ft[(ft["multiplier"] > 1 + 1e-9) & ((ft["ft_steps"] > 0) | (zero_shot is None))]
         for (method, steps, m), g in tuned.groupby(["method", "ft_steps", "multiplier"]):
             budget = float(g["ft_budget"].iloc[0]) if "ft_budget" in g else math.nan
-            rows.append({"method": method, "ft_steps": int(steps), "multiplier": float(m),
-                         "ppl": float(g["value"].mean()), "ft_budget": budget})
+            rows.append(
+                {
+                    "method": method,
+                    "ft_steps": int(steps),
+                    "multiplier": float(m),
+                    "ppl": float(g["value"].mean()),
+                    "ft_budget": budget,
+                }
+            )
     out = pd.DataFrame(rows, columns=["method", "ft_steps", "multiplier", "ppl", "ft_budget"])
     name = out["method"].map(lambda m: "plain RoPE" if m == "none" else str(m))
     labels = [
-        (f"{n} + {k} fine-tune steps" + (f" ({100 * b:.3g}% of pre-training)" if np.isfinite(b) else "")) if k
+        (f"{n} + {k} fine-tune steps" + (f" ({100 * b:.3g}% of pre-training)" if np.isfinite(b) else ""))
+        if k
         else f"{n}, no fine-tune"
         for n, k, b in zip(name, out["ft_steps"], out["ft_budget"])
     ]
@@ -647,8 +682,9 @@ def verdict_no_quality_loss(
         verdict = "contradicted"
     else:
         held = ratios[ok]
-        verdict = "partly supported (only at " + ", ".join(
-            f"{r.multiplier:g}x {r.mode}" for r in held.itertuples()) + ")"
+        verdict = (
+            "partly supported (only at " + ", ".join(f"{r.multiplier:g}x {r.mode}" for r in held.itertuples()) + ")"
+        )
     condition = ""
     if zero_shot is None and finetune is None:
         ev["condition (06)"] = missing_verdict("06_zero_shot_ppl.csv")
@@ -659,16 +695,20 @@ def verdict_no_quality_loss(
         if held:
             top = max(held)
             setting, _, plain_note = top[1].partition("; ")
-            condition = (f"; with context extension it holds up to {top[0]:g}x ({setting}: ppl x{top[2]:.3f} "
-                         f"of plain RoPE at 1x{'; ' + plain_note if plain_note else ''})")
+            condition = (
+                f"; with context extension it holds up to {top[0]:g}x ({setting}: ppl x{top[2]:.3f} "
+                f"of plain RoPE at 1x{'; ' + plain_note if plain_note else ''})"
+            )
             if verdict_category(verdict) == "contradicted":
                 verdict = f"partly supported (only with context extension: {setting})"
         else:
             best = {k: v for k, v in ev.items() if k.startswith("06: best ppl ratio")}
             shown = ", ".join(f"{k.split(' at ')[-1]} x{v:.2f}" for k, v in best.items())
             condition = f"; no context-extension setting of 06 stays within the tolerance either (best: {shown})"
-    ev["summary"] = (f"plain RoPE ppl rises to x{worst['ratio']:.2f} of its 1x value at {worst['multiplier']:g}x "
-                     f"({worst['mode']}); tolerance {tol:.0%}{condition}")
+    ev["summary"] = (
+        f"plain RoPE ppl rises to x{worst['ratio']:.2f} of its 1x value at {worst['multiplier']:g}x "
+        f"({worst['mode']}); tolerance {tol:.0%}{condition}"
+    )
     return verdict, ev
 
 
@@ -751,8 +791,14 @@ def verdict_long_range_dependencies(
         verdict = testable[0]
     else:
         verdict = "partly supported (differs between tasks)"
-    bound = (f"; RoFormer's own bound falls from {ev['theory: B(0)']:.1f} to {ev[f'theory: B({L})']:.1f} at r={L} "
-             f"(it argues decay, not retention)") if L else ""
+    bound = (
+        (
+            f"; RoFormer's own bound falls from {ev['theory: B(0)']:.1f} to {ev[f'theory: B({L})']:.1f} at r={L} "
+            f"(it argues decay, not retention)"
+        )
+        if L
+        else ""
+    )
     ev["summary"] = "; ".join(notes) + bound
     return verdict, ev
 
@@ -775,7 +821,7 @@ def verdict_blog_formula(
         "Toeplitz deviation, q/k rotated (RoPE)": dev["rope"],
     }
     is_sinusoidal = ev["max |blog formula - sinusoidal table|"] <= thresholds.formula_atol
-    differs = (dev["sinusoidal"] >= thresholds.absolute_min_deviation and dev["rope"] <= thresholds.relative_tolerance)
+    differs = dev["sinusoidal"] >= thresholds.absolute_min_deviation and dev["rope"] <= thresholds.relative_tolerance
     if is_sinusoidal and differs:
         verdict = "contradicted"
     elif is_sinusoidal:
@@ -783,9 +829,11 @@ def verdict_blog_formula(
     else:
         verdict = "not testable here (the formula matches neither table)"
     diff = ev["max |blog formula - sinusoidal table|"]
-    ev["summary"] = (f"the formula is the sinusoidal table (max difference {diff:.0e}); "
-                     f"RoPE uses the same angles but rotates q and k: added, the scores depend on absolute "
-                     f"positions (Toeplitz deviation {dev['sinusoidal']:.2f}), rotated they do not ({dev['rope']:.0e})")
+    ev["summary"] = (
+        f"the formula is the sinusoidal table (max difference {diff:.0e}); "
+        f"RoPE uses the same angles but rotates q and k: added, the scores depend on absolute "
+        f"positions (Toeplitz deviation {dev['sinusoidal']:.2f}), rotated they do not ({dev['rope']:.0e})"
+    )
     return verdict, ev
 
 
@@ -811,8 +859,9 @@ def position_use(without_positions: pd.DataFrame | None, encoding: str) -> tuple
     passed their gate (``passed_gate``); ``None`` without such rows."""
     if without_positions is None:
         return None
-    _require_columns(without_positions, ("encoding", "metric", "as_trained", "without_positions"),
-                     "05_without_positions")
+    _require_columns(
+        without_positions, ("encoding", "metric", "as_trained", "without_positions"), "05_without_positions"
+    )
     rows = without_positions[(without_positions["encoding"] == encoding) & (without_positions["metric"] == "ppl")]
     rows = _passed_rows(rows)
     if rows.empty:
@@ -832,8 +881,10 @@ def _barely_uses_positions(without_positions: pd.DataFrame | None, encoding: str
     change = stripped / ppl - 1.0
     if change > tol:
         return ""
-    return (f"a weak test: removing the position vectors from our {encoding} models changes their 1x perplexity "
-            f"by {change:+.1%} ({ppl:.2f} -> {stripped:.2f}), so they barely use them")
+    return (
+        f"a weak test: removing the position vectors from our {encoding} models changes their 1x perplexity "
+        f"by {change:+.1%} ({ppl:.2f} -> {stripped:.2f}), so they barely use them"
+    )
 
 
 def _degradation_cells(lm: pd.DataFrame, encoding: str, tol: float) -> tuple[pd.DataFrame, dict]:
@@ -874,14 +925,18 @@ def verdict_sinusoidal_extrapolates(
         nope = _beyond(ppl_ratios(lm, "nope"))
         ev.update({f"{r.mode} {r.multiplier:g}x: nope ppl / 1x": r.ratio for r in nope.itertuples()})
     worst = ratios.loc[ratios["ratio"].idxmax()]
-    ev["summary"] = (f"sinusoidal ppl reaches x{worst['ratio']:.2f} of its 1x value at {worst['multiplier']:g}x "
-                     f"({worst['mode']}); within {thresholds.quality_tolerance:.0%} in {int(ok.sum())} of {len(ok)} "
-                     f"cells")
+    ev["summary"] = (
+        f"sinusoidal ppl reaches x{worst['ratio']:.2f} of its 1x value at {worst['multiplier']:g}x "
+        f"({worst['mode']}); within {thresholds.quality_tolerance:.0%} in {int(ok.sum())} of {len(ok)} "
+        f"cells"
+    )
     broken, ppl, nope_ppl = worse_than_nope(lm, "sinusoidal")
     ev["sinusoidal ppl at 1x"], ev["nope ppl at 1x"] = ppl, nope_ppl
     if broken:
-        verdict = (f"not testable here (our sinusoidal model is worse than NoPE at the training length: ppl "
-                   f"{ppl:.2f} vs {nope_ppl:.2f}, so its flat curve does not show extrapolation)")
+        verdict = (
+            f"not testable here (our sinusoidal model is worse than NoPE at the training length: ppl "
+            f"{ppl:.2f} vs {nope_ppl:.2f}, so its flat curve does not show extrapolation)"
+        )
         ev["summary"] += f"; but at 1x it is worse than no positional encoding (ppl {ppl:.2f} vs NoPE {nope_ppl:.2f})"
         return verdict, ev
     caveat = _barely_uses_positions(without_positions, "sinusoidal", thresholds.quality_tolerance, ev)
@@ -925,16 +980,20 @@ def verdict_traditional_decline(
         declines += [bool(np.isnan(x) or x > 1 + thresholds.quality_tolerance) for x in learned["ratio"]]
     if not declines:
         return f"not testable here (no usable traditional rows past 1x{'; ' + why if why else ''})", {
-            **ev, "summary": f"no usable sinusoidal/learned rows past 1x{'; ' + why if why else ''}"}
+            **ev,
+            "summary": f"no usable sinusoidal/learned rows past 1x{'; ' + why if why else ''}",
+        }
     verdict = "supported" if all(declines) else "contradicted" if not any(declines) else "partly supported"
     caveat = "" if why else _barely_uses_positions(without_positions, "sinusoidal", thresholds.quality_tolerance, ev)
     if why:
         verdict += f" (learned positions only; {why})"
     elif caveat:
         verdict += f" (sinusoidal is {caveat})"
-    ev["summary"] = (f"traditional encodings lose quality (or are undefined) in {sum(declines)} of {len(declines)} "
-                     f"(encoding, mode, length) cells past 1x{'; ' + why if why else ''}"
-                     f"{'; sinusoidal is ' + caveat if caveat else ''}")
+    ev["summary"] = (
+        f"traditional encodings lose quality (or are undefined) in {sum(declines)} of {len(declines)} "
+        f"(encoding, mode, length) cells past 1x{'; ' + why if why else ''}"
+        f"{'; sinusoidal is ' + caveat if caveat else ''}"
+    )
     return verdict, ev
 
 
@@ -945,8 +1004,9 @@ _QUALITY_METRICS = {"loss": True, "accuracy": False}
 BOOTSTRAP_SEED = 12345
 
 
-def _summary_estimate(summary: pd.DataFrame, encoding: str, task: str, metric: str,
-                      gates: pd.DataFrame | None = None) -> Estimate | None:
+def _summary_estimate(
+    summary: pd.DataFrame, encoding: str, task: str, metric: str, gates: pd.DataFrame | None = None
+) -> Estimate | None:
     """The ``04_summary`` estimate of one (encoding, task, metric), or ``None`` without a row.
 
     ``04_summary`` is over every seed (``n_passed`` of them passed their gate). When some seeds failed
@@ -983,7 +1043,10 @@ def _quality_cells(summary: pd.DataFrame, metrics: Mapping[str, bool]) -> list[t
 
 
 def _pairwise(
-    summary: pd.DataFrame, subject: str, comparators: Sequence[str], metrics: Mapping[str, bool],
+    summary: pd.DataFrame,
+    subject: str,
+    comparators: Sequence[str],
+    metrics: Mapping[str, bool],
     gates: pd.DataFrame | None = None,
 ) -> tuple[list[str], dict]:
     _require_columns(summary, _SUMMARY_COLUMNS, "04_summary")
@@ -1004,8 +1067,9 @@ def _pairwise(
     return outcomes, ev
 
 
-def _pairwise_gate_failures(summary: pd.DataFrame, encodings: Sequence[str], metrics: Mapping[str, bool],
-                            gates: pd.DataFrame) -> dict[str, list[tuple[str, int, str]]]:
+def _pairwise_gate_failures(
+    summary: pd.DataFrame, encodings: Sequence[str], metrics: Mapping[str, bool], gates: pd.DataFrame
+) -> dict[str, list[tuple[str, int, str]]]:
     """``gate_failures`` over every task of ``04_summary``'s quality cells, for the encodings it has rows of."""
     failures: dict[str, list[tuple[str, int, str]]] = {}
     for task in sorted({t for t, _ in _quality_cells(summary, metrics)}):
@@ -1015,8 +1079,14 @@ def _pairwise_gate_failures(summary: pd.DataFrame, encodings: Sequence[str], met
     return failures
 
 
-def _pairwise_verdict(summary: pd.DataFrame | None, gates: pd.DataFrame | None, subject: str,
-                      comparators: Sequence[str], metrics: Mapping[str, bool], what: str) -> tuple[str, dict]:
+def _pairwise_verdict(
+    summary: pd.DataFrame | None,
+    gates: pd.DataFrame | None,
+    subject: str,
+    comparators: Sequence[str],
+    metrics: Mapping[str, bool],
+    what: str,
+) -> tuple[str, dict]:
     missing = _missing(**{"04_summary": summary, "04_gates": gates})
     if missing:
         return missing
@@ -1028,11 +1098,14 @@ def _pairwise_verdict(summary: pd.DataFrame | None, gates: pd.DataFrame | None, 
     outcomes, ev = _pairwise(summary, subject, comparators, metrics, gates)
     if not outcomes:
         return f"not testable here (04_summary has no {subject} vs {'/'.join(comparators)} rows)", {
-            "summary": "no comparable rows"}
+            "summary": "no comparable rows"
+        }
     verdict = _tally(outcomes)
     counts = {o: outcomes.count(o) for o in ("better", "worse", "tie")}
-    ev["summary"] = (f"{subject} vs {'/'.join(comparators)} on {what}: significantly better in {counts['better']}, "
-                     f"worse in {counts['worse']}, tied in {counts['tie']} of {len(outcomes)} comparisons")
+    ev["summary"] = (
+        f"{subject} vs {'/'.join(comparators)} on {what}: significantly better in {counts['better']}, "
+        f"worse in {counts['worse']}, tied in {counts['tie']} of {len(outcomes)} comparisons"
+    )
     if "sinusoidal" in comparators:
         ev["summary"] += _weak_sinusoidal_note(summary, gates)
     return verdict, ev
@@ -1042,16 +1115,20 @@ def _weak_sinusoidal_note(summary: pd.DataFrame, gates: pd.DataFrame | None = No
     """A caveat when the sinusoidal model's in-distribution test loss (language-model task) is worse than
     NoPE's (CIs apart); ``""`` when either has no model that passed its gate."""
     for task in sorted({str(t) for t in summary["task"] if is_lm_task(t)}):
-        if gates is not None and gate_failures(gates, [e for e in ("sinusoidal", "nope")
-                                                       if ((summary["encoding"] == e) & (summary["task"] == task)).any()],
-                                               task=task):
+        if gates is not None and gate_failures(
+            gates,
+            [e for e in ("sinusoidal", "nope") if ((summary["encoding"] == e) & (summary["task"] == task)).any()],
+            task=task,
+        ):
             continue
         sin, nope = (_summary_estimate(summary, e, task, "loss", gates) for e in ("sinusoidal", "nope"))
         if sin is None or nope is None or not (sin.defined and nope.defined):
             continue
         if compare(sin, nope, lower_is_better=True) == "worse":
-            return (f"; caveat: our sinusoidal model is worse than NoPE at the training length "
-                    f"({task} test loss {sin.mean:.3f} vs {nope.mean:.3f}), a weak baseline")
+            return (
+                f"; caveat: our sinusoidal model is worse than NoPE at the training length "
+                f"({task} test loss {sin.mean:.3f} vs {nope.mean:.3f}), a weak baseline"
+            )
     return ""
 
 
@@ -1060,8 +1137,14 @@ def verdict_learned_richer(
 ) -> tuple[str, dict]:
     """C6: do learned absolute positions give better in-distribution quality than sinusoidal and RoPE?
     (``04_summary``: test loss of the language model, accuracy of the retrieval task; gated by ``04_gates``.)"""
-    return _pairwise_verdict(summary, gates, "learned", ("sinusoidal", "rope"), _QUALITY_METRICS,
-                             "in-distribution quality (test loss, accuracy)")
+    return _pairwise_verdict(
+        summary,
+        gates,
+        "learned",
+        ("sinusoidal", "rope"),
+        _QUALITY_METRICS,
+        "in-distribution quality (test loss, accuracy)",
+    )
 
 
 def paired_speed_ratio(throughput: pd.DataFrame, encoding: str, reference: str) -> Estimate | None:
@@ -1112,8 +1195,9 @@ def verdict_rope_faster(
     med = tp.groupby("encoding")["tokens_per_s"].median()
     ev.update({f"median tokens per s: {e}": float(med[e]) for e in ("rope", *TRADITIONAL, "nope") if e in med.index})
     verdict = _tally(outcomes)
-    shown = ", ".join(f"x{ev[f'rope / {c} tokens per s']:.3f} of {c}"
-                      for c in TRADITIONAL if f"rope / {c} tokens per s" in ev)
+    shown = ", ".join(
+        f"x{ev[f'rope / {c} tokens per s']:.3f} of {c}" for c in TRADITIONAL if f"rope / {c} tokens per s" in ev
+    )
     ev["summary"] = f"RoPE's training throughput is {shown} (paired rounds; below 1 = slower)"
     return verdict, ev
 
@@ -1123,8 +1207,9 @@ def verdict_rope_outperforms(
 ) -> tuple[str, dict]:
     """C8: is RoPE's in-distribution quality better than sinusoidal's and learned's on every task?
     (``04_summary``: test loss of the language model, accuracy of the retrieval task; gated by ``04_gates``.)"""
-    return _pairwise_verdict(summary, gates, "rope", TRADITIONAL, _QUALITY_METRICS,
-                             "in-distribution quality (test loss, accuracy)")
+    return _pairwise_verdict(
+        summary, gates, "rope", TRADITIONAL, _QUALITY_METRICS, "in-distribution quality (test loss, accuracy)"
+    )
 
 
 def verdict_relative_position(
@@ -1135,15 +1220,18 @@ def verdict_relative_position(
     ev = {f"Toeplitz deviation (relative): {k}": v for k, v in dev.items()}
     rope_rel = dev["rope"] <= thresholds.relative_tolerance
     verdict = "supported" if rope_rel else "contradicted"
-    ev["summary"] = (f"one fixed q, k at every (m, n): RoPE's scores are constant along diagonals to {dev['rope']:.0e} "
-                     f"(float32), sinusoidal {dev['sinusoidal']:.2f}, learned {dev['learned']:.2f}")
+    ev["summary"] = (
+        f"one fixed q, k at every (m, n): RoPE's scores are constant along diagonals to {dev['rope']:.0e} "
+        f"(float32), sinusoidal {dev['sinusoidal']:.2f}, learned {dev['learned']:.2f}"
+    )
     return verdict, ev
 
 
 def verdict_applications(*, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> tuple[str, dict]:
     """C11: applications (translation, summarisation, speech, vision): no such task in this collection."""
     return "not testable here (no translation, speech or vision task in this collection)", {
-        "summary": "this collection trains tiny character-level and synthetic-task models only"}
+        "summary": "this collection trains tiny character-level and synthetic-task models only"
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1173,13 +1261,17 @@ class Claim:
 
     def figure_links(self, relative_to: str = "..") -> list[str]:
         """Markdown links ``[name](../figures/<notebook>/<name>.png)`` of the figures that exist."""
-        return [f"[{nb}/{name}]({relative_to}/figures/{nb}/{name}.png)" for nb, name in self.figures
-                if (figures_dir() / nb / f"{name}.png").exists()]
+        return [
+            f"[{nb}/{name}]({relative_to}/figures/{nb}/{name}.png)"
+            for nb, name in self.figures
+            if (figures_dir() / nb / f"{name}.png").exists()
+        ]
 
 
 CLAIMS: tuple[Claim, ...] = (
     Claim(
-        "C1", "RoPE extrapolates past the training length better than traditional encodings",
+        "C1",
+        "RoPE extrapolates past the training length better than traditional encodings",
         "Rotating queries and keys lets a model extrapolate beyond its training context more effectively "
         "than sinusoidal or learned absolute positions.",
         "Introduction to Rotary Positional Embedding",
@@ -1188,106 +1280,134 @@ CLAIMS: tuple[Claim, ...] = (
         f"({_alibi('t5', 2512)}) and ALiBi ({_alibi('alibi', 2512)}). RoFormer (arXiv 2104.09864) does not test "
         f"extrapolation. Kazemnejad et al. (arXiv 2305.19466): MRR rotary {published.KAZEMNEJAD_MRR['rope']} "
         f"vs absolute {published.KAZEMNEJAD_MRR['learned']}, NoPE {published.KAZEMNEJAD_MRR['nope']}.",
-        verdict_extrapolation_vs_traditional, ("05_lm_summary.csv", "04_gates.csv"),
+        verdict_extrapolation_vs_traditional,
+        ("05_lm_summary.csv", "04_gates.csv"),
         (("05_length_extrapolation", "perplexity_vs_length"),),
     ),
     Claim(
-        "C2", "RoPE handles longer contexts without loss of quality",
+        "C2",
+        "RoPE handles longer contexts without loss of quality",
         "A RoPE model keeps its output quality on contexts longer than it was trained on.",
         "Improvements Over Traditional Methods",
         f"ALiBi Table 1: rotary ppl {_alibi('rope', 512)} at 512 -> {_alibi('rope', 2512)} at 2512 -> "
         f"{_alibi('rope', 15512)} at 15512. PI (arXiv 2306.15595) Table 1: LLaMA-7B > 1000 ppl past 2048 with no "
         f"extension; with PI and 1000 fine-tune steps 6.95 at 8192. YaRN (arXiv 2309.00071): 400 fine-tune "
         f"steps for s = 16. Long contexts need an extension method and usually a short fine-tune.",
-        verdict_no_quality_loss, ("05_lm_summary.csv", "06_zero_shot_ppl.csv", "06_finetune.csv", "04_gates.csv"),
-        (("05_length_extrapolation", "perplexity_vs_length"), ("05_length_extrapolation", "loss_by_position"),
-         ("06_context_extension", "zero_shot_ppl"),
-         ("06_context_extension", "finetune_curve")),
+        verdict_no_quality_loss,
+        ("05_lm_summary.csv", "06_zero_shot_ppl.csv", "06_finetune.csv", "04_gates.csv"),
+        (
+            ("05_length_extrapolation", "perplexity_vs_length"),
+            ("05_length_extrapolation", "loss_by_position"),
+            ("06_context_extension", "zero_shot_ppl"),
+            ("06_context_extension", "finetune_curve"),
+        ),
     ),
     Claim(
-        "C3", "RoPE's periodicity retains long-range dependencies",
+        "C3",
+        "RoPE's periodicity retains long-range dependencies",
         "Because RoPE is periodic, tokens stay connected whatever their distance in a long sequence.",
         "Mechanisms of Rotary Positional Embedding",
         "RoFormer §3.4.3 argues the opposite property, a long-term decay of the bound B(r); PI (arXiv "
         "2306.15595 §2.2) calls that bound vacuous; Barbero et al. (arXiv 2410.06205, Props 3.1–3.2): no "
         "decay in expectation for Gaussian q, k. Liu et al. (arXiv 2310.05209): low-frequency pairs meet "
         "unseen angles past L. Kazemnejad et al.: a 1024-context rotary code LM's ppl explodes by 1400 tokens.",
-        verdict_long_range_dependencies, ("05_retrieval.csv", "04_gates.csv"),
-        (("05_length_extrapolation", "accuracy_vs_length"), ("02_long_range_decay", "decay_bound_far"),
-         ("02_long_range_decay", "bound_vs_scores")),
+        verdict_long_range_dependencies,
+        ("05_retrieval.csv", "04_gates.csv"),
+        (
+            ("05_length_extrapolation", "accuracy_vs_length"),
+            ("02_long_range_decay", "decay_bound_far"),
+            ("02_long_range_decay", "bound_vs_scores"),
+        ),
         options=("model_head_dim", "base"),
     ),
     Claim(
-        "C4", "RoPE is a sin/cos vector per position",
+        "C4",
+        "RoPE is a sin/cos vector per position",
         "RoPE gives each position the vector [sin(p/10000^(2j/d)), cos(p/10000^(2j/d))] as positional cues.",
         "Mechanisms of Rotary Positional Embedding",
         "That vector is the sinusoidal encoding of Vaswani et al. 2017 (arXiv 1706.03762 §3.5), added once "
         "to the embeddings. RoPE (RoFormer §3.2, eq. 14–16) multiplies q and k by rotation matrices R_m with "
         "the same angles, in every layer, and never touches the values.",
-        verdict_blog_formula, (), (("01_relative_position", "score_heatmaps"),),
+        verdict_blog_formula,
+        (),
+        (("01_relative_position", "score_heatmaps"),),
         options=("length", "d_model", "seed"),
     ),
     Claim(
-        "C5", "Sinusoidal encodings extrapolate beyond the training length",
+        "C5",
+        "Sinusoidal encodings extrapolate beyond the training length",
         "Fixed sinusoidal positions let a model generalise to sequences longer than those seen in training.",
         "Understanding Positional Embeddings",
         f"Vaswani et al. (§3.5) only hypothesised it. ALiBi Table 1: sinusoidal ppl {_alibi('sinusoidal', 512)} "
         f"at 512 -> {_alibi('sinusoidal', 1012)} at 1012 -> {_alibi('sinusoidal', 15512)} at 15512.",
-        verdict_sinusoidal_extrapolates, ("05_lm_summary.csv", "05_without_positions.csv", "04_gates.csv"),
+        verdict_sinusoidal_extrapolates,
+        ("05_lm_summary.csv", "05_without_positions.csv", "04_gates.csv"),
         (("05_length_extrapolation", "perplexity_vs_length"),),
     ),
     Claim(
-        "C6", "Learned absolute embeddings capture richer relations",
+        "C6",
+        "Learned absolute embeddings capture richer relations",
         "A learned vector per position can capture more complex position relations and may improve performance.",
         "Understanding Positional Embeddings",
         "Vaswani et al. (§3.5): learned and sinusoidal gave nearly identical results. EleutherAI (2021), "
         "125M on OpenWebText2: val loss learned 2.809 vs rotary 2.759. A learned table has no vector past "
         "its last row, so it cannot extrapolate at all.",
-        verdict_learned_richer, ("04_summary.csv", "04_gates.csv"),
+        verdict_learned_richer,
+        ("04_summary.csv", "04_gates.csv"),
         (("04_train_tiny_models", "in_distribution"),),
     ),
     Claim(
-        "C7", "RoPE makes computation faster",
+        "C7",
+        "RoPE makes computation faster",
         "RoPE's efficiency gives faster computation, useful for real-time applications.",
         "Improvements Over Traditional Methods",
         f"ALiBi paper (V100, L=512): training words/s sinusoidal {published.ALIBI_SPEED['sinusoidal']:g}, "
         f"rotary {published.ALIBI_SPEED['rope']:g}. RoPE adds a rotation of q and k in every layer; "
         f"EleutherAI's ~30% is faster convergence (fewer steps), not faster computation.",
-        verdict_rope_faster, ("04_throughput.csv",),
+        verdict_rope_faster,
+        ("04_throughput.csv",),
         (("04_train_tiny_models", "throughput"),),
     ),
     Claim(
-        "C8", "RoPE outperforms traditional encodings on benchmarks",
+        "C8",
+        "RoPE outperforms traditional encodings on benchmarks",
         "Models with RoPE beat models with traditional positional encodings on several benchmarks.",
         "Improvements Over Traditional Methods",
         f"RoFormer: WMT14 En-De BLEU 27.3 -> 27.5. EleutherAI: val loss learned 2.809 / T5 2.801 / rotary "
         f"2.759 (125M, OWT2), 2.24 / 2.223 / 2.173 (1.4B, Pile). ALiBi Table 1 at the training length: "
         f"sinusoidal {_alibi('sinusoidal', 512)} vs rotary {_alibi('rope', 512)} (a tie).",
-        verdict_rope_outperforms, ("04_summary.csv", "04_gates.csv"),
+        verdict_rope_outperforms,
+        ("04_summary.csv", "04_gates.csv"),
         (("04_train_tiny_models", "in_distribution"),),
     ),
     Claim(
-        "C9", "RoPE encodes relative position",
+        "C9",
+        "RoPE encodes relative position",
         "The rotations let the model use relative rather than only absolute positional information.",
         "Introduction to Rotary Positional Embedding",
         "RoFormer §3.2 eq. 16: <R_m q, R_n k> depends on m - n only. Scaling methods that only change the "
         "frequencies keep it; dynamic NTK changes the scores of the same positions with the input length.",
-        verdict_relative_position, (), (("01_relative_position", "score_heatmaps"),),
+        verdict_relative_position,
+        (),
+        (("01_relative_position", "score_heatmaps"),),
         options=("length", "head_dim", "seed"),
     ),
     Claim(
-        "C10", "Traditional encodings decline markedly beyond the training length",
+        "C10",
+        "Traditional encodings decline markedly beyond the training length",
         "Fixed (sinusoidal or learned) positions lose much quality on sequences longer than in training "
         "(the post says the opposite of sinusoidal encodings in C5).",
         "Challenges with Traditional Positional Embeddings",
         f"ALiBi Table 1: sinusoidal ppl {_alibi('sinusoidal', 512)} -> {_alibi('sinusoidal', 1012)} at ~2x. "
         f"Kazemnejad et al.: absolute MRR {published.KAZEMNEJAD_MRR['learned']}, the lowest. Learned tables are "
         f"undefined past their length.",
-        verdict_traditional_decline, ("05_lm_summary.csv", "05_without_positions.csv", "04_gates.csv"),
+        verdict_traditional_decline,
+        ("05_lm_summary.csv", "05_without_positions.csv", "04_gates.csv"),
         (("05_length_extrapolation", "perplexity_vs_length"),),
     ),
     Claim(
-        "C11", "RoPE improves translation, summarisation, speech and vision",
+        "C11",
+        "RoPE improves translation, summarisation, speech and vision",
         "RoPE brings gains in machine translation, summarisation, speech recognition and video understanding.",
         "Applications in Various Domains",
         "RoFormer: WMT14 En-De BLEU 27.3 -> 27.5 (translation); the post cites no study for the others.",
@@ -1359,15 +1479,17 @@ def verdict_table(results: Sequence[ClaimResult], *, links: bool = True) -> pd.D
     """One row per claim: ``id, claim, section, verdict, evidence, figures, literature``."""
     rows = []
     for r in results:
-        rows.append({
-            "id": r.claim.id,
-            "claim": r.claim.short,
-            "section": r.claim.section,
-            "verdict": r.verdict,
-            "evidence": str(r.evidence.get("summary", "")),
-            "figures": ", ".join(r.claim.figure_links()) if links else "",
-            "literature": r.claim.literature,
-        })
+        rows.append(
+            {
+                "id": r.claim.id,
+                "claim": r.claim.short,
+                "section": r.claim.section,
+                "verdict": r.verdict,
+                "evidence": str(r.evidence.get("summary", "")),
+                "figures": ", ".join(r.claim.figure_links()) if links else "",
+                "literature": r.claim.literature,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -1402,16 +1524,18 @@ def write_verdicts(results: Sequence[ClaimResult], profile: str, filename: str =
     rows = []
     for r in results:
         evidence = {k: (_fmt(v) if isinstance(v, (float, np.floating)) else v) for k, v in r.evidence.items()}
-        rows.append({
-            "claim_id": r.claim.id,
-            "claim": r.claim.short,
-            "section": r.claim.section,
-            "category": r.category,
-            "verdict": r.verdict,
-            "summary": r.evidence.get("summary", ""),
-            "evidence_json": json.dumps(evidence, sort_keys=True, default=str),
-            "figures": ";".join(f"{nb}/{name}" for nb, name in r.claim.figures),
-            "literature": r.claim.literature,
-        })
+        rows.append(
+            {
+                "claim_id": r.claim.id,
+                "claim": r.claim.short,
+                "section": r.claim.section,
+                "category": r.category,
+                "verdict": r.verdict,
+                "summary": r.evidence.get("summary", ""),
+                "evidence_json": json.dumps(evidence, sort_keys=True, default=str),
+                "figures": ";".join(f"{nb}/{name}" for nb, name in r.claim.figures),
+                "literature": r.claim.literature,
+            }
+        )
     columns = [c for c in R.columns(filename) if c != "profile"]
     return R.write_table(pd.DataFrame(rows, columns=columns), filename, profile)

@@ -149,8 +149,14 @@ def _dynamic_f1(s, L, d, b):
 
 
 def _yarn(s, L, d, b, temperature: float | None = None):
-    keys = {"rope_type": "yarn", "rope_theta": b, "factor": s, "original_max_position_embeddings": L,
-            "beta_fast": 32.0, "beta_slow": 1.0}
+    keys = {
+        "rope_type": "yarn",
+        "rope_theta": b,
+        "factor": s,
+        "original_max_position_embeddings": L,
+        "beta_fast": 32.0,
+        "beta_slow": 1.0,
+    }
     if temperature is not None:
         keys["attention_factor"] = yarn_attention_factor(s, temperature)
     return keys
@@ -163,16 +169,28 @@ def _yarn_rescaled(s, L, d, b):
 
 
 def _llama3(s, L, d, b):
-    return {"rope_type": "llama3", "rope_theta": b, "factor": s, "original_max_position_embeddings": L,
-            "low_freq_factor": 1.0, "high_freq_factor": 4.0}
+    return {
+        "rope_type": "llama3",
+        "rope_theta": b,
+        "factor": s,
+        "original_max_position_embeddings": L,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+    }
 
 
 def _longrope(s, L, d, b, ramp: tuple[float, float] | None = None):
     if ramp is None:
         raise ValueError("longrope needs its searched factors: pass ramp=(lo, hi) (see longrope_search)")
     n = d // 2
-    return {"rope_type": "longrope", "rope_theta": b, "factor": s, "original_max_position_embeddings": L,
-            "short_factor": [1.0] * n, "long_factor": longrope_factors(n, s, *ramp)}
+    return {
+        "rope_type": "longrope",
+        "rope_theta": b,
+        "factor": s,
+        "original_max_position_embeddings": L,
+        "short_factor": [1.0] * n,
+        "long_factor": longrope_factors(n, s, *ramp),
+    }
 
 
 def _p_rope(p: float) -> KeysFn:
@@ -191,23 +209,54 @@ METHODS: Mapping[str, ExtensionMethod] = {
         ExtensionMethod("none", "plain RoPE", "Su et al. 2021, arXiv 2104.09864", _plain, uses_factor=False),
         ExtensionMethod("linear", "PI (position interpolation)", f"{_PI}, §2.3", _linear),
         ExtensionMethod("ntk", "NTK-aware base", f"bloc97 2023; {_YARN}, §3.1", _ntk),
-        ExtensionMethod("dynamic", "dynamic NTK, whole window", f"{_YARN}, §3.3; HF dynamic", _dynamic,
-                        finetunable=False),
-        ExtensionMethod("dynamic_cache", "dynamic NTK, HF KV cache", "HF dynamic_rope_update; transformers #25104",
-                        _dynamic, protocol="hf_cache", finetunable=False),
-        ExtensionMethod("dynamic_recompute", "dynamic NTK, keys re-rotated", "GPT-NeoX / NormXU consistent NTK",
-                        _dynamic, protocol="recompute", finetunable=False),
-        ExtensionMethod("dynamic_f1", "dynamic NTK, factor 1, keys re-rotated", f"{_YARN}, §3.3 (scale l/L)",
-                        _dynamic_f1, protocol="recompute", uses_factor=False, finetunable=False),
+        ExtensionMethod(
+            "dynamic", "dynamic NTK, whole window", f"{_YARN}, §3.3; HF dynamic", _dynamic, finetunable=False
+        ),
+        ExtensionMethod(
+            "dynamic_cache",
+            "dynamic NTK, HF KV cache",
+            "HF dynamic_rope_update; transformers #25104",
+            _dynamic,
+            protocol="hf_cache",
+            finetunable=False,
+        ),
+        ExtensionMethod(
+            "dynamic_recompute",
+            "dynamic NTK, keys re-rotated",
+            "GPT-NeoX / NormXU consistent NTK",
+            _dynamic,
+            protocol="recompute",
+            finetunable=False,
+        ),
+        ExtensionMethod(
+            "dynamic_f1",
+            "dynamic NTK, factor 1, keys re-rotated",
+            f"{_YARN}, §3.3 (scale l/L)",
+            _dynamic_f1,
+            protocol="recompute",
+            uses_factor=False,
+            finetunable=False,
+        ),
         ExtensionMethod("yarn", "YaRN (β = 32, 1)", f"{_YARN}, §3.2-3.4", _yarn),
-        ExtensionMethod("yarn_rescaled", "YaRN, ramp rescaled by pair fraction", "ropelib.analysis.tiny_yarn_params",
-                        _yarn_rescaled),
+        ExtensionMethod(
+            "yarn_rescaled", "YaRN, ramp rescaled by pair fraction", "ropelib.analysis.tiny_yarn_params", _yarn_rescaled
+        ),
         ExtensionMethod("llama3", "Llama 3.1 bands", "Meta llama-models apply_scaling", _llama3),
         ExtensionMethod("longrope", "LongRoPE (searched ramp)", "Ding et al. 2024, arXiv 2402.13753, §3", _longrope),
-        ExtensionMethod("p_rope_0.75", "p-RoPE p = 0.75 (zero-shot)", "Barbero et al. 2024, arXiv 2410.06205, §5",
-                        _p_rope(0.75), uses_factor=False),
-        ExtensionMethod("p_rope_0.5", "p-RoPE p = 0.5 (zero-shot)", "Barbero et al. 2024, arXiv 2410.06205, §5",
-                        _p_rope(0.5), uses_factor=False),
+        ExtensionMethod(
+            "p_rope_0.75",
+            "p-RoPE p = 0.75 (zero-shot)",
+            "Barbero et al. 2024, arXiv 2410.06205, §5",
+            _p_rope(0.75),
+            uses_factor=False,
+        ),
+        ExtensionMethod(
+            "p_rope_0.5",
+            "p-RoPE p = 0.5 (zero-shot)",
+            "Barbero et al. 2024, arXiv 2410.06205, §5",
+            _p_rope(0.5),
+            uses_factor=False,
+        ),
     )
 }
 
@@ -235,7 +284,9 @@ def extend(model: nn.Module, name: str, s: float, train_length: int, **options: 
     method = _method(name)
     encoding = getattr(model, "encoding", None)
     if getattr(encoding, "name", None) != "rope":
-        raise ValueError(f"context extension needs a RoPE model; this model's encoding is {getattr(encoding, 'name', None)!r}")
+        raise ValueError(
+            f"context extension needs a RoPE model; this model's encoding is {getattr(encoding, 'name', None)!r}"
+        )
     rope = encoding.rope
     keys = method_keys(name, s, train_length, rope.head_dim, rope.config.rope_theta, **options)
     out = model if keys is None else with_rope_scaling(model, **keys)
@@ -366,8 +417,14 @@ def longrope_search(
 #: PI's fine-tune (Chen et al. 2023, arXiv 2306.15595, §3.1) and the pre-training it follows (LLaMA-7B,
 #: Touvron et al. 2023, arXiv 2302.13971, §2 and Table 2: 1.0T tokens, peak learning rate 3e-4)
 PI_FINETUNE: Mapping[str, Any] = {
-    "steps": 1000, "batch_size": 64, "length": 8192, "lr": 2e-5, "warmup_steps": 20, "weight_decay": 0.0,
-    "pretraining_tokens": 1.0e12, "pretraining_lr": 3e-4,
+    "steps": 1000,
+    "batch_size": 64,
+    "length": 8192,
+    "lr": 2e-5,
+    "warmup_steps": 20,
+    "weight_decay": 0.0,
+    "pretraining_tokens": 1.0e12,
+    "pretraining_lr": 3e-4,
     "source": "Chen et al. 2023 (PI), arXiv 2306.15595 §3.1; LLaMA-7B pre-training: Touvron et al. 2023, arXiv 2302.13971",
 }
 
@@ -425,10 +482,20 @@ def finetune_spec(
     model = ModelConfig.from_dict(
         {**base_spec.model.to_dict(), "encoding_params": {**base_spec.model.encoding_params, **(keys or {})}}
     )
-    train = TrainConfig.from_dict({
-        **base_spec.train.to_dict(), "steps": steps, "batch_size": batch_size, "seq_len": seq_len,
-        "lr": base_spec.train.lr * lr_ratio, "min_lr_ratio": min_lr_ratio,
-        "warmup_steps": min(steps, max(1, round(warmup_fraction * steps))), "weight_decay": 0.0,
-        "checkpoint_every": 0, "eval_every": 0, "seed": base_spec.train.seed * 100_000 + steps, "device": device,
-    })
+    train = TrainConfig.from_dict(
+        {
+            **base_spec.train.to_dict(),
+            "steps": steps,
+            "batch_size": batch_size,
+            "seq_len": seq_len,
+            "lr": base_spec.train.lr * lr_ratio,
+            "min_lr_ratio": min_lr_ratio,
+            "warmup_steps": min(steps, max(1, round(warmup_fraction * steps))),
+            "weight_decay": 0.0,
+            "checkpoint_every": 0,
+            "eval_every": 0,
+            "seed": base_spec.train.seed * 100_000 + steps,
+            "device": device,
+        }
+    )
     return RunSpec(model=model, task=base_spec.task, train=train, parent=base_spec)

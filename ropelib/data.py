@@ -272,8 +272,10 @@ class CharsTask(Task):
 
     def __init__(self, *, train_fraction: float = 0.9) -> None:
         super().__init__()
-        if isinstance(train_fraction, bool) or not isinstance(train_fraction, (int, float)) or not (
-            0.0 < train_fraction < 1.0
+        if (
+            isinstance(train_fraction, bool)
+            or not isinstance(train_fraction, (int, float))
+            or not (0.0 < train_fraction < 1.0)
         ):
             raise ValueError(f"train_fraction must be a number in (0, 1), got {train_fraction!r}")
         self.train_fraction = float(train_fraction)
@@ -297,8 +299,7 @@ class CharsTask(Task):
     def decode(self, ids: torch.Tensor | list[int]) -> str:
         """Ids -> text (``BOS`` decodes to nothing, an id outside the vocabulary to ``U+FFFD``)."""
         ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
-        return "".join("" if i == self.BOS else self.vocab[i] if 1 < i < len(self.vocab) else UNKNOWN_CHAR
-                       for i in ids)
+        return "".join("" if i == self.BOS else self.vocab[i] if 1 < i < len(self.vocab) else UNKNOWN_CHAR for i in ids)
 
     def tokens(self, split: str = "validation") -> torch.Tensor:
         """All ids of ``split`` (``"train"`` or ``"validation"``) as ``(N,)`` long, for perplexity."""
@@ -394,7 +395,9 @@ class BooksTask(Task):
         held = self.validation_sections + self.test_sections
         too_small = [e for e, recs in by_book.items() if len(recs) <= held]
         if too_small:
-            raise ValueError(f"validation_sections + test_sections = {held} leaves no training text for ebook(s) {too_small}")
+            raise ValueError(
+                f"validation_sections + test_sections = {held} leaves no training text for ebook(s) {too_small}"
+            )
         split_of: dict[tuple[int, int], str] = {}
         for ebook, recs in by_book.items():
             ranked = sorted(recs, key=lambda r: _section_rank(ebook, r["section"]))

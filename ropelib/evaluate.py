@@ -201,8 +201,18 @@ def lm_loss_at_lengths(
     try:
         for L in lengths:
             S = L if mode == "nonoverlap" else (stride if stride is not None else max(1, L // 4))
-            row = {"length": L, "mode": mode, "stride": S, "loss": math.nan, "ppl": math.nan, "n_tokens": 0,
-                   "n_windows": 0, "min_context": L - S + 1, "status": "ok", "reason": ""}
+            row = {
+                "length": L,
+                "mode": mode,
+                "stride": S,
+                "loss": math.nan,
+                "ppl": math.nan,
+                "n_tokens": 0,
+                "n_windows": 0,
+                "min_context": L - S + 1,
+                "status": "ok",
+                "reason": "",
+            }
             reason = unsupported_reason(model, L)
             starts = _window_starts(tokens.numel(), L, S, max_windows, max_tokens)
             if reason is not None:
@@ -224,8 +234,7 @@ def lm_loss_at_lengths(
                     total += float(nll.double().sum())
                     count += int((y != -100).sum())
                 loss = total / count
-                row.update(loss=loss, ppl=math.exp(loss), n_tokens=count, n_windows=len(starts),
-                           min_context=L - S + 1)
+                row.update(loss=loss, ppl=math.exp(loss), n_tokens=count, n_windows=len(starts), min_context=L - S + 1)
             rows.append(row)
     finally:
         model.train(was_training)
@@ -305,8 +314,16 @@ def _eval_rows(model, task, lengths, control, values, n_samples, seed, batch_siz
     try:
         for L in lengths:
             for v in values:
-                row = {"length": L, control: v, "accuracy": math.nan, "token_accuracy": math.nan,
-                       "n_samples": n_samples, "n_correct": pd.NA, "status": "ok", "reason": ""}
+                row = {
+                    "length": L,
+                    control: v,
+                    "accuracy": math.nan,
+                    "token_accuracy": math.nan,
+                    "n_samples": n_samples,
+                    "n_correct": pd.NA,
+                    "status": "ok",
+                    "reason": "",
+                }
                 reason = unsupported_reason(model, L)
                 if reason is None:
                     reason = fits(L, v)
@@ -321,8 +338,9 @@ def _eval_rows(model, task, lengths, control, values, n_samples, seed, batch_siz
                     g = batch_generator(seed, "eval", task.name, L, control, v)
                     batch = task.sample(n_samples, L, g, **{control: v})
                     rows_ok, tokens_ok, n_tokens = _exact_match(model, batch, batch_size)
-                    row.update(accuracy=rows_ok / n_samples, token_accuracy=tokens_ok / max(n_tokens, 1),
-                               n_correct=rows_ok)
+                    row.update(
+                        accuracy=rows_ok / n_samples, token_accuracy=tokens_ok / max(n_tokens, 1), n_correct=rows_ok
+                    )
                 rows.append(row)
     finally:
         model.train(was_training)

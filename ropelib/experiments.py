@@ -64,7 +64,16 @@ __all__ = [
 
 #: the encodings of the comparison (labels = names in ``ropelib.encodings.ENCODINGS``), in table order
 ENCODING_VARIANTS: tuple[str, ...] = (
-    "nope", "sinusoidal", "learned", "t5", "alibi", "rope", "xpos", "kerple", "fire", "randomized",
+    "nope",
+    "sinusoidal",
+    "learned",
+    "t5",
+    "alibi",
+    "rope",
+    "xpos",
+    "kerple",
+    "fire",
+    "randomized",
 )
 
 
@@ -82,7 +91,12 @@ def sinusoid_scale_for(init_std: float) -> float:
 SINUSOID_SCALE: float = sinusoid_scale_for(INIT_STD)
 #: task name -> what it measures in notebook 05
 TASK_KINDS: Mapping[str, str] = {
-    "books": "lm", "chars": "lm", "passkey": "retrieval", "kv_recall": "retrieval", "copy": "algorithmic", "reverse": "algorithmic",
+    "books": "lm",
+    "chars": "lm",
+    "passkey": "retrieval",
+    "kv_recall": "retrieval",
+    "copy": "algorithmic",
+    "reverse": "algorithmic",
 }
 
 
@@ -111,10 +125,14 @@ class TaskSetup:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"TaskSetup.{key} must be a positive integer, got {value!r}")
-        if isinstance(self.sweep_steps, bool) or not isinstance(self.sweep_steps, int) or not (
-            0 <= self.sweep_steps <= self.steps
+        if (
+            isinstance(self.sweep_steps, bool)
+            or not isinstance(self.sweep_steps, int)
+            or not (0 <= self.sweep_steps <= self.steps)
         ):
-            raise ValueError(f"TaskSetup.sweep_steps must be an integer in [0, steps={self.steps}], got {self.sweep_steps!r}")
+            raise ValueError(
+                f"TaskSetup.sweep_steps must be an integer in [0, steps={self.steps}], got {self.sweep_steps!r}"
+            )
         lrs = tuple(self.lrs)
         if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 < v < math.inf) for v in lrs) or (
             len(set(lrs)) != len(lrs)
@@ -167,8 +185,10 @@ class BaseSetup:
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"each task may appear once, got {names}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in self.seeds
+        if (
+            not self.seeds
+            or len(set(self.seeds)) != len(self.seeds)
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in self.seeds)
         ):
             raise ValueError(f"seeds must be distinct non-negative integers, got {self.seeds!r}")
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
@@ -177,15 +197,19 @@ class BaseSetup:
             )
         if self.init_std is None:
             object.__setattr__(self, "init_std", width_scaled_init_std(self.d_model))
-        if isinstance(self.init_std, bool) or not isinstance(self.init_std, (int, float)) or not (
-            0 < self.init_std < math.inf
+        if (
+            isinstance(self.init_std, bool)
+            or not isinstance(self.init_std, (int, float))
+            or not (0 < self.init_std < math.inf)
         ):
             raise ValueError(f"init_std must be None or a finite number > 0, got {self.init_std!r}")
         object.__setattr__(self, "init_std", float(self.init_std))
         if self.sinusoid_scale is None:
             object.__setattr__(self, "sinusoid_scale", sinusoid_scale_for(self.init_std))
-        if isinstance(self.sinusoid_scale, bool) or not isinstance(self.sinusoid_scale, (int, float)) or not (
-            0 < self.sinusoid_scale < math.inf
+        if (
+            isinstance(self.sinusoid_scale, bool)
+            or not isinstance(self.sinusoid_scale, (int, float))
+            or not (0 < self.sinusoid_scale < math.inf)
         ):
             raise ValueError(f"sinusoid_scale must be None or a finite number > 0, got {self.sinusoid_scale!r}")
 
@@ -202,14 +226,27 @@ class BaseSetup:
 
     def to_frame(self) -> pd.DataFrame:
         """One row per task: the knobs shared by every encoding (for display in a notebook)."""
-        return pd.DataFrame([
-            {"task": t.name, "kind": t.kind, "train_length": t.train_length, "steps": t.steps,
-             "batch_size": t.batch_size, "task_params": dict(t.params), "d_model": self.d_model,
-             "n_layers": self.n_layers, "n_heads": self.n_heads, "init_std": self.init_std,
-             "start_token": t.kind == "lm", "lr": self.lr, "seeds": list(self.seeds),
-             "n_encodings": len(self.encodings)}
-            for t in self.tasks
-        ])
+        return pd.DataFrame(
+            [
+                {
+                    "task": t.name,
+                    "kind": t.kind,
+                    "train_length": t.train_length,
+                    "steps": t.steps,
+                    "batch_size": t.batch_size,
+                    "task_params": dict(t.params),
+                    "d_model": self.d_model,
+                    "n_layers": self.n_layers,
+                    "n_heads": self.n_heads,
+                    "init_std": self.init_std,
+                    "start_token": t.kind == "lm",
+                    "lr": self.lr,
+                    "seeds": list(self.seeds),
+                    "n_encodings": len(self.encodings),
+                }
+                for t in self.tasks
+            ]
+        )
 
 
 #: the base models of each profile (the one source of truth for notebooks 04, 05 and 06). Pilot numbers
@@ -286,7 +323,9 @@ SETUPS: Mapping[str, BaseSetup] = {
     "full": BaseSetup(
         tasks=(
             TaskSetup("books", train_length=256, steps=6000, batch_size=32, lrs=(1e-3, 3e-3, 6e-3), sweep_steps=1500),
-            TaskSetup("passkey", train_length=64, steps=3000, batch_size=64, params={"n_digits": 4, "digit_filler": True}),
+            TaskSetup(
+                "passkey", train_length=64, steps=3000, batch_size=64, params={"n_digits": 4, "digit_filler": True}
+            ),
             TaskSetup("copy", train_length=42, steps=3000, batch_size=64),
             TaskSetup("reverse", train_length=42, steps=3000, batch_size=64),
         ),
@@ -381,8 +420,10 @@ def encoding_config(
 
 
 def _check_train_length(train_length: Any) -> int:
-    if isinstance(train_length, (bool, np.bool_)) or not isinstance(train_length, (int, np.integer)) or (
-        train_length < 1
+    if (
+        isinstance(train_length, (bool, np.bool_))
+        or not isinstance(train_length, (int, np.integer))
+        or (train_length < 1)
     ):
         raise ValueError(f"train_length must be a positive integer, got {train_length!r}")
     return int(train_length)
@@ -391,9 +432,11 @@ def _check_train_length(train_length: Any) -> int:
 def _randomized_range(train_length: int, max_eval_multiple: Any) -> int:
     """``ceil(max_eval_multiple * train_length)`` (the longest evaluation length, as
     ``ropelib.evaluate.lengths_for`` rounds it, or one more); ValueError unless a finite number >= 1."""
-    if isinstance(max_eval_multiple, (bool, np.bool_)) or not isinstance(
-        max_eval_multiple, (int, float, np.integer, np.floating)
-    ) or not (1.0 <= float(max_eval_multiple) < math.inf):
+    if (
+        isinstance(max_eval_multiple, (bool, np.bool_))
+        or not isinstance(max_eval_multiple, (int, float, np.integer, np.floating))
+        or not (1.0 <= float(max_eval_multiple) < math.inf)
+    ):
         raise ValueError(f"max_eval_multiple must be a finite number >= 1, got {max_eval_multiple!r}")
     return int(math.ceil(round(float(max_eval_multiple) * train_length, 9)))
 
@@ -421,8 +464,7 @@ def encoding_settings(setup: BaseSetup, train_length: int, *, max_eval_multiple:
     for encoding in setup.encodings:
         name, params = encoding_config(encoding, train_length, setup, max_eval_multiple=max_eval_multiple)
         for parameter, value, rule, source in _setting_rows(encoding, name, params, setup, int(train_length)):
-            rows.append({"encoding": encoding, "parameter": parameter, "value": value, "rule": rule,
-                         "source": source})
+            rows.append({"encoding": encoding, "parameter": parameter, "value": value, "rule": rule, "source": source})
     return pd.DataFrame(rows, columns=["encoding", "parameter", "value", "rule", "source"])
 
 
@@ -437,79 +479,155 @@ def _setting_rows(
     p = resolved_params(name, params)
     none = "(none)"
     if encoding == "nope":
-        return [(none, None, "no positional encoding at all: nothing depends on the training length",
-                 "Haviv et al. 2022, arXiv 2203.16634; Kazemnejad et al. 2023, arXiv 2305.19466, §3")]
+        return [
+            (
+                none,
+                None,
+                "no positional encoding at all: nothing depends on the training length",
+                "Haviv et al. 2022, arXiv 2203.16634; Kazemnejad et al. 2023, arXiv 2305.19466, §3",
+            )
+        ]
     if encoding == "kerple":
-        return [(none, None, f"no length-dependent setting: p, a learned per head (init p ~ 2 U(0,1), "
-                 f"a ~ U(0,1), clamped >= 0.01), variant {p['variant']!r}",
-                 "Chi et al. 2022, arXiv 2205.09921, §4 Eq. 9-10; github.com/chijames/KERPLE")]
+        return [
+            (
+                none,
+                None,
+                f"no length-dependent setting: p, a learned per head (init p ~ 2 U(0,1), "
+                f"a ~ U(0,1), clamped >= 0.01), variant {p['variant']!r}",
+                "Chi et al. 2022, arXiv 2205.09921, §4 Eq. 9-10; github.com/chijames/KERPLE",
+            )
+        ]
     if encoding == "sinusoidal":
-        return [("scale", p["scale"], f"scale = setup.sinusoid_scale = {p['scale']:.4g} (init_std * sqrt(2): a "
-                 "fresh token embedding's RMS over a sinusoid column's 1/sqrt(2)); not length-dependent",
-                 "Vaswani et al. 2017, arXiv 1706.03762, §3.4-3.5 (the embeddings' sqrt(d_model) balance)")]
+        return [
+            (
+                "scale",
+                p["scale"],
+                f"scale = setup.sinusoid_scale = {p['scale']:.4g} (init_std * sqrt(2): a "
+                "fresh token embedding's RMS over a sinusoid column's 1/sqrt(2)); not length-dependent",
+                "Vaswani et al. 2017, arXiv 1706.03762, §3.4-3.5 (the embeddings' sqrt(d_model) balance)",
+            )
+        ]
     if encoding == "rope":
-        return [("rope_theta", p["rope_theta"], f"base b = {p['rope_theta']:g} (the RoFormer default); not "
-                 "length-dependent", "Su et al. 2021, arXiv 2104.09864, §3.2-3.4")]
+        return [
+            (
+                "rope_theta",
+                p["rope_theta"],
+                f"base b = {p['rope_theta']:g} (the RoFormer default); not length-dependent",
+                "Su et al. 2021, arXiv 2104.09864, §3.2-3.4",
+            )
+        ]
     if encoding == "alibi":
         slopes = tuple(alibi_slopes(setup.n_heads))
         m = min(slopes)
-        return [("slopes", slopes, f"geometric, start and ratio 2^(-8/n) for n = {setup.n_heads} heads (the "
-                 f"paper's rule, head count only); smallest slope {m:g}: effective range 1/m = {1 / m:g} tokens "
-                 f"= {1 / (m * L):.2f} x L, its penalty at distance L-1 is {m * (L - 1):.3f} logits",
-                 "Press et al. 2021, arXiv 2108.12409, §3 (slopes by head count)")]
+        return [
+            (
+                "slopes",
+                slopes,
+                f"geometric, start and ratio 2^(-8/n) for n = {setup.n_heads} heads (the "
+                f"paper's rule, head count only); smallest slope {m:g}: effective range 1/m = {1 / m:g} tokens "
+                f"= {1 / (m * L):.2f} x L, its penalty at distance L-1 is {m * (L - 1):.3f} logits",
+                "Press et al. 2021, arXiv 2108.12409, §3 (slopes by head count)",
+            )
+        ]
     if encoding == "learned":
         n = p["max_positions"]
-        return [("max_positions", n, f"max_positions = L = {n}: a table of exactly the training length; a "
-                 "position >= L has no row (NaN with a reason at evaluation, never clamped)",
-                 "Radford et al. 2019 (GPT-2 learned positions); Vaswani et al. 2017, §3.5")]
+        return [
+            (
+                "max_positions",
+                n,
+                f"max_positions = L = {n}: a table of exactly the training length; a "
+                "position >= L has no row (NaN with a reason at evaluation, never clamped)",
+                "Radford et al. 2019 (GPT-2 learned positions); Vaswani et al. 2017, §3.5",
+            )
+        ]
     if encoding == "t5":
         nb, M = p["num_buckets"], p["max_distance"]
         train = t5_relative_bucket(-torch.arange(L), p["bidirectional"], nb, M)  # distances 0 … L-1
         last = int(train.max())
         first_last = int((train == last).nonzero()[0])
-        src = ("Raffel et al. 2020, arXiv 1910.10683, §2.1 (32 buckets, offsets up to 128 share the last); HF "
-               "modeling_t5.py _relative_position_bucket; t5 random_spans_helper: 512 inputs -> 114 decoder "
-               "targets, whose longest distance 113 reaches the last bucket")
+        src = (
+            "Raffel et al. 2020, arXiv 1910.10683, §2.1 (32 buckets, offsets up to 128 share the last); HF "
+            "modeling_t5.py _relative_position_bucket; t5 random_spans_helper: 512 inputs -> 114 decoder "
+            "targets, whose longest distance 113 reaches the last bucket"
+        )
         return [
-            ("num_buckets", nb, f"num_buckets = min(32, L) = {nb}: T5's 32, never more than the {L} distances "
-             f"of a training window; half exact (distances < {nb // 2} own a bucket), the rest log-spaced", src),
-            ("max_distance", M, f"max_distance = L - 1 = {M}, the longest training distance: the log buckets "
-             f"span the trained distances, distances {first_last} ... {M} and every distance >= L at "
-             f"evaluation share bucket {last} (trained); {len(set(train.tolist()))} of {nb} buckets reached "
-             "in training. Not T5's encoder ratio L/4 (invalid for L <= 64)", src),
+            (
+                "num_buckets",
+                nb,
+                f"num_buckets = min(32, L) = {nb}: T5's 32, never more than the {L} distances "
+                f"of a training window; half exact (distances < {nb // 2} own a bucket), the rest log-spaced",
+                src,
+            ),
+            (
+                "max_distance",
+                M,
+                f"max_distance = L - 1 = {M}, the longest training distance: the log buckets "
+                f"span the trained distances, distances {first_last} ... {M} and every distance >= L at "
+                f"evaluation share bucket {last} (trained); {len(set(train.tolist()))} of {nb} buckets reached "
+                "in training. Not T5's encoder ratio L/4 (invalid for L <= 64)",
+                src,
+            ),
         ]
     if encoding == "fire":
         thr, c = p["init_threshold"], p["init_c"]
         psi = lambda x: math.log1p(c * x)  # noqa: E731
-        return [("init_threshold", thr, f"threshold L_thr = L = {thr:g} at init (learned): training queries use the "
-                 f"fixed normaliser psi(L), MLP inputs in [0, {psi(L - 1) / psi(thr):.2f}]; past L progressive "
-                 f"interpolation psi(i-j)/psi(i) stays in [0, 1] (the former 512 gave training inputs only up to "
-                 f"{psi(L - 1) / psi(512):.2f}). psi(x) = log(1 + c x), c = {c:g}",
-                 "Li et al. 2023, arXiv 2310.04418, §3.2 (learnable threshold, progressive interpolation); init "
-                 "c = 0.1, L = 512 in the public PyTorch listing (mcleish7/arithmetic, class FIRE)")]
+        return [
+            (
+                "init_threshold",
+                thr,
+                f"threshold L_thr = L = {thr:g} at init (learned): training queries use the "
+                f"fixed normaliser psi(L), MLP inputs in [0, {psi(L - 1) / psi(thr):.2f}]; past L progressive "
+                f"interpolation psi(i-j)/psi(i) stays in [0, 1] (the former 512 gave training inputs only up to "
+                f"{psi(L - 1) / psi(512):.2f}). psi(x) = log(1 + c x), c = {c:g}",
+                "Li et al. 2023, arXiv 2310.04418, §3.2 (learnable threshold, progressive interpolation); init "
+                "c = 0.1, L = 512 in the public PyTorch listing (mcleish7/arithmetic, class FIRE)",
+            )
+        ]
     if encoding == "xpos":
         g = p["scale_base"]
         zeta0 = 0.4 / 1.4  # the fastest-decaying pair, i = 0
         return [
-            ("scale_base", g, f"gamma = L / 2 = {g:g}: torchscale's scale_base 512 at the paper's training length "
-             f"1024; the score factor zeta_i^((n-m)/gamma) at distance L-1 is {zeta0 ** ((L - 1) / g):.3f} for "
-             f"the fastest pair (paper: {zeta0 ** (1023 / 512):.3f})",
-             "Sun et al. 2022, arXiv 2212.10554, §3.2 Eq. 8 and §4 (trained at 1024); microsoft/torchscale "
-             "xpos_relative_position.py (scale_base=512)"),
-            ("rope_theta", p["rope_theta"], f"RoPE base {p['rope_theta']:g} (default); not length-dependent",
-             "Su et al. 2021, arXiv 2104.09864, §3.4"),
+            (
+                "scale_base",
+                g,
+                f"gamma = L / 2 = {g:g}: torchscale's scale_base 512 at the paper's training length "
+                f"1024; the score factor zeta_i^((n-m)/gamma) at distance L-1 is {zeta0 ** ((L - 1) / g):.3f} for "
+                f"the fastest pair (paper: {zeta0 ** (1023 / 512):.3f})",
+                "Sun et al. 2022, arXiv 2212.10554, §3.2 Eq. 8 and §4 (trained at 1024); microsoft/torchscale "
+                "xpos_relative_position.py (scale_base=512)",
+            ),
+            (
+                "rope_theta",
+                p["rope_theta"],
+                f"RoPE base {p['rope_theta']:g} (default); not length-dependent",
+                "Su et al. 2021, arXiv 2104.09864, §3.4",
+            ),
         ]
     if encoding == "randomized":
         n = p["max_position"]
-        src = ("Ruoss et al. 2023, arXiv 2305.16843, §3-4 (N >> test length: train <= 40, test <= 500); "
-               "google-deepmind/randomized_positional_encodings: N = 2048 in experiments/example.py, issue #1 "
-               "(test-time randomization)")
-        return [("max_position", n, f"N = ceil(max_eval_multiple * L) = {n}, the longest evaluation length: "
-                 "training draws L sorted distinct positions from [0, N), so every evaluation position was "
-                 "trainable", src),
-                ("eval_positions", p["eval_positions"], "test protocol as the authors': sorted random positions "
-                 "from [0, N) at evaluation too, drawn from a generator seeded with eval_seed (the same input "
-                 "always gets the same positions)", src)]
+        src = (
+            "Ruoss et al. 2023, arXiv 2305.16843, §3-4 (N >> test length: train <= 40, test <= 500); "
+            "google-deepmind/randomized_positional_encodings: N = 2048 in experiments/example.py, issue #1 "
+            "(test-time randomization)"
+        )
+        return [
+            (
+                "max_position",
+                n,
+                f"N = ceil(max_eval_multiple * L) = {n}, the longest evaluation length: "
+                "training draws L sorted distinct positions from [0, N), so every evaluation position was "
+                "trainable",
+                src,
+            ),
+            (
+                "eval_positions",
+                p["eval_positions"],
+                "test protocol as the authors': sorted random positions "
+                "from [0, N) at evaluation too, drawn from a generator seeded with eval_seed (the same input "
+                "always gets the same positions)",
+                src,
+            ),
+        ]
     raise AssertionError(f"no settings documented for encoding {encoding!r}")  # ENCODING_VARIANTS grew
 
 
@@ -550,13 +668,23 @@ def base_spec(
     vocab_size = _vocab_size(ts.name, json.dumps(dict(ts.params), sort_keys=True))
     enc_name, enc_params = encoding_config(encoding, ts.train_length, setup)
     model = ModelConfig(
-        vocab_size=vocab_size, n_layers=setup.n_layers, n_heads=setup.n_heads, d_model=setup.d_model,
-        encoding=enc_name, encoding_params=enc_params, init_std=setup.init_std,
+        vocab_size=vocab_size,
+        n_layers=setup.n_layers,
+        n_heads=setup.n_heads,
+        d_model=setup.d_model,
+        encoding=enc_name,
+        encoding_params=enc_params,
+        init_std=setup.init_std,
         bos_token_id=_bos_token_id(ts.name, json.dumps(dict(ts.params), sort_keys=True)),
     )
     train = TrainConfig(
-        steps=steps, batch_size=ts.batch_size, seq_len=ts.train_length, lr=lr,
-        warmup_steps=min(setup.warmup_steps, steps), seed=int(seed), checkpoint_every=setup.checkpoint_every,
+        steps=steps,
+        batch_size=ts.batch_size,
+        seq_len=ts.train_length,
+        lr=lr,
+        warmup_steps=min(setup.warmup_steps, steps),
+        seed=int(seed),
+        checkpoint_every=setup.checkpoint_every,
         device=device,
     )
     return RunSpec(model=model, task=task_config, train=train)
@@ -584,8 +712,12 @@ def base_specs(
     if outside:
         raise ValueError(f"encoding(s) {outside} are not in this setup; its encodings: {', '.join(setup.encodings)}")
     lrs = dict(lrs or {})
-    return {(e, t, s): base_spec(setup, e, t, s, device, lr=lrs.get((e, t))) for e in encodings for t in tasks
-            for s in seeds}
+    return {
+        (e, t, s): base_spec(setup, e, t, s, device, lr=lrs.get((e, t)))
+        for e in encodings
+        for t in tasks
+        for s in seeds
+    }
 
 
 def run_specs(
@@ -602,8 +734,9 @@ def run_specs(
     keys = list(specs)
     if jobs == 1:  # one after another here, with the same run-level progress as a sweep
         done = {k: is_finished(specs[k]) for k in keys}
-        report = SweepProgress(len(keys), sum(done.values()), bar=_bar_by_default(),
-                               status_file=os.environ.get(PROGRESS_FILE_ENV))
+        report = SweepProgress(
+            len(keys), sum(done.values()), bar=_bar_by_default(), status_file=os.environ.get(PROGRESS_FILE_ENV)
+        )
         results = {}
         try:
             for k in keys:
@@ -637,8 +770,15 @@ def aggregate_seeds(
     for key, group in df.groupby(list(by), sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
         mean, low, high, n = mean_ci(group[value].to_numpy(dtype=float), confidence)
-        rows.append({**dict(zip(by, key)), "n_seeds": n, f"{prefix}mean": mean, f"{prefix}ci_low": low,
-                     f"{prefix}ci_high": high})
+        rows.append(
+            {
+                **dict(zip(by, key)),
+                "n_seeds": n,
+                f"{prefix}mean": mean,
+                f"{prefix}ci_low": low,
+                f"{prefix}ci_high": high,
+            }
+        )
     return pd.DataFrame(rows, columns=[*by, "n_seeds", f"{prefix}mean", f"{prefix}ci_low", f"{prefix}ci_high"])
 
 
@@ -722,8 +862,20 @@ def ordering_table(
     if not need <= set(ours.columns):
         raise ValueError(f"ours must have columns {sorted(need)}, got {list(ours.columns)}")
     avail = sorted(set(ours["multiplier"])) if multipliers is None else sorted(set(multipliers))
-    columns = ["source", "comparison", "better", "worse", "multiplier", "metric", "better_value", "worse_value",
-               "published_better", "published_worse", "reproduced", "note"]
+    columns = [
+        "source",
+        "comparison",
+        "better",
+        "worse",
+        "multiplier",
+        "metric",
+        "better_value",
+        "worse_value",
+        "published_better",
+        "published_worse",
+        "reproduced",
+        "note",
+    ]
     if not avail:  # nothing of ours to compare (e.g. no model passed its gate)
         return pd.DataFrame(columns=columns)
     nearest = {float(pm): nearest_multiplier(float(pm), avail) for pm in set(claims["published_multiplier"])}
@@ -751,12 +903,36 @@ def ordering_table(
                 note = "significant"
             else:
                 note = "within CI"
-        rows.append({
-            "source": c.source, "comparison": f"{c.better} > {c.worse}", "better": c.better, "worse": c.worse,
-            "multiplier": m, "metric": metric, "better_value": bv, "worse_value": wv,
-            "published_better": c.published_better, "published_worse": c.published_worse,
-            "reproduced": reproduced, "note": note,
-        })
-    return pd.DataFrame(rows, columns=["source", "comparison", "better", "worse", "multiplier", "metric",
-                                       "better_value", "worse_value", "published_better", "published_worse",
-                                       "reproduced", "note"])
+        rows.append(
+            {
+                "source": c.source,
+                "comparison": f"{c.better} > {c.worse}",
+                "better": c.better,
+                "worse": c.worse,
+                "multiplier": m,
+                "metric": metric,
+                "better_value": bv,
+                "worse_value": wv,
+                "published_better": c.published_better,
+                "published_worse": c.published_worse,
+                "reproduced": reproduced,
+                "note": note,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "source",
+            "comparison",
+            "better",
+            "worse",
+            "multiplier",
+            "metric",
+            "better_value",
+            "worse_value",
+            "published_better",
+            "published_worse",
+            "reproduced",
+            "note",
+        ],
+    )

@@ -53,12 +53,45 @@ Runs = Mapping[tuple[str, str, int], RunResult]
 Cache = Callable[[str, Mapping[str, Any], Callable[[], Any]], Any]
 
 #: columns of ``lm_length_grid``'s table (``05_lm_loss`` without ``profile``)
-LM_COLUMNS = ["encoding", "task", "seed", "run_hash", "passed_gate", "train_length", "length", "multiplier", "mode",
-              "stride", "loss", "ppl", "n_tokens", "n_windows", "min_context", "status", "reason"]
+LM_COLUMNS = [
+    "encoding",
+    "task",
+    "seed",
+    "run_hash",
+    "passed_gate",
+    "train_length",
+    "length",
+    "multiplier",
+    "mode",
+    "stride",
+    "loss",
+    "ppl",
+    "n_tokens",
+    "n_windows",
+    "min_context",
+    "status",
+    "reason",
+]
 #: columns of ``retrieval_grid``'s table (``05_retrieval`` without ``profile``)
-RETRIEVAL_COLUMNS = ["encoding", "task", "seed", "run_hash", "passed_gate", "train_length", "length", "multiplier",
-                     "depth", "distance", "accuracy", "token_accuracy", "n_correct", "n_samples", "floor", "status",
-                     "reason"]
+RETRIEVAL_COLUMNS = [
+    "encoding",
+    "task",
+    "seed",
+    "run_hash",
+    "passed_gate",
+    "train_length",
+    "length",
+    "multiplier",
+    "depth",
+    "distance",
+    "accuracy",
+    "token_accuracy",
+    "n_correct",
+    "n_samples",
+    "floor",
+    "status",
+    "reason",
+]
 
 
 def _tasks(setup: BaseSetup, runs: Runs, kind: str) -> list[str]:
@@ -100,14 +133,33 @@ def lm_length_grid(
                         stride, cap = None, None
                     else:
                         stride, cap = max(1, int(round(sliding_stride_fraction * length))), sliding_tokens
-                    df = cached("05_lm_loss", {"run": r.hash, "device": device, "length": length, "mode": mode,
-                                               "stride": stride, "max_tokens": cap, "split": "test",
-                                               "lm_eval_tokens": setup.lm_eval_tokens},
-                                lambda: lm_loss_at_lengths(r.model, tokens, [length], mode, stride=stride,
-                                                           max_tokens=cap, batch_size=16))
-                    rows.append(df.assign(encoding=enc, task=task, seed=seed, run_hash=r.hash[:16],
-                                          passed_gate=(enc, task, seed) in passed, train_length=L,
-                                          multiplier=length / L))
+                    df = cached(
+                        "05_lm_loss",
+                        {
+                            "run": r.hash,
+                            "device": device,
+                            "length": length,
+                            "mode": mode,
+                            "stride": stride,
+                            "max_tokens": cap,
+                            "split": "test",
+                            "lm_eval_tokens": setup.lm_eval_tokens,
+                        },
+                        lambda: lm_loss_at_lengths(
+                            r.model, tokens, [length], mode, stride=stride, max_tokens=cap, batch_size=16
+                        ),
+                    )
+                    rows.append(
+                        df.assign(
+                            encoding=enc,
+                            task=task,
+                            seed=seed,
+                            run_hash=r.hash[:16],
+                            passed_gate=(enc, task, seed) in passed,
+                            train_length=L,
+                            multiplier=length / L,
+                        )
+                    )
     return pd.concat(rows, ignore_index=True)[LM_COLUMNS] if rows else pd.DataFrame(columns=LM_COLUMNS)
 
 
@@ -120,7 +172,8 @@ def summarise_lm(lm: pd.DataFrame) -> pd.DataFrame:
     passed = lm.passed_gate.astype(bool)
     ok = lm[passed]
     summary = aggregate_seeds(ok, keys, "loss", prefix="loss_").merge(
-        aggregate_seeds(ok, keys, "ppl", prefix="ppl_").drop(columns="n_seeds"), on=keys)
+        aggregate_seeds(ok, keys, "ppl", prefix="ppl_").drop(columns="n_seeds"), on=keys
+    )
     out = lm[keys].drop_duplicates().merge(summary, on=keys, how="left")
     out["n_seeds"] = out.n_seeds.fillna(0).astype(int)
     failed = lm.assign(failed=~passed).groupby(keys, as_index=False).failed.sum()
@@ -128,8 +181,16 @@ def summarise_lm(lm: pd.DataFrame) -> pd.DataFrame:
     out["n_failed"] = out.n_failed.fillna(0).astype(int)
     num = [c for c in out.columns if c.startswith(("loss_", "ppl_"))]
     out[num] = out[num].astype(float)
-    cols = keys + ["n_seeds", "loss_mean", "loss_ci_low", "loss_ci_high", "ppl_mean", "ppl_ci_low", "ppl_ci_high",
-                   "n_failed"]
+    cols = keys + [
+        "n_seeds",
+        "loss_mean",
+        "loss_ci_low",
+        "loss_ci_high",
+        "ppl_mean",
+        "ppl_ci_low",
+        "ppl_ci_high",
+        "n_failed",
+    ]
     return out.sort_values(keys).reset_index(drop=True)[cols]
 
 
@@ -161,22 +222,49 @@ def retrieval_grid(
         keys = [k for k in runs if k[1] == task]
         task_obj = make_task(runs[keys[0]].spec.task)
         lengths = lengths_for(L, multipliers)
-        distance = {(n, d): int(task_obj.sample(1, n, torch.Generator().manual_seed(0), depth=d).meta["distance"][0])
-                    for n in lengths for d in depths}
+        distance = {
+            (n, d): int(task_obj.sample(1, n, torch.Generator().manual_seed(0), depth=d).meta["distance"][0])
+            for n in lengths
+            for d in depths
+        }
         floor = retrieval_floor(task_obj, L)
         for enc, _, sd in keys:
             r = runs[(enc, task, sd)]
-            df = cached("05_retrieval", {"run": r.hash, "device": device, "lengths": lengths, "depths": list(depths),
-                                         "samples": n_samples, "seed": seed},
-                        lambda: retrieval_accuracy(r.model, task_obj, lengths, depths=list(depths),
-                                                   n_samples=n_samples, seed=seed))
-            df["distance"] = [distance[(n, d)] if s == "ok" else np.nan for n, d, s in zip(df.length, df.depth, df.status)]
-            rows.append(df.assign(encoding=enc, task=task, seed=sd, run_hash=r.hash[:16], train_length=L,
-                                  multiplier=df.length / L, floor=floor, passed_gate=(enc, task, sd) in passed))
+            df = cached(
+                "05_retrieval",
+                {
+                    "run": r.hash,
+                    "device": device,
+                    "lengths": lengths,
+                    "depths": list(depths),
+                    "samples": n_samples,
+                    "seed": seed,
+                },
+                lambda: retrieval_accuracy(
+                    r.model, task_obj, lengths, depths=list(depths), n_samples=n_samples, seed=seed
+                ),
+            )
+            df["distance"] = [
+                distance[(n, d)] if s == "ok" else np.nan for n, d, s in zip(df.length, df.depth, df.status)
+            ]
+            rows.append(
+                df.assign(
+                    encoding=enc,
+                    task=task,
+                    seed=sd,
+                    run_hash=r.hash[:16],
+                    train_length=L,
+                    multiplier=df.length / L,
+                    floor=floor,
+                    passed_gate=(enc, task, sd) in passed,
+                )
+            )
     return pd.concat(rows, ignore_index=True)[RETRIEVAL_COLUMNS] if rows else pd.DataFrame(columns=RETRIEVAL_COLUMNS)
 
 
-def accuracy_summary(tables: Iterable[pd.DataFrame], floors: Mapping[str, float], seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def accuracy_summary(
+    tables: Iterable[pd.DataFrame], floors: Mapping[str, float], seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(per_seed, summary)`` of exact-match tables (``retrieval_grid`` or ``algorithmic_accuracy`` rows with
     ``encoding, task, seed, passed_gate, train_length, length, multiplier, n_correct, n_samples``).
 
@@ -189,8 +277,12 @@ def accuracy_summary(tables: Iterable[pd.DataFrame], floors: Mapping[str, float]
     if not frames:
         per_seed = pd.DataFrame(columns=cell + ["n_correct", "n_samples", "accuracy"])
     else:
-        per_seed = (pd.concat(frames, ignore_index=True).astype({"n_correct": float, "n_samples": float})
-                    .groupby(cell, as_index=False)[["n_correct", "n_samples"]].sum())
+        per_seed = (
+            pd.concat(frames, ignore_index=True)
+            .astype({"n_correct": float, "n_samples": float})
+            .groupby(cell, as_index=False)[["n_correct", "n_samples"]]
+            .sum()
+        )
         per_seed["accuracy"] = per_seed.n_correct / per_seed.n_samples
     key = ["encoding", "task", "train_length", "length", "multiplier"]
     rows = []
@@ -199,8 +291,9 @@ def accuracy_summary(tables: Iterable[pd.DataFrame], floors: Mapping[str, float]
         row = dict(zip(key, values))
         if len(ok):
             ci = accuracy_ci([(int(c), int(n)) for c, n in zip(ok.n_correct, ok.n_samples)], seed=seed)
-            row.update(n_seeds=ci["n_seeds"], mean=ci["mean"], ci_low=ci["ci_low"], ci_high=ci["ci_high"],
-                       method=ci["method"])
+            row.update(
+                n_seeds=ci["n_seeds"], mean=ci["mean"], ci_low=ci["ci_low"], ci_high=ci["ci_high"], method=ci["method"]
+            )
         else:
             row.update(n_seeds=0, mean=np.nan, ci_low=np.nan, ci_high=np.nan, method="")
         row.update(n_failed=len(g) - len(ok), floor=floors.get(values[1], np.nan))
@@ -251,12 +344,44 @@ def positions_removed(
                 return float(((pred == batch.y) | (batch.y == IGNORE_INDEX)).all(-1).double().mean())
 
             value, metric = float(g.accuracy), "accuracy"
-        stripped = cached("05_without_positions", {"run": r.hash, "device": device, "length": L,
-                                                   "samples": setup.gate_samples, "seed": GATE_SEED,
-                                                   "lm_eval_tokens": setup.lm_eval_tokens}, ablated)
-        rows.append({"encoding": enc, "task": task, "kind": kind, "seed": seed, "run_hash": r.hash[:16],
-                     "passed_gate": bool(g.passed) if g.passed == g.passed else False, "train_length": L,
-                     "length": L, "metric": metric, "as_trained": value, "without_positions": float(stripped)})
-    cols = ["encoding", "task", "kind", "seed", "run_hash", "passed_gate", "train_length", "length", "metric",
-            "as_trained", "without_positions"]
+        stripped = cached(
+            "05_without_positions",
+            {
+                "run": r.hash,
+                "device": device,
+                "length": L,
+                "samples": setup.gate_samples,
+                "seed": GATE_SEED,
+                "lm_eval_tokens": setup.lm_eval_tokens,
+            },
+            ablated,
+        )
+        rows.append(
+            {
+                "encoding": enc,
+                "task": task,
+                "kind": kind,
+                "seed": seed,
+                "run_hash": r.hash[:16],
+                "passed_gate": bool(g.passed) if g.passed == g.passed else False,
+                "train_length": L,
+                "length": L,
+                "metric": metric,
+                "as_trained": value,
+                "without_positions": float(stripped),
+            }
+        )
+    cols = [
+        "encoding",
+        "task",
+        "kind",
+        "seed",
+        "run_hash",
+        "passed_gate",
+        "train_length",
+        "length",
+        "metric",
+        "as_trained",
+        "without_positions",
+    ]
     return pd.DataFrame(rows, columns=cols)

@@ -118,7 +118,9 @@ def write_gallery(notebooks_dir: Path | None = None, root: Path | None = None) -
             notebook = None
         title = (notebook_title(nb) if nb is not None else None) or folder.name
         if nb is not None:  # in the order the notebook saves them; figures it no longer names go last
-            order = {n: i for i, n in enumerate(n for c in nb.cells if c.cell_type == "code" for n in figure_names(c.source))}
+            order = {
+                n: i for i, n in enumerate(n for c in nb.cells if c.cell_type == "code" for n in figure_names(c.source))
+            }
             pngs.sort(key=lambda p: (order.get(p.stem, len(order)), p.stem))
         sections.append((folder.name, title, notebook, pngs, read_captions_file(folder)))
     lines = [
@@ -188,7 +190,9 @@ def add_alt_text(nb: nbformat.NotebookNode, captions: Mapping[str, str], title: 
             names = [""] * len(images)
         for output, name in zip(images, names):
             count += 1
-            alt = " ".join(captions.get(name, "").split()) or f"{title}, figure {count}" + (f" ({name})" if name else "")
+            alt = " ".join(captions.get(name, "").split()) or f"{title}, figure {count}" + (
+                f" ({name})" if name else ""
+            )
             meta = output.setdefault("metadata", {})
             for mime in _IMAGE_MIMES:
                 if mime in output.get("data", {}):
@@ -196,7 +200,9 @@ def add_alt_text(nb: nbformat.NotebookNode, captions: Mapping[str, str], title: 
     return count
 
 
-def export_html(nb: nbformat.NotebookNode, path: Path, figures_root: Path | None = None, name: str | None = None) -> Path:
+def export_html(
+    nb: nbformat.NotebookNode, path: Path, figures_root: Path | None = None, name: str | None = None
+) -> Path:
     """Write ``nb`` as a standalone HTML page at ``path`` with alt text on every image (``add_alt_text``,
     captions from ``<figures_root>/<name>/captions.json``; ``name`` defaults to the page's stem,
     ``figures_root`` to ``figures_dir()``). ``nb`` is not modified."""
@@ -226,7 +232,7 @@ def write_html_index(folder: Path, titles: Mapping[str, str] | None = None, head
         for p in pages
     )
     text = (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{html.escape(heading)}</title>\n</head>\n<body>\n<h1>{html.escape(heading)}</h1>\n"
         f"<ol>\n{items}\n</ol>\n</body>\n</html>\n"
     )

@@ -178,8 +178,8 @@ def context_gain(loss_by_position: np.ndarray, start_token: bool = False, early:
     n_early = T // 8 if early is None else early
     if isinstance(n_early, bool) or not isinstance(n_early, (int, np.integer)) or not 1 <= n_early <= T // 2:
         raise ValueError(f"early must be an integer in [1, T // 2] = [1, {T // 2}], got {early!r}")
-    first = x[int(start_token): int(start_token) + int(n_early)]  # (early,)
-    last = x[T - T // 2:]  # (T//2,)
+    first = x[int(start_token) : int(start_token) + int(n_early)]  # (early,)
+    last = x[T - T // 2 :]  # (T//2,)
     return float(first.mean() - last.mean())
 
 
@@ -222,25 +222,34 @@ def lm_gate(
     orders = [thresholds.lm_baseline_order]
     if encoding in ROPE_ENCODINGS and thresholds.rope_baseline_order not in orders:
         orders.append(thresholds.rope_baseline_order)
-    checks = [Check(
-        name="context_gain", value=gain, threshold=float(thresholds.context_gain_nats),
-        passed=gain >= thresholds.context_gain_nats,
-        description=(f"mean loss over the first eighth of the window minus over the last half must be "
-                     f">= {thresholds.context_gain_nats:.4g} nats (the model must use its context)"),
-    )]
+    checks = [
+        Check(
+            name="context_gain",
+            value=gain,
+            threshold=float(thresholds.context_gain_nats),
+            passed=gain >= thresholds.context_gain_nats,
+            description=(
+                f"mean loss over the first eighth of the window minus over the last half must be "
+                f">= {thresholds.context_gain_nats:.4g} nats (the model must use its context)"
+            ),
+        )
+    ]
     for order in orders:
         b = _baseline(baselines, order)
         who = "RoPE" if order != thresholds.lm_baseline_order else "every encoding"
-        checks.append(Check(
-            name=f"ppl_below_{order}gram", value=float(ppl), threshold=b, passed=bool(ppl < b),
-            description=f"perplexity must be below the {order}-gram baseline {b:.4g} ({who})",
-        ))
+        checks.append(
+            Check(
+                name=f"ppl_below_{order}gram",
+                value=float(ppl),
+                threshold=b,
+                passed=bool(ppl < b),
+                description=f"perplexity must be below the {order}-gram baseline {b:.4g} ({who})",
+            )
+        )
     return GateResult.of(tuple(checks))
 
 
-def retrieval_gate(
-    correct: int, n: int, floor: float, thresholds: GateThresholds = DEFAULT_THRESHOLDS
-) -> GateResult:
+def retrieval_gate(correct: int, n: int, floor: float, thresholds: GateThresholds = DEFAULT_THRESHOLDS) -> GateResult:
     """Gate a retrieval model on ``correct`` of ``n`` exact matches at the training length.
 
     One check, ``wilson_low_above_floor``: the Wilson lower bound (confidence
@@ -254,9 +263,14 @@ def retrieval_gate(
     low, _ = wilson_interval(correct, n, thresholds.retrieval_confidence)
     bar = float(floor) + float(thresholds.retrieval_margin)
     check = Check(
-        name="wilson_low_above_floor", value=low, threshold=bar, passed=low > bar,
-        description=(f"the {thresholds.retrieval_confidence:.0%} Wilson lower bound of accuracy ({correct}/{n}) must "
-                     f"exceed the position-blind floor {float(floor):.4g} + margin {thresholds.retrieval_margin:.4g}"),
+        name="wilson_low_above_floor",
+        value=low,
+        threshold=bar,
+        passed=low > bar,
+        description=(
+            f"the {thresholds.retrieval_confidence:.0%} Wilson lower bound of accuracy ({correct}/{n}) must "
+            f"exceed the position-blind floor {float(floor):.4g} + margin {thresholds.retrieval_margin:.4g}"
+        ),
     )
     return GateResult.of((check,))
 
@@ -291,8 +305,9 @@ def _gate_row(r: Mapping[str, Any], baselines: Mapping[int, float], thresholds: 
     needed = _KIND_COLUMNS[kind]
     nan = [c for c in needed if pd.isna(r[c])]
     if nan:
-        raise ValueError(f"row {row!r} ({r['encoding']}, {r['task']}, seed {r['seed']}, kind {kind!r}): "
-                         f"missing value(s) in {nan}")
+        raise ValueError(
+            f"row {row!r} ({r['encoding']}, {r['task']}, seed {r['seed']}, kind {kind!r}): missing value(s) in {nan}"
+        )
     try:
         if kind == "lm":
             return lm_gate(r["ppl"], r["context_gain"], baselines, r["encoding"], thresholds)
@@ -352,8 +367,9 @@ def passed_only(df: pd.DataFrame, gates: pd.DataFrame, require_all: bool = True)
     _require_columns(df, KEY_COLUMNS, "df")
     _require_columns(gates, (*KEY_COLUMNS, "passed"), "gates")
     if not pd.api.types.is_bool_dtype(gates["passed"]) or gates["passed"].isna().any():
-        raise ValueError("gates['passed'] must be a bool column without missing values, "
-                         f"got dtype {gates['passed'].dtype}")
+        raise ValueError(
+            f"gates['passed'] must be a bool column without missing values, got dtype {gates['passed'].dtype}"
+        )
     dups = _duplicate_keys(gates)
     if dups:
         raise ValueError(f"gates must have one row per (encoding, task, seed), but these repeat: {dups}")
@@ -361,7 +377,9 @@ def passed_only(df: pd.DataFrame, gates: pd.DataFrame, require_all: bool = True)
     keys = [tuple(k) for k in df[list(KEY_COLUMNS)].itertuples(index=False)]
     missing = sorted({k for k in keys if k not in verdict}, key=repr)
     if missing and require_all:
-        raise ValueError(f"model(s) {missing[:10]} of df have no gate row (require_all=True); "
-                         f"gate them, or pass require_all=False to drop them")
+        raise ValueError(
+            f"model(s) {missing[:10]} of df have no gate row (require_all=True); "
+            f"gate them, or pass require_all=False to drop them"
+        )
     keep = np.array([verdict.get(k, False) for k in keys], dtype=bool)
     return df.loc[keep]

@@ -38,8 +38,15 @@ from .extrapolation import lm_length_grid
 from .protocols import gate_models, lm_task
 from .runs import RunResult, RunSpec
 
-__all__ = ["length_setup", "length_specs", "train_lengths", "gate_lengths", "length_grid", "collapse_table",
-           "COLLAPSE_COLUMNS"]
+__all__ = [
+    "length_setup",
+    "length_specs",
+    "train_lengths",
+    "gate_lengths",
+    "length_grid",
+    "collapse_table",
+    "COLLAPSE_COLUMNS",
+]
 
 Cache = Callable[[str, Mapping[str, Any], Callable[[], Any]], Any]
 #: runs keyed (encoding, train_length, seed)
@@ -56,14 +63,23 @@ def length_setup(setup: BaseSetup, train_length: int) -> BaseSetup:
     ts = setup.task(name)
     tokens_per_step = ts.batch_size * ts.train_length
     if tokens_per_step % int(train_length):
-        raise ValueError(f"train_length {train_length} does not divide the {tokens_per_step} tokens per step "
-                         f"({ts.batch_size} x {ts.train_length}); choose a divisor")
+        raise ValueError(
+            f"train_length {train_length} does not divide the {tokens_per_step} tokens per step "
+            f"({ts.batch_size} x {ts.train_length}); choose a divisor"
+        )
     task = dataclasses.replace(ts, train_length=int(train_length), batch_size=tokens_per_step // int(train_length))
     return dataclasses.replace(setup, tasks=tuple(task if t.name == name else t for t in setup.tasks))
 
 
-def length_specs(setup: BaseSetup, encodings: Iterable[str], lengths: Iterable[int], *, seeds: Iterable[int] | None = None,
-                 lrs: Mapping[tuple[str, str], float] | None = None, device: str = "auto") -> dict[tuple[str, int, int], RunSpec]:
+def length_specs(
+    setup: BaseSetup,
+    encodings: Iterable[str],
+    lengths: Iterable[int],
+    *,
+    seeds: Iterable[int] | None = None,
+    lrs: Mapping[tuple[str, str], float] | None = None,
+    device: str = "auto",
+) -> dict[tuple[str, int, int], RunSpec]:
     """Specs keyed ``(encoding, train_length, seed)``: each encoding's base LM (learning rate from ``lrs``,
     keyed ``(encoding, task)`` as ``protocols.tune_learning_rates`` returns it) at each length."""
     name = lm_task(setup)
@@ -80,7 +96,9 @@ def length_specs(setup: BaseSetup, encodings: Iterable[str], lengths: Iterable[i
     return out
 
 
-def train_lengths(specs: Mapping[tuple[str, int, int], RunSpec], jobs: int = 1) -> dict[tuple[str, int, int], RunResult]:
+def train_lengths(
+    specs: Mapping[tuple[str, int, int], RunSpec], jobs: int = 1
+) -> dict[tuple[str, int, int], RunResult]:
     """Train (or read back) every spec of ``length_specs``; results under the same keys."""
     return run_specs(specs, jobs=jobs)
 
@@ -98,15 +116,25 @@ def gate_lengths(runs: Runs, setup: BaseSetup, *, cached: Cache = memo.cached) -
     tables = []
     for L in sorted({k[1] for k in runs}):
         mine = {(e, name, s): r for (e, length, s), r in runs.items() if length == L}
-        tables.append(gate_models(mine, length_setup(setup, L), cached=cached,
-                                  early_positions=min(early, L // 2)).assign(train_length=L))
+        tables.append(
+            gate_models(mine, length_setup(setup, L), cached=cached, early_positions=min(early, L // 2)).assign(
+                train_length=L
+            )
+        )
     if not tables:
         raise ValueError("no runs to gate")
     return pd.concat(tables, ignore_index=True)
 
 
-def length_grid(runs: Runs, setup: BaseSetup, passed: set[tuple[str, int, int]], multipliers: Sequence[float], *,
-                device: str = "cpu", cached: Cache = memo.cached) -> pd.DataFrame:
+def length_grid(
+    runs: Runs,
+    setup: BaseSetup,
+    passed: set[tuple[str, int, int]],
+    multipliers: Sequence[float],
+    *,
+    device: str = "cpu",
+    cached: Cache = memo.cached,
+) -> pd.DataFrame:
     """Test perplexity of every model at ``round(m L)`` of its own ``L``, non-overlapping windows
     (``extrapolation.lm_length_grid``); ``passed`` holds ``(encoding, train_length, seed)`` keys."""
     name = lm_task(setup)
@@ -114,8 +142,11 @@ def length_grid(runs: Runs, setup: BaseSetup, passed: set[tuple[str, int, int]],
     for L in sorted({k[1] for k in runs}):
         mine = {(e, name, s): r for (e, length, s), r in runs.items() if length == L}
         ok = {(e, name, s) for (e, length, s) in passed if length == L}
-        frames.append(lm_length_grid(mine, length_setup(setup, L), ok, multipliers, modes=("nonoverlap",),
-                                     device=device, cached=cached))
+        frames.append(
+            lm_length_grid(
+                mine, length_setup(setup, L), ok, multipliers, modes=("nonoverlap",), device=device, cached=cached
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -134,7 +165,11 @@ def collapse_table(grid: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=COLLAPSE_COLUMNS)
     ratio = per_seed.div(per_seed[1.0], axis=0).stack().rename("ratio").reset_index()
     out = ratio.groupby(["encoding", "multiplier", "train_length"], as_index=False).agg(
-        n_seeds=("ratio", "count"), ratio=("ratio", "mean"))
-    span = out.groupby(["encoding", "multiplier"]).ratio.agg(
-        n_lengths="count", spread=lambda v: v.max() / v.min() if len(v) >= 2 else math.nan).reset_index()
+        n_seeds=("ratio", "count"), ratio=("ratio", "mean")
+    )
+    span = (
+        out.groupby(["encoding", "multiplier"])
+        .ratio.agg(n_lengths="count", spread=lambda v: v.max() / v.min() if len(v) >= 2 else math.nan)
+        .reset_index()
+    )
     return out.merge(span, on=["encoding", "multiplier"])[COLLAPSE_COLUMNS]

@@ -98,8 +98,13 @@ def _digest(name: str, key: Mapping[str, Any]) -> str:
         raise ValueError(f"name must be a non-empty string of letters, digits, '_', '.', '-', got {name!r}")
     if not isinstance(key, Mapping):
         raise ValueError(f"key must be a mapping, got {type(key).__name__}")
-    payload = {"format": EVAL_FORMAT, "code": code_fingerprint(), "torch": torch.__version__, "name": name,
-               "key": _plain(key, "key")}
+    payload = {
+        "format": EVAL_FORMAT,
+        "code": code_fingerprint(),
+        "torch": torch.__version__,
+        "name": name,
+        "key": _plain(key, "key"),
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

@@ -38,8 +38,15 @@ from torch import nn
 from ropelib.encodings import PositionalEncoding, encoding_params, make_encoding
 
 __all__ = [
-    "INIT_STD", "GPT2_WIDTH", "width_scaled_init_std", "ModelConfig", "ToyTransformer", "KVCache",
-    "start_windows", "select_device", "maybe_compile",
+    "INIT_STD",
+    "GPT2_WIDTH",
+    "width_scaled_init_std",
+    "ModelConfig",
+    "ToyTransformer",
+    "KVCache",
+    "start_windows",
+    "select_device",
+    "maybe_compile",
 ]
 
 #: GPT-2's standard deviation of the normal init of every weight matrix and embedding (nanoGPT too),
@@ -111,20 +118,24 @@ class ModelConfig:
         _check_int("mlp_ratio", self.mlp_ratio, 1)
         if self.d_model % self.n_heads != 0:
             raise ValueError(
-                f"d_model={self.d_model} must be divisible by n_heads={self.n_heads} "
-                f"(head_dim = d_model // n_heads)"
+                f"d_model={self.d_model} must be divisible by n_heads={self.n_heads} (head_dim = d_model // n_heads)"
             )
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not (
-            0.0 <= self.dropout < 1.0
+        if (
+            isinstance(self.dropout, bool)
+            or not isinstance(self.dropout, (int, float))
+            or not (0.0 <= self.dropout < 1.0)
         ):
             raise ValueError(f"dropout must be a float in [0, 1), got {self.dropout!r}")
-        if isinstance(self.init_std, bool) or not isinstance(self.init_std, (int, float)) or not (
-            0.0 < self.init_std < math.inf
+        if (
+            isinstance(self.init_std, bool)
+            or not isinstance(self.init_std, (int, float))
+            or not (0.0 < self.init_std < math.inf)
         ):
             raise ValueError(f"init_std must be a finite number > 0, got {self.init_std!r}")
         object.__setattr__(self, "init_std", float(self.init_std))
         if self.bos_token_id is not None and (
-            not isinstance(self.bos_token_id, int) or isinstance(self.bos_token_id, bool)
+            not isinstance(self.bos_token_id, int)
+            or isinstance(self.bos_token_id, bool)
             or not 0 <= self.bos_token_id < self.vocab_size
         ):
             raise ValueError(
@@ -433,9 +444,7 @@ class ToyTransformer(nn.Module):
         new = {n: tuple(p.shape) for n, p in encoding.named_parameters()}
         old = {n: tuple(p.shape) for n, p in self.encoding.named_parameters()}
         if new and new != old:
-            raise ValueError(
-                f"the new encoding's learned parameters {new} do not match the current encoding's {old}"
-            )
+            raise ValueError(f"the new encoding's learned parameters {new} do not match the current encoding's {old}")
         device = self.tok_emb.weight.device
         self.encoding = encoding.to(device)
 
@@ -471,8 +480,7 @@ class ToyTransformer(nn.Module):
         offset = 0 if kv_cache is None else len(kv_cache)
         if enc.max_positions is not None and offset + T > enc.max_positions:
             raise ValueError(
-                f"sequence of {offset + T} tokens exceeds the {enc.name!r} encoding's max_positions="
-                f"{enc.max_positions}"
+                f"sequence of {offset + T} tokens exceeds the {enc.name!r} encoding's max_positions={enc.max_positions}"
             )
         device = idx.device
         q_pos = enc.positions(T, offset, device)  # (T,) or (B, T) long

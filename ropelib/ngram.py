@@ -205,9 +205,7 @@ class KNLevel:
         return np.array((0.0, *self.discounts))
 
 
-def _build_level(
-    k: int, gram_keys: np.ndarray, counts: np.ndarray, vocab_size: int, continuation: bool
-) -> KNLevel:
+def _build_level(k: int, gram_keys: np.ndarray, counts: np.ndarray, vocab_size: int, continuation: bool) -> KNLevel:
     discounts, estimated = estimate_discounts(counts)
     if gram_keys.size == 0:
         empty_i, empty_f = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
@@ -242,7 +240,9 @@ def _level_probability(level: KNLevel, gram_keys: np.ndarray, p_lower: np.ndarra
     return np.where(seen_ctx, p, p_lower)
 
 
-def _interpolate(levels: Sequence[KNLevel], keys: Sequence[np.ndarray], depth: np.ndarray, vocab_size: int) -> np.ndarray:
+def _interpolate(
+    levels: Sequence[KNLevel], keys: Sequence[np.ndarray], depth: np.ndarray, vocab_size: int
+) -> np.ndarray:
     """Probability of each target (M,): ``keys[k-1]`` (M,) is the k-gram ending at it, ``depth`` (M,) how
     many levels apply there (its context length + 1, capped at the order)."""
     p = np.full(depth.shape, 1.0 / vocab_size)  # (M,) p_0 = uniform

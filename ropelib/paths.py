@@ -75,7 +75,9 @@ def notebook_name(fallback: str | None = None) -> str:
         stem = Path(str(value)).stem
         if source == "ROPELIB_NOTEBOOK" or source == "fallback":
             if not NOTEBOOK_NAME_RE.match(stem) or stem != str(value):
-                raise ValueError(f"{source} must be a plain notebook name such as '04_train_tiny_models', got {value!r}")
+                raise ValueError(
+                    f"{source} must be a plain notebook name such as '04_train_tiny_models', got {value!r}"
+                )
             return stem
         if NOTEBOOK_NAME_RE.match(stem) and Path(str(value)).suffix in (".ipynb", ".py"):
             return stem

@@ -136,11 +136,24 @@ def palette_for(names) -> dict[str, str]:
 
 
 #: notebook 06's method names -> the RoPE scaling type whose colour they take (``ropelib.context_extension``)
-_METHOD_TYPES = {"none": "default", "dynamic_cache": "dynamic", "dynamic_recompute": "dynamic", "dynamic_f1": "dynamic",
-                 "yarn_rescaled": "yarn", "p_rope_0.75": "proportional", "p_rope_0.5": "proportional"}
+_METHOD_TYPES = {
+    "none": "default",
+    "dynamic_cache": "dynamic",
+    "dynamic_recompute": "dynamic",
+    "dynamic_f1": "dynamic",
+    "yarn_rescaled": "yarn",
+    "p_rope_0.75": "proportional",
+    "p_rope_0.5": "proportional",
+}
 #: line styles that tell apart methods sharing a colour (one type, several protocols or settings)
-_METHOD_STYLES = {"yarn_default": "--", "yarn_rescaled": "--", "dynamic_cache": "--", "dynamic_recompute": ":",
-                  "dynamic_f1": "-.", "p_rope_0.5": "--"}
+_METHOD_STYLES = {
+    "yarn_default": "--",
+    "yarn_rescaled": "--",
+    "dynamic_cache": "--",
+    "dynamic_recompute": ":",
+    "dynamic_f1": "-.",
+    "p_rope_0.5": "--",
+}
 
 
 def method_color(method: str) -> str:
@@ -199,17 +212,27 @@ def multiplier_ticks(ax, multipliers: Sequence[float], *, label_every_power_of_t
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def clipped_band(ax, x, low, high, *, color: str, lower: float | None = None, upper: float | None = None,
-                 alpha: float = 0.15):
+def clipped_band(
+    ax, x, low, high, *, color: str, lower: float | None = None, upper: float | None = None, alpha: float = 0.15
+):
     """``fill_between`` of a confidence band clipped at the quantity's physical limits (a loss is >= 0, an
     accuracy in [0, 1], a perplexity >= 1): a t-interval can reach past them, the quantity cannot."""
-    lo = np.clip(np.asarray(low, dtype=float), lower, upper) if (lower, upper) != (None, None) else np.asarray(low, float)
-    hi = np.clip(np.asarray(high, dtype=float), lower, upper) if (lower, upper) != (None, None) else np.asarray(high, float)
+    lo = (
+        np.clip(np.asarray(low, dtype=float), lower, upper)
+        if (lower, upper) != (None, None)
+        else np.asarray(low, float)
+    )
+    hi = (
+        np.clip(np.asarray(high, dtype=float), lower, upper)
+        if (lower, upper) != (None, None)
+        else np.asarray(high, float)
+    )
     return ax.fill_between(np.asarray(x, dtype=float), lo, hi, color=color, alpha=alpha, linewidth=0)
 
 
-def legend_outside(fig: Figure, handles=None, labels=None, *, title: str | None = None, ncol: int = 1,
-                   fontsize: float = 8):
+def legend_outside(
+    fig: Figure, handles=None, labels=None, *, title: str | None = None, ncol: int = 1, fontsize: float = 8
+):
     """One legend for the figure, to the right of every panel (never over the data). ``fig`` must use the
     constrained layout; without ``handles`` it collects the labelled artists of all axes (first
     occurrence of each label)."""
@@ -219,8 +242,9 @@ def legend_outside(fig: Figure, handles=None, labels=None, *, title: str | None 
             for h, lab in zip(*ax.get_legend_handles_labels()):
                 seen.setdefault(lab, h)
         labels, handles = list(seen), list(seen.values())
-    return fig.legend(handles, labels, loc="outside right upper", title=title, ncol=ncol, fontsize=fontsize,
-                      title_fontsize=fontsize)
+    return fig.legend(
+        handles, labels, loc="outside right upper", title=title, ncol=ncol, fontsize=fontsize, title_fontsize=fontsize
+    )
 
 
 def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -233,10 +257,16 @@ def _mode_label(mode: str) -> str:
     return {"nonoverlap": "non-overlapping", "sliding": "sliding"}.get(mode, mode)
 
 
-def plot_perplexity_vs_length(lm_summary: pd.DataFrame, published: pd.DataFrame, ngram: Mapping[int, float], *,
-                              encodings: Sequence[str], multipliers: Sequence[float],
-                              modes: Sequence[str] = ("nonoverlap", "sliding"),
-                              ngram_orders: Sequence[int] = (3, 4)) -> Figure:
+def plot_perplexity_vs_length(
+    lm_summary: pd.DataFrame,
+    published: pd.DataFrame,
+    ngram: Mapping[int, float],
+    *,
+    encodings: Sequence[str],
+    multipliers: Sequence[float],
+    modes: Sequence[str] = ("nonoverlap", "sliding"),
+    ngram_orders: Sequence[int] = (3, 4),
+) -> Figure:
     """Notebook 05's ``perplexity_vs_length``: test perplexity against the evaluation length, one panel
     per window mode (``lm_summary``: ``mode, encoding, multiplier, ppl_mean, ppl_ci_low, ppl_ci_high``;
     seed means with 95% CI bands, clipped at perplexity 1), dashed n-gram baselines (``ngram``:
@@ -276,10 +306,18 @@ def plot_perplexity_vs_length(lm_summary: pd.DataFrame, published: pd.DataFrame,
     return fig
 
 
-def plot_accuracy_vs_length(acc_summary: pd.DataFrame, *, encodings: Sequence[str], tasks: Sequence[str],
-                            multipliers: Sequence[float], floors: Mapping[str, float],
-                            train_lengths: Mapping[str, int], retrieval: pd.DataFrame | None = None,
-                            distance_task: str | None = None, ncols: int = 5) -> Figure:
+def plot_accuracy_vs_length(
+    acc_summary: pd.DataFrame,
+    *,
+    encodings: Sequence[str],
+    tasks: Sequence[str],
+    multipliers: Sequence[float],
+    floors: Mapping[str, float],
+    train_lengths: Mapping[str, int],
+    retrieval: pd.DataFrame | None = None,
+    distance_task: str | None = None,
+    ncols: int = 5,
+) -> Figure:
     """Notebook 05's ``accuracy_vs_length`` as small multiples: per task, one panel per encoding with its
     seed mean and 95% band (clipped to [0, 1]) over the other encodings in light grey, the dashed
     position-blind floor (``floors``) and the training length (dotted). ``acc_summary``: ``task, encoding,
@@ -291,8 +329,9 @@ def plot_accuracy_vs_length(acc_summary: pd.DataFrame, *, encodings: Sequence[st
         raise ValueError("plot_accuracy_vs_length needs at least one task")
     ncols = max(1, min(ncols, len(encodings)))
     nrows = math.ceil(len(encodings) / ncols)
-    fig = plt.figure(figsize=(2.5 * ncols + (5.6 if distance_task else 0.8), 2.3 * nrows * len(tasks) + 0.4),
-                     layout="constrained")
+    fig = plt.figure(
+        figsize=(2.5 * ncols + (5.6 if distance_task else 0.8), 2.3 * nrows * len(tasks) + 0.4), layout="constrained"
+    )
     rows = fig.subfigures(len(tasks), 1, squeeze=False)[:, 0]
     for sf, task in zip(rows, tasks):
         t = acc_summary[acc_summary.task == task]
@@ -302,21 +341,33 @@ def plot_accuracy_vs_length(acc_summary: pd.DataFrame, *, encodings: Sequence[st
             if task != distance_task:
                 dist_fig = None
         axes = grid_fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
-        curves = {enc: t[t.encoding == enc].sort_values("multiplier").pipe(lambda d: d[np.isfinite(d["mean"])])
-                  for enc in encodings}
+        curves = {
+            enc: t[t.encoding == enc].sort_values("multiplier").pipe(lambda d: d[np.isfinite(d["mean"])])
+            for enc in encodings
+        }
         for ax, enc in zip(axes.flat, encodings):
             for other, s in curves.items():
                 if other != enc and len(s):
                     ax.plot(s.multiplier, s["mean"], color="0.82", linewidth=0.8, zorder=1)
             s = curves[enc]
             if len(s):
-                clipped_band(ax, s.multiplier, s.ci_low, s.ci_high, color=color_for(enc), lower=0.0, upper=1.0,
-                             alpha=0.25)
-                ax.plot(s.multiplier, s["mean"], marker="o", markersize=3, color=color_for(enc), linewidth=1.6,
-                        zorder=3)
+                clipped_band(
+                    ax, s.multiplier, s.ci_low, s.ci_high, color=color_for(enc), lower=0.0, upper=1.0, alpha=0.25
+                )
+                ax.plot(
+                    s.multiplier, s["mean"], marker="o", markersize=3, color=color_for(enc), linewidth=1.6, zorder=3
+                )
             else:
-                ax.text(0.5, 0.5, "no passing model", transform=ax.transAxes, ha="center", va="center",
-                        fontsize=8, color="0.4")
+                ax.text(
+                    0.5,
+                    0.5,
+                    "no passing model",
+                    transform=ax.transAxes,
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="0.4",
+                )
             if task in floors:
                 ax.axhline(floors[task], color="0.3", linestyle="--", linewidth=0.8)
             ax.axvline(1.0, color="0.5", linestyle=":", linewidth=1)
@@ -324,19 +375,24 @@ def plot_accuracy_vs_length(acc_summary: pd.DataFrame, *, encodings: Sequence[st
             ax.set_ylim(-0.02, 1.02)
             ax.set_title(enc, color=color_for(enc), fontsize=10, fontweight="bold")
             ax.tick_params(labelsize=8)
-        for ax in axes.flat[len(encodings):]:
+        for ax in axes.flat[len(encodings) :]:
             ax.set_visible(False)
         for ax in axes[:, 0]:
             ax.set_ylabel("exact match", fontsize=9)
         for ax in axes[-1, :]:
             ax.set_xlabel("length / training length", fontsize=9)
         floor_note = f"; dashed: position-blind floor {floors[task]:.3f}" if task in floors else ""
-        grid_fig.suptitle(f"{task} (L = {train_lengths.get(task, '?')}): exact match by length, "
-                          f"seed mean and 95% band{floor_note}", fontsize=10)
+        grid_fig.suptitle(
+            f"{task} (L = {train_lengths.get(task, '?')}): exact match by length, seed mean and 95% band{floor_note}",
+            fontsize=10,
+        )
         if dist_fig is not None:
             ax = dist_fig.subplots()
-            _require(retrieval, ["task", "encoding", "multiplier", "distance", "accuracy", "status", "passed_gate"],
-                     "retrieval")
+            _require(
+                retrieval,
+                ["task", "encoding", "multiplier", "distance", "accuracy", "status", "passed_gate"],
+                "retrieval",
+            )
             far = retrieval[(retrieval.task == task) & (retrieval.status == "ok") & retrieval.passed_gate.astype(bool)]
             far = far[far.multiplier == far.multiplier.max()]
             by_d = far.groupby(["encoding", "distance"], as_index=False).accuracy.mean()
@@ -357,9 +413,14 @@ def plot_accuracy_vs_length(acc_summary: pd.DataFrame, *, encodings: Sequence[st
     return fig
 
 
-def plot_training_curves(band: pd.DataFrame, *, tasks: Sequence[str], encodings: Sequence[str],
-                         train_lengths: Mapping[str, int],
-                         ylabel: str = "training loss (nats / scored token)") -> Figure:
+def plot_training_curves(
+    band: pd.DataFrame,
+    *,
+    tasks: Sequence[str],
+    encodings: Sequence[str],
+    train_lengths: Mapping[str, int],
+    ylabel: str = "training loss (nats / scored token)",
+) -> Figure:
     """Notebook 04's ``training_curves``: per task, the seed-mean training loss by step with its 95% band,
     clipped at zero (a cross-entropy is never negative). ``band``: ``task, encoding, step, mean, ci_low,
     ci_high`` (``ropelib.experiments.aggregate_seeds``). One legend outside the panels."""
@@ -379,13 +440,28 @@ def plot_training_curves(band: pd.DataFrame, *, tasks: Sequence[str], encodings:
 
 
 def _no_gated_data(ax, task: str) -> None:
-    ax.text(0.5, 0.5, f"no {task} model passed its gate:\nnothing to show", transform=ax.transAxes,
-            ha="center", va="center", fontsize=9, color="0.35")
+    ax.text(
+        0.5,
+        0.5,
+        f"no {task} model passed its gate:\nnothing to show",
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        fontsize=9,
+        color="0.35",
+    )
 
 
-def plot_zero_shot_ppl(ext_summary: pd.DataFrame, cost_summary: pd.DataFrame, *, methods: Sequence[str],
-                       factors: Sequence[float], train_length: int, task: str,
-                       base_ppl: float | None = None) -> Figure:
+def plot_zero_shot_ppl(
+    ext_summary: pd.DataFrame,
+    cost_summary: pd.DataFrame,
+    *,
+    methods: Sequence[str],
+    factors: Sequence[float],
+    train_length: int,
+    task: str,
+    base_ppl: float | None = None,
+) -> Figure:
     """Notebook 06's ``zero_shot_ppl``: perplexity at s·L with each method set to factor s (left; log axis,
     plain ticks) and the perplexity change at L from the same setting (right, in %), means with 95% bands
     (clipped at perplexity 1 and at a -100% change). ``ext_summary``/``cost_summary``: ``method, factor,
@@ -410,8 +486,11 @@ def plot_zero_shot_ppl(ext_summary: pd.DataFrame, cost_summary: pd.DataFrame, *,
     else:
         for ax in axes:
             _no_gated_data(ax, task)
-    axes[0].set(xlabel="evaluation length / L (= factor s)", ylabel="perplexity",
-                title="At the extended length s·L, no training")
+    axes[0].set(
+        xlabel="evaluation length / L (= factor s)",
+        ylabel="perplexity",
+        title="At the extended length s·L, no training",
+    )
     axes[1].axhline(0, color="0.3", lw=0.8, ls=":")
     axes[1].set(xlabel="factor s", ylabel="perplexity change at L (%)", title="Cost at the original length L")
     for ax in axes:
@@ -423,16 +502,28 @@ def plot_zero_shot_ppl(ext_summary: pd.DataFrame, cost_summary: pd.DataFrame, *,
     return fig
 
 
-def plot_pair_factors(factors: Mapping[str, np.ndarray], *, title: str, full_turn_pair: int | None = None,
-                      labels: Mapping[str, str] | None = None) -> Figure:
+def plot_pair_factors(
+    factors: Mapping[str, np.ndarray],
+    *,
+    title: str,
+    full_turn_pair: int | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Figure:
     """Notebook 06's ``pair_factors``: the per-pair frequency factor θ'_i/θ_i of each method (``factors``:
     ``{method: (d/2,) array}``), one saturated colour per method, ``yarn_default`` dashed; a dotted line
     before pair ``full_turn_pair`` (the first whose wavelength exceeds L). Legend outside the axes."""
     fig, ax = plt.subplots(figsize=(8.2, 3.8), layout="constrained")
     for method, f in factors.items():
         f = np.asarray(f, dtype=float)
-        ax.plot(np.arange(len(f)), f, marker="o", ms=4, label=(labels or {}).get(method, method),
-                color=method_color(method), ls=method_style(method))
+        ax.plot(
+            np.arange(len(f)),
+            f,
+            marker="o",
+            ms=4,
+            label=(labels or {}).get(method, method),
+            color=method_color(method),
+            ls=method_style(method),
+        )
     if full_turn_pair is not None:
         ax.axvline(full_turn_pair - 0.5, color="0.5", lw=0.8, ls=":")
         ax.annotate("wavelength > L →", (full_turn_pair - 0.4, 1.0), fontsize=8, color="0.4", va="top")
@@ -441,8 +532,11 @@ def plot_pair_factors(factors: Mapping[str, np.ndarray], *, title: str, full_tur
     return fig
 
 
-def plot_decay_bound_far(r: np.ndarray, bounds: Mapping[tuple[float, int], np.ndarray],
-                         plateau: Mapping[tuple[float, int], float] | None = None) -> Figure:
+def plot_decay_bound_far(
+    r: np.ndarray,
+    bounds: Mapping[tuple[float, int], np.ndarray],
+    plateau: Mapping[tuple[float, int], float] | None = None,
+) -> Figure:
     """Notebook 02's ``decay_bound_far``: RoFormer's bound B(r) to long distances, one panel per RoPE base,
     one line per head size (``bounds``: ``{(base, head_dim): B(r)}``) in a sequential palette (head sizes
     are not encodings), dashed at the plateau level (``plateau``: ``{(base, head_dim): level}``)."""
@@ -451,8 +545,9 @@ def plot_decay_bound_far(r: np.ndarray, bounds: Mapping[tuple[float, int], np.nd
     if not bases:
         raise ValueError("plot_decay_bound_far needs at least one (base, head_dim) curve")
     colors = dict(zip(dims, sequential_colors(len(dims))))
-    fig, axes = plt.subplots(1, len(bases), figsize=(4 * len(bases) + 1.0, 3.6), sharey=True, squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        1, len(bases), figsize=(4 * len(bases) + 1.0, 3.6), sharey=True, squeeze=False, layout="constrained"
+    )
     r = np.asarray(r)
     for ax, b in zip(axes[0], bases):
         for d in dims:
@@ -472,8 +567,7 @@ def plot_decay_bound_far(r: np.ndarray, bounds: Mapping[tuple[float, int], np.nd
 def _check_name(label: str, value: str) -> str:
     if not isinstance(value, str) or not _NAME_RE.match(value) or value in (".", ".."):
         raise ValueError(
-            f"{label} must be a plain file name (letters, digits, '_', '-', '.'; no path separators), "
-            f"got {value!r}"
+            f"{label} must be a plain file name (letters, digits, '_', '-', '.'; no path separators), got {value!r}"
         )
     return value
 

@@ -126,27 +126,40 @@ def split_tokens(config: TaskConfig, split: str, max_tokens: int | None = None) 
     return tokens
 
 
-def ngram_reference(config: TaskConfig, split: str = "test", orders: tuple[int, ...] = (1, 2, 3, 4, 5),
-                    max_tokens: int | None = None, cached: Cache = memo.cached) -> pd.DataFrame:
+def ngram_reference(
+    config: TaskConfig,
+    split: str = "test",
+    orders: tuple[int, ...] = (1, 2, 3, 4, 5),
+    max_tokens: int | None = None,
+    cached: Cache = memo.cached,
+) -> pd.DataFrame:
     """Kneser–Ney n-gram baselines fitted on the task's whole training split, scored on ``split`` (its first
     ``max_tokens``): columns ``order, cross_entropy, perplexity, n_train_tokens, n_eval_tokens``
     (``ropelib.ngram``)."""
     task = _task_of(config)
 
     def compute() -> pd.DataFrame:
-        return ngram_baselines(task.tokens("train").numpy(), split_tokens(config, split, max_tokens).numpy(),
-                               task.vocab_size, orders=tuple(orders))
+        return ngram_baselines(
+            task.tokens("train").numpy(),
+            split_tokens(config, split, max_tokens).numpy(),
+            task.vocab_size,
+            orders=tuple(orders),
+        )
 
-    return cached("ngram_reference", {"task": config.to_dict(), "split": split, "orders": list(orders),
-                                      "max_tokens": max_tokens}, compute)
+    return cached(
+        "ngram_reference",
+        {"task": config.to_dict(), "split": split, "orders": list(orders), "max_tokens": max_tokens},
+        compute,
+    )
 
 
 # -- learning-rate sweep ------------------------------------------------------------------------------
 
 
 @torch.no_grad()
-def validation_loss(run: RunResult, n_samples: int = 256, max_tokens: int | None = None,
-                    cached: Cache = memo.cached) -> float:
+def validation_loss(
+    run: RunResult, n_samples: int = 256, max_tokens: int | None = None, cached: Cache = memo.cached
+) -> float:
     """Mean loss on validation data at the training length: an LM task's whole ``"validation"`` split
     (non-overlapping windows); a synthetic task's ``n_samples`` fresh sequences (generator seed
     ``VALIDATION_SEED``), scored tokens only. What the learning-rate sweep minimises."""
@@ -161,12 +174,16 @@ def validation_loss(run: RunResult, n_samples: int = 256, max_tokens: int | None
         device = next(run.model.parameters()).device
         run.model.eval()
         logits = run.model(start_windows(run.model, batch.x).to(device))  # (B, T, V)
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch.y.to(device).flatten(),
-                                                 ignore_index=IGNORE_INDEX)
+        loss = torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1), batch.y.to(device).flatten(), ignore_index=IGNORE_INDEX
+        )
         return float(loss)
 
-    return cached("validation_loss", {"run": run.hash, "n_samples": n_samples, "seed": VALIDATION_SEED,
-                                      "max_tokens": max_tokens}, compute)
+    return cached(
+        "validation_loss",
+        {"run": run.hash, "n_samples": n_samples, "seed": VALIDATION_SEED, "max_tokens": max_tokens},
+        compute,
+    )
 
 
 def sweep_specs(setup: BaseSetup, device: str = "auto") -> dict[tuple[str, str, float], RunSpec]:
@@ -191,7 +208,9 @@ def tune_learning_rates(
     ``encoding, task, lr, steps, run_hash, val_loss, chosen``. Sweeps with ``SWEEP_SEED`` not in the
     setup's seeds raise ValueError."""
     if SWEEP_SEED not in setup.seeds:
-        raise ValueError(f"the learning-rate sweep trains seed {SWEEP_SEED}, which is not in the setup's seeds {setup.seeds}")
+        raise ValueError(
+            f"the learning-rate sweep trains seed {SWEEP_SEED}, which is not in the setup's seeds {setup.seeds}"
+        )
     specs = sweep_specs(setup, device)
     if not specs:
         return {}, pd.DataFrame(columns=["encoding", "task", "lr", "steps", "run_hash", "val_loss", "chosen"])
@@ -200,8 +219,16 @@ def tune_learning_rates(
     rows = []
     for (e, t, i), r in runs.items():
         loss = validation_loss(r, n_samples=n_samples, max_tokens=setup.lm_eval_tokens, cached=cached)
-        rows.append({"encoding": e, "task": t, "lr": r.spec.train.lr, "steps": r.spec.train.steps,
-                     "run_hash": r.hash[:16], "val_loss": loss})
+        rows.append(
+            {
+                "encoding": e,
+                "task": t,
+                "lr": r.spec.train.lr,
+                "steps": r.spec.train.steps,
+                "run_hash": r.hash[:16],
+                "val_loss": loss,
+            }
+        )
     table = pd.DataFrame(rows)
     finite = table.assign(v=table.val_loss.where(np.isfinite(table.val_loss), math.inf))
     best = finite.sort_values(["v", "lr"]).groupby(["encoding", "task"], sort=False).head(1)
@@ -222,8 +249,14 @@ def tuned_specs(
 # -- quality at the training length -------------------------------------------------------------------
 
 
-def lm_quality(run: RunResult, split: str = "test", max_tokens: int | None = None, batch_size: int = 16,
-               cached: Cache = memo.cached, early_positions: int | None = None) -> dict[str, float]:
+def lm_quality(
+    run: RunResult,
+    split: str = "test",
+    max_tokens: int | None = None,
+    batch_size: int = 16,
+    cached: Cache = memo.cached,
+    early_positions: int | None = None,
+) -> dict[str, float]:
     """Perplexity at the training length ``L`` over ``split`` (its first ``max_tokens``; non-overlapping
     windows) and the context gain over the same windows (``ropelib.gates.context_gain``, its early window
     ``early_positions`` long, default ``L // 8``): ``{"loss", "ppl", "context_gain", "n_tokens"}``."""
@@ -233,9 +266,14 @@ def lm_quality(run: RunResult, split: str = "test", max_tokens: int | None = Non
     def compute() -> dict[str, float]:
         res = lm_loss_at_lengths(run.model, tokens, [L], batch_size=batch_size).iloc[0]
         curve = loss_by_position(run.model, tokens, L, batch_size=batch_size)  # (L,)
-        return {"loss": float(res.loss), "ppl": float(res.ppl), "context_gain": float(context_gain(curve, start_token=run.model.config.bos_token_id is not None,
-                                                   early=early_positions)),
-                "n_tokens": int(res.n_tokens)}
+        return {
+            "loss": float(res.loss),
+            "ppl": float(res.ppl),
+            "context_gain": float(
+                context_gain(curve, start_token=run.model.config.bos_token_id is not None, early=early_positions)
+            ),
+            "n_tokens": int(res.n_tokens),
+        }
 
     key = {"run": run.hash, "split": split, "max_tokens": max_tokens}
     if early_positions is not None:
@@ -244,8 +282,9 @@ def lm_quality(run: RunResult, split: str = "test", max_tokens: int | None = Non
 
 
 @torch.no_grad()
-def retrieval_quality(run: RunResult, n_samples: int = 512, seed: int = 12345,
-                      cached: Cache = memo.cached) -> dict[str, float]:
+def retrieval_quality(
+    run: RunResult, n_samples: int = 512, seed: int = 12345, cached: Cache = memo.cached
+) -> dict[str, float]:
     """Exact match (every scored token right, teacher forcing) at the training length on ``n_samples``
     fresh sequences of the training distribution (generator ``seed``): ``{"correct", "n", "accuracy",
     "floor"}``, ``floor`` the task's ``position_blind_floor`` at that length."""
@@ -351,15 +390,36 @@ def position_norms(runs: Mapping[tuple[str, str, int], RunResult], seed: int) ->
             pos = m.encoding.scale * sinusoid_norm(L, m.config.d_model)
         else:
             pos = m.encoding.table.weight.detach()[:L].norm(dim=-1).median().item()
-        rows.append({"encoding": enc, "task": task, "token_norm_trained": tok, "position_norm": pos,
-                     "position / token": pos / tok, "token_norm_at_init": m.config.init_std * m.config.d_model ** 0.5})
-    return pd.DataFrame(rows, columns=["encoding", "task", "token_norm_trained", "position_norm", "position / token",
-                                       "token_norm_at_init"])
+        rows.append(
+            {
+                "encoding": enc,
+                "task": task,
+                "token_norm_trained": tok,
+                "position_norm": pos,
+                "position / token": pos / tok,
+                "token_norm_at_init": m.config.init_std * m.config.d_model**0.5,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=["encoding", "task", "token_norm_trained", "position_norm", "position / token", "token_norm_at_init"],
+    )
 
 
 #: columns of ``sinusoid_scale_table`` (``results/04_sinusoid_scale.csv`` without ``profile``)
-SINUSOID_SCALE_COLUMNS = ["encoding", "scale", "seed", "run_hash", "train_length", "length", "multiplier", "loss",
-                          "ppl", "position_norm", "token_norm_trained"]
+SINUSOID_SCALE_COLUMNS = [
+    "encoding",
+    "scale",
+    "seed",
+    "run_hash",
+    "train_length",
+    "length",
+    "multiplier",
+    "loss",
+    "ppl",
+    "position_norm",
+    "token_norm_trained",
+]
 
 
 def sinusoid_scale_table(
@@ -390,12 +450,18 @@ def sinusoid_scale_table(
     task = lm_task(setup)
     seed = setup.seeds[0]
     if ("sinusoidal", task, seed) not in runs:
-        raise ValueError(f"runs has no base sinusoidal model of task {task!r}, seed {seed}: the sinusoid-scale "
-                         f"check compares against it (keys present: {sorted(runs)})")
+        raise ValueError(
+            f"runs has no base sinusoidal model of task {task!r}, seed {seed}: the sinusoid-scale "
+            f"check compares against it (keys present: {sorted(runs)})"
+        )
     if isinstance(eval_windows, bool) or not isinstance(eval_windows, int) or eval_windows < 1:
         raise ValueError(f"eval_windows must be a positive integer, got {eval_windows!r}")
     mults = list(multipliers)
-    if not mults or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mults) or mults != sorted(set(mults)):
+    if (
+        not mults
+        or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mults)
+        or mults != sorted(set(mults))
+    ):
         raise ValueError(f"multipliers must be increasing positive integers, got {multipliers!r}")
     scales = list(scales)
     if any(isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < math.inf for s in scales):
@@ -420,16 +486,31 @@ def sinusoid_scale_table(
             continue
         device = next(r.model.parameters()).device.type
         # the same text at every length (as in notebook 05): span / length non-overlapping windows each
-        df = cached("04_sinusoid_scale", {"run": r.hash, "device": device, "lengths": lengths, "span": span},
-                    lambda r=r: pd.concat([lm_loss_at_lengths(r.model, tokens, [n], max_windows=span // n)
-                                           for n in lengths], ignore_index=True))
+        df = cached(
+            "04_sinusoid_scale",
+            {"run": r.hash, "device": device, "lengths": lengths, "span": span},
+            lambda r=r: pd.concat(
+                [lm_loss_at_lengths(r.model, tokens, [n], max_windows=span // n) for n in lengths], ignore_index=True
+            ),
+        )
         pos = 0.0 if scale == "nope" else scale * sinusoid_norm(L, r.model.config.d_model)
         tok = _token_norm(r.model)
         for length, loss in zip(lengths, df.loss):
-            rows.append({"encoding": "nope" if scale == "nope" else "sinusoidal",
-                         "scale": np.nan if scale == "nope" else scale, "seed": seed, "run_hash": r.hash[:16],
-                         "train_length": L, "length": length, "multiplier": length / L, "loss": float(loss),
-                         "ppl": float(np.exp(loss)), "position_norm": pos, "token_norm_trained": tok})
+            rows.append(
+                {
+                    "encoding": "nope" if scale == "nope" else "sinusoidal",
+                    "scale": np.nan if scale == "nope" else scale,
+                    "seed": seed,
+                    "run_hash": r.hash[:16],
+                    "train_length": L,
+                    "length": length,
+                    "multiplier": length / L,
+                    "loss": float(loss),
+                    "ppl": float(np.exp(loss)),
+                    "position_norm": pos,
+                    "token_norm_trained": tok,
+                }
+            )
     return pd.DataFrame(rows, columns=SINUSOID_SCALE_COLUMNS)
 
 
@@ -476,12 +557,17 @@ def training_throughput(
         raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
     chosen = {e: s for (e, t, sd), s in specs.items() if t == task and sd == seed}
     if not chosen:
-        raise ValueError(f"specs hold no model of task {task!r} with seed {seed!r}; their (task, seed) pairs: "
-                         f"{sorted({(t, sd) for _, t, sd in specs})}")
+        raise ValueError(
+            f"specs hold no model of task {task!r} with seed {seed!r}; their (task, seed) pairs: "
+            f"{sorted({(t, sd) for _, t, sd in specs})}"
+        )
     device = select_device(device) if isinstance(device, str) else device
     spec0 = next(iter(chosen.values()))
-    batch = _task_of(spec0.task).sample(spec0.train.batch_size, spec0.train.seq_len,
-                                        torch.Generator().manual_seed(int(batch_seed))).to(device)
+    batch = (
+        _task_of(spec0.task)
+        .sample(spec0.train.batch_size, spec0.train.seq_len, torch.Generator().manual_seed(int(batch_seed)))
+        .to(device)
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         models = {e: ToyTransformer(s.model).to(device).train() for e, s in chosen.items()}
@@ -505,14 +591,22 @@ def training_throughput(
             t0 = clock()
             train_steps(enc, steps)
             dt = clock() - t0
-            rows.append({"encoding": enc, "task": task, "seq_len": spec0.train.seq_len,
-                         "batch_size": spec0.train.batch_size, "round": rnd,
-                         "tokens_per_s": steps * batch.x.numel() / dt})
+            rows.append(
+                {
+                    "encoding": enc,
+                    "task": task,
+                    "seq_len": spec0.train.seq_len,
+                    "batch_size": spec0.train.batch_size,
+                    "round": rnd,
+                    "tokens_per_s": steps * batch.x.numel() / dt,
+                }
+            )
     return pd.DataFrame(rows, columns=THROUGHPUT_COLUMNS)
 
 
-def attention_inputs(config: TaskConfig, length: int, n_samples: int, seed: int = 12345,
-                     max_tokens: int | None = None) -> torch.Tensor:
+def attention_inputs(
+    config: TaskConfig, length: int, n_samples: int, seed: int = 12345, max_tokens: int | None = None
+) -> torch.Tensor:
     """The ``(n_samples, length)`` token ids on which attention is measured: for a language-modelling task
     the first ``n_samples`` consecutive non-overlapping windows of its *test* split (its first
     ``max_tokens``); for any other task ``n_samples`` fresh sequences of its training distribution
@@ -522,8 +616,10 @@ def attention_inputs(config: TaskConfig, length: int, n_samples: int, seed: int 
     if TASK_KINDS.get(config.name) == "lm":
         tokens = split_tokens(config, "test", max_tokens)  # (N,)
         if n_samples * length > len(tokens):
-            raise ValueError(f"n_samples x length = {n_samples} x {length} tokens, but the test split "
-                             f"(max_tokens={max_tokens!r}) holds only {len(tokens)}")
+            raise ValueError(
+                f"n_samples x length = {n_samples} x {length} tokens, but the test split "
+                f"(max_tokens={max_tokens!r}) holds only {len(tokens)}"
+            )
         starts = torch.arange(n_samples) * length  # (B,)
         return tokens[starts[:, None] + torch.arange(length)[None, :]]  # (B, L)
     return _task_of(config).sample(n_samples, length, torch.Generator().manual_seed(int(seed))).x  # (B, L)
@@ -557,10 +653,19 @@ def attention_distance_table(
                 x = attention_inputs(r.spec.task, L, n_samples, seed, setup.lm_eval_tokens)  # (B, L)
                 return attention_distance(r.model, x)  # (layers, heads)
 
-        dist = cached("04_attention_distance", {"run": r.hash, "device": device, "samples": n_samples,
-                                                "eval_seed": seed}, compute)  # (layers, heads)
+        dist = cached(
+            "04_attention_distance", {"run": r.hash, "device": device, "samples": n_samples, "eval_seed": seed}, compute
+        )  # (layers, heads)
         for layer in range(dist.shape[0]):
             for head in range(dist.shape[1]):
-                rows.append({"encoding": enc, "task": task, "seed": seed_, "layer": layer, "head": head,
-                             "mean_distance": float(dist[layer, head])})
+                rows.append(
+                    {
+                        "encoding": enc,
+                        "task": task,
+                        "seed": seed_,
+                        "layer": layer,
+                        "head": head,
+                        "mean_distance": float(dist[layer, head]),
+                    }
+                )
     return pd.DataFrame(rows, columns=ATTENTION_DISTANCE_COLUMNS)

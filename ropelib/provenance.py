@@ -27,7 +27,17 @@ import pandas as pd
 
 from .paths import REPO_ROOT
 
-__all__ = ["PACKAGES", "CODE_PATHSPECS", "git_state", "source_state", "package_versions", "device_description", "collect_provenance", "provenance_table", "show_provenance"]
+__all__ = [
+    "PACKAGES",
+    "CODE_PATHSPECS",
+    "git_state",
+    "source_state",
+    "package_versions",
+    "device_description",
+    "collect_provenance",
+    "provenance_table",
+    "show_provenance",
+]
 
 #: the distributions whose versions are recorded (missing ones are reported as "not installed")
 PACKAGES = ("ropelib", "torch", "numpy", "scipy", "pandas", "matplotlib", "seaborn", "transformers", "papermill")
@@ -85,8 +95,11 @@ def source_state(root: os.PathLike | str = REPO_ROOT) -> dict[str, Any]:
         commit = _git(root, "rev-parse", "HEAD").decode().strip() or None
         files = sorted(f for f in _git(root, "ls-files", "-z", "--", *CODE_PATHSPECS).decode().split("\0") if f)
         changed = [
-            line[3:] for line in _git(root, "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHSPECS)
-            .decode().splitlines() if line.strip()
+            line[3:]
+            for line in _git(root, "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHSPECS)
+            .decode()
+            .splitlines()
+            if line.strip()
         ]
         digest = hashlib.sha256()
         contents = {}

@@ -97,13 +97,30 @@ def published_orderings(relative: bool = False) -> pd.DataFrame:
             known = {k: v / ALIBI_TABLE1[ALIBI_TRAIN_LENGTH][k] for k, v in known.items()}
         ranked = sorted(known, key=known.get)  # lower perplexity first
         for better, worse in _pairs(ranked):
-            rows.append({"source": "alibi_table1", "better": better, "worse": worse,
-                         "metric": "ppl_ratio" if relative else "ppl",
-                         "published_better": known[better], "published_worse": known[worse],
-                         "published_length": L, "published_multiplier": L / ALIBI_TRAIN_LENGTH})
+            rows.append(
+                {
+                    "source": "alibi_table1",
+                    "better": better,
+                    "worse": worse,
+                    "metric": "ppl_ratio" if relative else "ppl",
+                    "published_better": known[better],
+                    "published_worse": known[worse],
+                    "published_length": L,
+                    "published_multiplier": L / ALIBI_TRAIN_LENGTH,
+                }
+            )
     ranked = sorted(KAZEMNEJAD_MRR, key=KAZEMNEJAD_MRR.get, reverse=True)  # higher MRR first
     for better, worse in _pairs(ranked):
-        rows.append({"source": "kazemnejad2023", "better": better, "worse": worse, "metric": "mrr",
-                     "published_better": KAZEMNEJAD_MRR[better], "published_worse": KAZEMNEJAD_MRR[worse],
-                     "published_length": math.nan, "published_multiplier": 2.0})
+        rows.append(
+            {
+                "source": "kazemnejad2023",
+                "better": better,
+                "worse": worse,
+                "metric": "mrr",
+                "published_better": KAZEMNEJAD_MRR[better],
+                "published_worse": KAZEMNEJAD_MRR[worse],
+                "published_length": math.nan,
+                "published_multiplier": 2.0,
+            }
+        )
     return pd.DataFrame(rows)

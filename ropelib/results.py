@@ -53,101 +53,129 @@ SCHEMA: Mapping[str, tuple[str, ...]] = {
     "04_lr_sweep.csv": _cols("profile, encoding, task, lr, steps, run_hash, val_loss, chosen"),
     "04_runs.csv": _cols(
         "profile, encoding, task, seed, run_hash, train_length, steps, batch_size, lr, tokens, d_model, n_layers, "
-        "n_heads, num_parameters, final_train_loss, train_time_s, tokens_per_s, device, cached"),
+        "n_heads, num_parameters, final_train_loss, train_time_s, tokens_per_s, device, cached"
+    ),
     "04_training_curves.csv": _cols("profile, encoding, task, seed, step, loss, val_loss"),
     "04_ngram.csv": _cols("profile, order, cross_entropy, perplexity, n_train_tokens, n_eval_tokens, task, split"),
     "04_gates.csv": _cols(
         "profile, encoding, task, seed, kind, run_hash, loss, ppl, context_gain, context_gain_per_seed, n_tokens, "
         "ngram_ppl_1, ngram_ppl_2, "
-        "ngram_ppl_3, ngram_ppl_4, ngram_ppl_5, correct, n, accuracy, floor, passed, reason"),
+        "ngram_ppl_3, ngram_ppl_4, ngram_ppl_5, correct, n, accuracy, floor, passed, reason"
+    ),
     "04_in_distribution.csv": _cols("profile, encoding, task, seed, metric, value, passed_gate"),
     "04_summary.csv": _cols("profile, encoding, task, metric, n_seeds, mean, ci_low, ci_high, n_passed"),
     "04_sinusoid_scale.csv": _cols(
         "profile, encoding, scale, seed, run_hash, train_length, length, multiplier, loss, ppl, position_norm, "
-        "token_norm_trained"),
+        "token_norm_trained"
+    ),
     "04_throughput.csv": _cols("profile, encoding, task, seq_len, batch_size, round, tokens_per_s"),
     "04_attention_distance.csv": _cols("profile, encoding, task, seed, layer, head, mean_distance"),
     # notebook 05 — length extrapolation
     "05_lm_loss.csv": _cols(
         "profile, encoding, task, seed, run_hash, passed_gate, train_length, length, multiplier, mode, stride, loss, "
-        "ppl, n_tokens, n_windows, min_context, status, reason"),
+        "ppl, n_tokens, n_windows, min_context, status, reason"
+    ),
     "05_lm_summary.csv": _cols(
         "profile, encoding, train_length, length, multiplier, mode, n_seeds, loss_mean, loss_ci_low, loss_ci_high, "
-        "ppl_mean, ppl_ci_low, ppl_ci_high, n_failed"),
+        "ppl_mean, ppl_ci_low, ppl_ci_high, n_failed"
+    ),
     "05_without_positions.csv": _cols(
         "profile, encoding, task, kind, seed, run_hash, passed_gate, train_length, length, metric, as_trained, "
-        "without_positions"),
+        "without_positions"
+    ),
     "05_loss_by_position.csv": _cols("profile, encoding, seed, passed_gate, length, position_lo, position_hi, loss"),
     "05_retrieval.csv": _cols(
         "profile, encoding, task, seed, run_hash, passed_gate, train_length, length, multiplier, depth, distance, "
-        "accuracy, token_accuracy, n_correct, n_samples, floor, status, reason"),
+        "accuracy, token_accuracy, n_correct, n_samples, floor, status, reason"
+    ),
     "05_algorithmic.csv": _cols(
         "profile, encoding, task, seed, run_hash, passed_gate, train_length, length, multiplier, n, accuracy, "
-        "token_accuracy, n_correct, n_samples, status, reason"),
+        "token_accuracy, n_correct, n_samples, status, reason"
+    ),
     "05_accuracy_summary.csv": _cols(
         "profile, encoding, task, train_length, length, multiplier, n_seeds, mean, ci_low, ci_high, method, "
-        "n_failed, floor"),
+        "n_failed, floor"
+    ),
     "05_orderings.csv": _cols(
         "profile, source, comparison, better, worse, multiplier, metric, better_value, worse_value, "
-        "published_better, published_worse, reproduced, note"),
+        "published_better, published_worse, reproduced, note"
+    ),
     # notebook 06 — context extension of the RoPE models
     "06_methods.csv": _cols(
         "profile, task, method, protocol, factor, train_length, head_dim, rope_theta, rope_keys, attention_factor, "
-        "pairs_unchanged, pairs_interpolated, min_pair_factor, max_pair_factor"),
+        "pairs_unchanged, pairs_interpolated, min_pair_factor, max_pair_factor"
+    ),
     "06_zero_shot_ppl.csv": _cols(
         "profile, task, seed, run_hash, method, factor, train_length, length, multiplier, loss, ppl, n_tokens, "
-        "passed_gate"),
+        "passed_gate"
+    ),
     "06_loss_by_position.csv": _cols(
-        "profile, task, seed, method, factor, train_length, length, position_lo, position_hi, loss, passed_gate"),
+        "profile, task, seed, method, factor, train_length, length, position_lo, position_hi, loss, passed_gate"
+    ),
     "06_zero_shot_retrieval.csv": _cols(
         "profile, task, seed, run_hash, method, factor, train_length, length, multiplier, depth, accuracy, "
-        "token_accuracy, n_samples, n_correct, passed_gate"),
+        "token_accuracy, n_samples, n_correct, passed_gate"
+    ),
     "06_finetune.csv": _cols(
         "profile, task, seed, method, factor, ft_steps, ft_budget, ft_tokens, ft_fraction, run_hash, train_length, "
-        "ft_length, length, multiplier, metric, value, passed_gate"),
+        "ft_length, length, multiplier, metric, value, passed_gate"
+    ),
     "06_finetune_lr.csv": _cols(
-        "profile, task, seed, method, ft_budget, ft_steps, lr_ratio, lr, metric, value, chosen"),
+        "profile, task, seed, method, ft_budget, ft_steps, lr_ratio, lr, metric, value, chosen"
+    ),
     "06_longrope_search.csv": _cols(
-        "profile, task, seed, run_hash, factor, train_length, lo, hi, loss, ppl, chosen, passed_gate"),
+        "profile, task, seed, run_hash, factor, train_length, lo, hi, loss, ppl, chosen, passed_gate"
+    ),
     "06_yarn_temperature.csv": _cols(
         "profile, task, seed, run_hash, factor, coefficient, attention_factor, train_length, length, multiplier, loss, "
-        "ppl, n_tokens, passed_gate"),
+        "ppl, n_tokens, passed_gate"
+    ),
     # notebook 08 — RoPE's base and rotary fraction, attention past L
     "08_predictions.csv": _cols(
         "profile, variant, family, rope_theta, rope_type, partial_rotary_factor, rotated_pairs, turning_pairs, "
-        "slowest_period, critical_dimension, predicted_limit, predicted_limit_x, source, train_length, head_dim"),
+        "slowest_period, critical_dimension, predicted_limit, predicted_limit_x, source, train_length, head_dim"
+    ),
     "08_lr_sweep.csv": _cols("profile, variant, lr, steps, run_hash, val_loss, chosen"),
     "08_gates.csv": _cols(
         "profile, variant, task, seed, run_hash, ppl, context_gain, context_gain_per_seed, ngram_ppl_3, ngram_ppl_4, "
-        "passed, reason"),
+        "passed, reason"
+    ),
     "08_lm_loss.csv": _cols(
         "profile, variant, task, seed, run_hash, passed_gate, train_length, length, multiplier, mode, stride, loss, "
-        "ppl, n_tokens, n_windows, min_context, status, reason"),
+        "ppl, n_tokens, n_windows, min_context, status, reason"
+    ),
     "08_lm_summary.csv": _cols(
         "profile, variant, train_length, length, multiplier, mode, n_seeds, loss_mean, loss_ci_low, loss_ci_high, "
-        "ppl_mean, ppl_ci_low, ppl_ci_high, n_failed"),
+        "ppl_mean, ppl_ci_low, ppl_ci_high, n_failed"
+    ),
     "08_prediction_check.csv": _cols(
         "profile, variant, family, predicted_limit_x, n_seeds, ppl_1x, flat_until_x, first_worse_x, ppl_ratio_max, "
-        "consistent, note"),
+        "consistent, note"
+    ),
     "08_attention_profile.csv": _cols(
         "profile, encoding, task, seed, multiplier, length, layer, head, n_queries, entropy, uniform_entropy, "
-        "entropy_ratio, far_mass, mean_distance, passed_gate"),
+        "entropy_ratio, far_mass, mean_distance, passed_gate"
+    ),
     "08_needle_attention.csv": _cols(
         "profile, encoding, task, seed, multiplier, length, layer, head, n_samples, needle_mass, needle_share, "
-        "mean_needle_distance, accuracy, depth, passed_gate"),
+        "mean_needle_distance, accuracy, depth, passed_gate"
+    ),
     "08_rope_bands.csv": _cols(
-        "profile, encoding, task, seed, multiplier, length, layer, head, band, keys, n_pairs, mean, spread, "
-        "passed_gate"),
+        "profile, encoding, task, seed, multiplier, length, layer, head, band, keys, n_pairs, mean, spread, passed_gate"
+    ),
     "08_length_gates.csv": _cols(
         "profile, encoding, task, seed, train_length, run_hash, ppl, context_gain, context_gain_per_seed, ngram_ppl_3, "
-        "ngram_ppl_4, passed, reason"),
+        "ngram_ppl_4, passed, reason"
+    ),
     "08_length_loss.csv": _cols(
         "profile, encoding, task, seed, run_hash, passed_gate, train_length, length, multiplier, mode, stride, loss, "
-        "ppl, n_tokens, n_windows, min_context, status, reason"),
+        "ppl, n_tokens, n_windows, min_context, status, reason"
+    ),
     "08_length_collapse.csv": _cols("profile, encoding, multiplier, train_length, n_seeds, ratio, n_lengths, spread"),
     # notebook 07 — the claims audit
     "07_claims.csv": _cols(
-        "profile, claim_id, claim, section, category, verdict, summary, evidence_json, figures, literature"),
+        "profile, claim_id, claim, section, category, verdict, summary, evidence_json, figures, literature"
+    ),
 }
 
 #: tables whose fixed columns are followed by profile-dependent ones: file -> pattern of each trailing
@@ -190,7 +218,7 @@ def _variable_problems(file: str, extra: list[str]) -> list[str]:
         return [f"trailing gate columns {extra} do not come in (value, threshold, passed) triples"]
     problems = []
     for i in range(0, len(extra), 3):
-        triple = extra[i:i + 3]
+        triple = extra[i : i + 3]
         parts = [pattern.match(c) for c in triple]
         checks = {m["check"] for m in parts}
         if len(checks) != 1 or tuple(m["part"] for m in parts) != _PARTS:
@@ -208,7 +236,7 @@ def check_columns(cols: Iterable[str], name: str) -> None:
     dup = sorted({c for c in got if got.count(c) > 1})
     if dup:
         raise ValueError(f"{file}: duplicate column(s) {dup}")
-    fixed, extra = got[:len(want)], got[len(want):]
+    fixed, extra = got[: len(want)], got[len(want) :]
     missing = [c for c in want if c not in got]
     if file in VARIABLE_COLUMNS:
         unexpected = [c for c in got if c not in want and not VARIABLE_COLUMNS[file].match(c)]
@@ -220,12 +248,16 @@ def check_columns(cols: Iterable[str], name: str) -> None:
             parts.append(f"missing column(s) {missing}")
         if unexpected:
             parts.append(f"extra column(s) {unexpected}")
-        raise ValueError(f"{file} does not match its schema (ropelib.results.SCHEMA): {'; '.join(parts)}; "
-                         f"expected columns {want}, got {got}")
+        raise ValueError(
+            f"{file} does not match its schema (ropelib.results.SCHEMA): {'; '.join(parts)}; "
+            f"expected columns {want}, got {got}"
+        )
     if fixed != want:
-        raise ValueError(f"{file}: columns in the wrong order; expected {want}"
-                         f"{' then gate_<check>_{value,threshold,passed} columns' if file in VARIABLE_COLUMNS else ''}"
-                         f", got {got}")
+        raise ValueError(
+            f"{file}: columns in the wrong order; expected {want}"
+            f"{' then gate_<check>_{value,threshold,passed} columns' if file in VARIABLE_COLUMNS else ''}"
+            f", got {got}"
+        )
     if extra:
         if file not in VARIABLE_COLUMNS:  # unreachable: extras were reported above
             raise ValueError(f"{file}: extra column(s) {extra}")
@@ -240,9 +272,7 @@ def table_path(name: str, directory: str | os.PathLike | None = None) -> Path:
     return folder / table_name(name)
 
 
-def write_table(
-    df: pd.DataFrame, name: str, profile: str, directory: str | os.PathLike | None = None
-) -> Path:
+def write_table(df: pd.DataFrame, name: str, profile: str, directory: str | os.PathLike | None = None) -> Path:
     """Write ``df`` as results table ``name`` with ``profile`` as its first column; return the path.
 
     ``df`` holds the schema's columns without ``profile`` (a ``profile`` column already equal to
@@ -269,9 +299,7 @@ def write_table(
     return path
 
 
-def read_table(
-    name: str, directory: str | os.PathLike | None = None, profile: str | None = None
-) -> pd.DataFrame:
+def read_table(name: str, directory: str | os.PathLike | None = None, profile: str | None = None) -> pd.DataFrame:
     """Results table ``name`` as a DataFrame (its ``profile`` column included).
 
     ``directory`` defaults to ``ropelib.paths.results_dir()``. FileNotFoundError (naming the notebook to

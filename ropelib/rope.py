@@ -212,8 +212,17 @@ def _validate_config(c: RopeConfig) -> None:
         raise ValueError(f"unknown rope_type {c.rope_type!r}; known: {', '.join(ROPE_TYPES)}")
     if not _is_number(c.rope_theta) or c.rope_theta <= 1:
         raise ValueError(f"rope_theta must be a number > 1, got {c.rope_theta!r}")
-    for name in ("factor", "beta_fast", "beta_slow", "mscale", "mscale_all_dim", "attention_factor",
-                 "low_freq_factor", "high_freq_factor", "partial_rotary_factor"):
+    for name in (
+        "factor",
+        "beta_fast",
+        "beta_slow",
+        "mscale",
+        "mscale_all_dim",
+        "attention_factor",
+        "low_freq_factor",
+        "high_freq_factor",
+        "partial_rotary_factor",
+    ):
         value = getattr(c, name)
         if value is not None and not _is_number(value):
             raise ValueError(f"{name} must be a finite number, got {value!r}")
@@ -290,8 +299,15 @@ def _validate_config(c: RopeConfig) -> None:
 #: keys that mark a mapping as a whole model config rather than a bare rope mapping (none of them is a
 #: ``RopeConfig`` field, so a bare mapping holding one was rejected as "unknown key" before)
 _MODEL_CONFIG_KEYS = (
-    "rope_parameters", "rope_scaling", "hidden_size", "num_attention_heads", "head_dim", "model_type",
-    "rotary_pct", "rotary_emb_base", "text_config",
+    "rope_parameters",
+    "rope_scaling",
+    "hidden_size",
+    "num_attention_heads",
+    "head_dim",
+    "model_type",
+    "rotary_pct",
+    "rotary_emb_base",
+    "text_config",
 )
 
 
@@ -310,9 +326,7 @@ def _is_model_config(config: Any) -> bool:
     return any(_model_get(config, k) is not None for k in _MODEL_CONFIG_KEYS)
 
 
-def _rope_from_model_config(
-    config: Any, head_dim: int | None, layer_type: str | None
-) -> tuple[RopeConfig, int]:
+def _rope_from_model_config(config: Any, head_dim: int | None, layer_type: str | None) -> tuple[RopeConfig, int]:
     """``(RopeConfig, head_dim)`` from an HF model config, with transformers 5.24's priorities.
 
     * rope mapping: ``rope_parameters`` (transformers >= 5) or ``rope_scaling`` (older; legacy ``type``
@@ -332,8 +346,10 @@ def _rope_from_model_config(
     """
     if not isinstance(config, Mapping) and callable(getattr(config, "get_text_config", None)):
         config = config.get_text_config(decoder=True)  # the config itself for a plain language model
-    elif isinstance(config, Mapping) and isinstance(config.get("text_config"), Mapping) and not any(
-        config.get(k) is not None for k in ("rope_parameters", "rope_scaling", "rope_theta")
+    elif (
+        isinstance(config, Mapping)
+        and isinstance(config.get("text_config"), Mapping)
+        and not any(config.get(k) is not None for k in ("rope_parameters", "rope_scaling", "rope_theta"))
     ):
         config = config["text_config"]  # composite (e.g. vision-language) config dict
 
@@ -379,7 +395,7 @@ def _rope_from_model_config(
     if max_pos is not None:
         rope["max_position_embeddings"] = max_pos
     if _model_get(config, "model_type") == "phi3":  # HF's Phi3Config reads the legacy 'su' and 'yarn' as
-        for key in ("type", "rope_type"):            # 'longrope' (and keeps the old 'type' next to it)
+        for key in ("type", "rope_type"):  # 'longrope' (and keeps the old 'type' next to it)
             if rope.get(key) in ("su", "yarn"):
                 rope[key] = "longrope"
     rope_type = rope.get("rope_type") or rope.get("type")
@@ -507,9 +523,7 @@ def _freq_longrope(c: RopeConfig, head_dim: int, seq_len: int | None) -> tuple[t
     length = c.original_max_position_embeddings
     for name in ("short_factor", "long_factor"):
         if len(getattr(c, name)) != dim // 2:
-            raise ValueError(
-                f"{name} has {len(getattr(c, name))} entries; rotary_dim // 2 = {dim // 2} are required"
-            )
+            raise ValueError(f"{name} has {len(getattr(c, name))} entries; rotary_dim // 2 = {dim // 2} are required")
     attention_factor = c.attention_factor
     if attention_factor is None:
         factor = _longrope_factor(c)
@@ -589,7 +603,9 @@ def _new_with_tail(x: torch.Tensor, rd: int) -> torch.Tensor:
     return out
 
 
-def _half_split_kernel(x: torch.Tensor, cos_full: torch.Tensor, sin_a: torch.Tensor, sin_b: torch.Tensor) -> torch.Tensor:
+def _half_split_kernel(
+    x: torch.Tensor, cos_full: torch.Tensor, sin_a: torch.Tensor, sin_b: torch.Tensor
+) -> torch.Tensor:
     """Half layout: ``out = x*cat(cos,cos)``, then ``out1 += x2*sin_a`` and ``out2 += x1*sin_b``.
 
     (sin_a, sin_b) = (-sin, sin) rotates forward, (sin, -sin) backward. One allocation and three passes
@@ -823,7 +839,9 @@ class RoPE(nn.Module):
         return self.frequencies()[1]
 
     # -- cos/sin -----------------------------------------------------------------------------------
-    def _table(self, seq_len: int, lo: int, hi: int, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
+    def _table(
+        self, seq_len: int, lo: int, hi: int, dtype: torch.dtype, device: torch.device
+    ) -> dict[str, torch.Tensor]:
         """Tables for positions lo..hi (inclusive) at ``seq_len``'s frequencies, rows (hi-lo+1, ...)."""
         key = (self._freq_key(seq_len), lo, hi, dtype, device)
         hit = self._tables.get(key)
@@ -909,8 +927,10 @@ class RoPE(nn.Module):
             return out
         entry = self._table(seq_len, lo, hi, dtype, device)
         # contiguous positions offset..offset+T-1 use the table as is; others gather its rows
-        contiguous = positions.dim() == 1 and positions.numel() == hi - lo + 1 and (
-            positions.numel() == 1 or bool((positions[1:] - positions[:-1] == 1).all())
+        contiguous = (
+            positions.dim() == 1
+            and positions.numel() == hi - lo + 1
+            and (positions.numel() == 1 or bool((positions[1:] - positions[:-1] == 1).all()))
         )
         index = None if contiguous else (positions - lo).to(device)
         out = []
@@ -972,7 +992,12 @@ def _layout_perm(head_dim: int, rotary_dim: int | None, to_half: bool) -> torch.
 
 
 def _permute_rows(weight: torch.Tensor, n_heads: int, head_dim: int, perm: torch.Tensor) -> torch.Tensor:
-    if not isinstance(n_heads, int) or n_heads < 1 or weight.dim() not in (1, 2) or weight.shape[0] != n_heads * head_dim:
+    if (
+        not isinstance(n_heads, int)
+        or n_heads < 1
+        or weight.dim() not in (1, 2)
+        or weight.shape[0] != n_heads * head_dim
+    ):
         raise ValueError(
             f"weight must have n_heads * head_dim = {n_heads} * {head_dim} rows (a q/k projection weight "
             f"(out, in) or bias (out,)), got shape {tuple(weight.shape)}"
@@ -981,7 +1006,9 @@ def _permute_rows(weight: torch.Tensor, n_heads: int, head_dim: int, perm: torch
     return w[:, perm.to(weight.device)].reshape(weight.shape)
 
 
-def interleaved_to_half(weight: torch.Tensor, n_heads: int, head_dim: int, rotary_dim: int | None = None) -> torch.Tensor:
+def interleaved_to_half(
+    weight: torch.Tensor, n_heads: int, head_dim: int, rotary_dim: int | None = None
+) -> torch.Tensor:
     """Reorder q/k projection rows from the interleaved layout (Meta) to the half layout (HF).
 
     Within each head, rows ``[0, 1, 2, 3, ..., d-1]`` become ``[0, 2, 4, ..., d-2, 1, 3, ..., d-1]``
@@ -991,6 +1018,8 @@ def interleaved_to_half(weight: torch.Tensor, n_heads: int, head_dim: int, rotar
     return _permute_rows(weight, n_heads, head_dim, _layout_perm(head_dim, rotary_dim, to_half=True))
 
 
-def half_to_interleaved(weight: torch.Tensor, n_heads: int, head_dim: int, rotary_dim: int | None = None) -> torch.Tensor:
+def half_to_interleaved(
+    weight: torch.Tensor, n_heads: int, head_dim: int, rotary_dim: int | None = None
+) -> torch.Tensor:
     """Inverse of ``interleaved_to_half``: HF half-layout q/k rows back to the interleaved order."""
     return _permute_rows(weight, n_heads, head_dim, _layout_perm(head_dim, rotary_dim, to_half=False))

@@ -86,8 +86,9 @@ class RopeVariant:
     def __post_init__(self) -> None:
         if self.family not in ("base", "partial", "p-rope"):
             raise ValueError(f"family must be 'base', 'partial' or 'p-rope', got {self.family!r}")
-        RopeConfig(rope_theta=self.rope_theta, rope_type=self.rope_type,
-                   partial_rotary_factor=self.partial_rotary_factor)  # validates the keys
+        RopeConfig(
+            rope_theta=self.rope_theta, rope_type=self.rope_type, partial_rotary_factor=self.partial_rotary_factor
+        )  # validates the keys
 
     @property
     def encoding_params(self) -> dict[str, Any]:
@@ -105,25 +106,33 @@ class RopeVariant:
     def frequencies(self, head_dim: int) -> np.ndarray:
         """The inverse frequencies the model rotates with, float64 ``(rotary_dim // 2,)`` (zeros for the
         frequencies p-RoPE removes), as ``ropelib.rope`` computes them."""
-        config = RopeConfig(**{"rope_theta": self.rope_theta, "rope_type": self.rope_type,
-                               "partial_rotary_factor": self.partial_rotary_factor})
+        config = RopeConfig(
+            **{
+                "rope_theta": self.rope_theta,
+                "rope_type": self.rope_type,
+                "partial_rotary_factor": self.partial_rotary_factor,
+            }
+        )
         inv_freq, _ = RoPE(config, head_dim).frequencies()
         return inv_freq.double().numpy()
 
 
 #: the variants of the sweep, in display order: bases from small to large (1e4 is the base model),
 #: then partial rotary and p-RoPE at base 1e4
-ROPE_VARIANTS: Mapping[str, RopeVariant] = {v.name: v for v in (
-    RopeVariant("base_10", "base", rope_theta=10.0),
-    RopeVariant("base_100", "base", rope_theta=100.0),
-    RopeVariant("base_500", "base", rope_theta=500.0),
-    RopeVariant("base_1e4", "base", rope_theta=10_000.0),
-    RopeVariant("base_1e6", "base", rope_theta=1e6),
-    RopeVariant("partial_0.25", "partial", partial_rotary_factor=0.25, source=NEOX),
-    RopeVariant("partial_0.5", "partial", partial_rotary_factor=0.5, source=NEOX),
-    RopeVariant("p_rope_0.25", "p-rope", rope_type="proportional", partial_rotary_factor=0.25, source=BARBERO),
-    RopeVariant("p_rope_0.5", "p-rope", rope_type="proportional", partial_rotary_factor=0.5, source=BARBERO),
-)}
+ROPE_VARIANTS: Mapping[str, RopeVariant] = {
+    v.name: v
+    for v in (
+        RopeVariant("base_10", "base", rope_theta=10.0),
+        RopeVariant("base_100", "base", rope_theta=100.0),
+        RopeVariant("base_500", "base", rope_theta=500.0),
+        RopeVariant("base_1e4", "base", rope_theta=10_000.0),
+        RopeVariant("base_1e6", "base", rope_theta=1e6),
+        RopeVariant("partial_0.25", "partial", partial_rotary_factor=0.25, source=NEOX),
+        RopeVariant("partial_0.5", "partial", partial_rotary_factor=0.5, source=NEOX),
+        RopeVariant("p_rope_0.25", "p-rope", rope_type="proportional", partial_rotary_factor=0.25, source=BARBERO),
+        RopeVariant("p_rope_0.5", "p-rope", rope_type="proportional", partial_rotary_factor=0.5, source=BARBERO),
+    )
+}
 
 
 def variant(name: str) -> RopeVariant:
@@ -160,16 +169,28 @@ def variant_predictions(names: Iterable[str] | None, head_dim: int, train_length
             rd = RopeConfig(rope_theta=v.rope_theta, partial_rotary_factor=v.partial_rotary_factor).rotary_dim(head_dim)
             dx = critical_dimension(rd, v.rope_theta, L)
         limit = unseen_angle_limit(theta, L)
-        rows.append({"variant": v.name, "family": v.family, "rope_theta": v.rope_theta, "rope_type": v.rope_type,
-                     "partial_rotary_factor": v.partial_rotary_factor, "rotated_pairs": int(rotated.size),
-                     "turning_pairs": int((periods <= L).sum()), "slowest_period": float(periods.max()),
-                     "critical_dimension": dx, "predicted_limit": limit, "predicted_limit_x": limit / L,
-                     "source": v.source})
+        rows.append(
+            {
+                "variant": v.name,
+                "family": v.family,
+                "rope_theta": v.rope_theta,
+                "rope_type": v.rope_type,
+                "partial_rotary_factor": v.partial_rotary_factor,
+                "rotated_pairs": int(rotated.size),
+                "turning_pairs": int((periods <= L).sum()),
+                "slowest_period": float(periods.max()),
+                "critical_dimension": dx,
+                "predicted_limit": limit,
+                "predicted_limit_x": limit / L,
+                "source": v.source,
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def variant_spec(setup: BaseSetup, name: str, seed: int, device: str = "auto", *, lr: float | None = None,
-                 steps: int | None = None) -> RunSpec:
+def variant_spec(
+    setup: BaseSetup, name: str, seed: int, device: str = "auto", *, lr: float | None = None, steps: int | None = None
+) -> RunSpec:
     """The profile's RoPE language model (``base_spec(setup, "rope", lm_task(setup), ...)``) with the
     variant's RoPE keys; everything else (size, data, budget, start token) as the base model's."""
     v = variant(name)
@@ -180,19 +201,34 @@ def variant_spec(setup: BaseSetup, name: str, seed: int, device: str = "auto", *
     return dataclasses.replace(spec, model=model)
 
 
-def variant_specs(setup: BaseSetup, names: Iterable[str] | None = None, *, seeds: Iterable[int] | None = None,
-                  lrs: Mapping[str, float] | None = None, device: str = "auto") -> dict[tuple[str, str, int], RunSpec]:
+def variant_specs(
+    setup: BaseSetup,
+    names: Iterable[str] | None = None,
+    *,
+    seeds: Iterable[int] | None = None,
+    lrs: Mapping[str, float] | None = None,
+    device: str = "auto",
+) -> dict[tuple[str, str, int], RunSpec]:
     """Specs keyed ``(variant, task, seed)`` for every variant and seed (default: the setup's seeds);
     ``lrs`` maps a variant to its learning rate (default: the setup's ``lr``)."""
     task = lm_task(setup)
     seeds = list(setup.seeds if seeds is None else seeds)
     lrs = dict(lrs or {})
-    return {(v.name, task, s): variant_spec(setup, v.name, s, device, lr=lrs.get(v.name)) for v in _variants(names)
-            for s in seeds}
+    return {
+        (v.name, task, s): variant_spec(setup, v.name, s, device, lr=lrs.get(v.name))
+        for v in _variants(names)
+        for s in seeds
+    }
 
 
-def tune_variant_lrs(setup: BaseSetup, names: Iterable[str] | None = None, *, device: str = "auto", jobs: int = 1,
-                     cached: Cache = memo.cached) -> tuple[dict[str, float], pd.DataFrame]:
+def tune_variant_lrs(
+    setup: BaseSetup,
+    names: Iterable[str] | None = None,
+    *,
+    device: str = "auto",
+    jobs: int = 1,
+    cached: Cache = memo.cached,
+) -> tuple[dict[str, float], pd.DataFrame]:
     """The base models' learning-rate sweep run for each variant: seed ``SWEEP_SEED`` at every rate of the
     LM task's ``lrs`` for ``sweep_steps`` steps, scored by ``protocols.validation_loss`` on the validation
     split; the lowest loss wins (ties: the smaller rate). ``base_1e4``'s sweep runs are the base RoPE
@@ -202,13 +238,25 @@ def tune_variant_lrs(setup: BaseSetup, names: Iterable[str] | None = None, *, de
     variants = _variants(names)
     if not ts.lrs:
         return {v.name: setup.lr for v in variants}, pd.DataFrame(
-            columns=["variant", "lr", "steps", "run_hash", "val_loss", "chosen"])
+            columns=["variant", "lr", "steps", "run_hash", "val_loss", "chosen"]
+        )
     steps = ts.sweep_steps or ts.steps
-    keyed = {(v.name, ts.name, i): variant_spec(setup, v.name, SWEEP_SEED, device, lr=lr, steps=steps)
-             for v in variants for i, lr in enumerate(ts.lrs)}
+    keyed = {
+        (v.name, ts.name, i): variant_spec(setup, v.name, SWEEP_SEED, device, lr=lr, steps=steps)
+        for v in variants
+        for i, lr in enumerate(ts.lrs)
+    }
     runs = run_specs(keyed, jobs=jobs)
-    rows = [{"variant": k[0], "lr": r.spec.train.lr, "steps": r.spec.train.steps, "run_hash": r.hash[:16],
-             "val_loss": validation_loss(r, max_tokens=setup.lm_eval_tokens, cached=cached)} for k, r in runs.items()]
+    rows = [
+        {
+            "variant": k[0],
+            "lr": r.spec.train.lr,
+            "steps": r.spec.train.steps,
+            "run_hash": r.hash[:16],
+            "val_loss": validation_loss(r, max_tokens=setup.lm_eval_tokens, cached=cached),
+        }
+        for k, r in runs.items()
+    ]
     table = pd.DataFrame(rows)
     v = table.val_loss.where(np.isfinite(table.val_loss), math.inf)
     best = table.assign(v=v).sort_values(["v", "lr"]).groupby("variant", sort=False).head(1)
@@ -217,8 +265,15 @@ def tune_variant_lrs(setup: BaseSetup, names: Iterable[str] | None = None, *, de
     return lrs, table
 
 
-def train_variants(setup: BaseSetup, names: Iterable[str] | None = None, *, lrs: Mapping[str, float] | None = None,
-                   seeds: Iterable[int] | None = None, device: str = "auto", jobs: int = 1) -> dict[tuple[str, str, int], RunResult]:
+def train_variants(
+    setup: BaseSetup,
+    names: Iterable[str] | None = None,
+    *,
+    lrs: Mapping[str, float] | None = None,
+    seeds: Iterable[int] | None = None,
+    device: str = "auto",
+    jobs: int = 1,
+) -> dict[tuple[str, str, int], RunResult]:
     """Train (or read back) every variant x seed at its learning rate; results keyed ``(variant, task, seed)``."""
     return run_specs(variant_specs(setup, names, seeds=seeds, lrs=lrs, device=device), jobs=jobs)
 
@@ -230,14 +285,23 @@ def gate_variants(runs: Runs, setup: BaseSetup, *, cached: Cache = memo.cached) 
     tables = []
     for name in dict.fromkeys(k[0] for k in runs):
         mine = {("rope", t, s): r for (v, t, s), r in runs.items() if v == name}
-        tables.append(gate_models(mine, setup, cached=cached).assign(encoding=name).rename(columns={"encoding": "variant"}))
+        tables.append(
+            gate_models(mine, setup, cached=cached).assign(encoding=name).rename(columns={"encoding": "variant"})
+        )
     if not tables:
         raise ValueError("no runs to gate")
     return pd.concat(tables, ignore_index=True)
 
 
-def variant_length_grid(runs: Runs, setup: BaseSetup, passed: set[tuple[str, str, int]], multipliers: Sequence[float],
-                        *, device: str = "cpu", cached: Cache = memo.cached) -> pd.DataFrame:
+def variant_length_grid(
+    runs: Runs,
+    setup: BaseSetup,
+    passed: set[tuple[str, str, int]],
+    multipliers: Sequence[float],
+    *,
+    device: str = "cpu",
+    cached: Cache = memo.cached,
+) -> pd.DataFrame:
     """Loss and perplexity of every variant's model at ``round(m L)`` on the test split, non-overlapping
     windows (``extrapolation.lm_length_grid``, the same evaluation as notebook 05; ``passed`` holds
     ``(variant, task, seed)`` keys); ``encoding`` renamed ``variant``."""
@@ -246,8 +310,18 @@ def variant_length_grid(runs: Runs, setup: BaseSetup, passed: set[tuple[str, str
 
 
 #: columns of ``prediction_check``
-PREDICTION_COLUMNS = ["variant", "family", "predicted_limit_x", "n_seeds", "ppl_1x", "flat_until_x", "first_worse_x",
-                      "ppl_ratio_max", "consistent", "note"]
+PREDICTION_COLUMNS = [
+    "variant",
+    "family",
+    "predicted_limit_x",
+    "n_seeds",
+    "ppl_1x",
+    "flat_until_x",
+    "first_worse_x",
+    "ppl_ratio_max",
+    "consistent",
+    "note",
+]
 
 
 def prediction_check(summary: pd.DataFrame, predictions: pd.DataFrame, *, tolerance: float = 0.05) -> pd.DataFrame:
@@ -267,29 +341,53 @@ def prediction_check(summary: pd.DataFrame, predictions: pd.DataFrame, *, tolera
     for name, grp in summary.groupby("variant", sort=False):
         grp = grp.sort_values("multiplier")
         limit = float(pred.loc[name, "predicted_limit_x"]) if name in pred.index else math.nan
-        row = {"variant": name, "family": pred.loc[name, "family"] if name in pred.index else None,
-               "predicted_limit_x": limit, "n_seeds": int(grp.n_seeds.min())}
+        row = {
+            "variant": name,
+            "family": pred.loc[name, "family"] if name in pred.index else None,
+            "predicted_limit_x": limit,
+            "n_seeds": int(grp.n_seeds.min()),
+        }
         base = grp[np.isclose(grp.multiplier, 1.0)]
         if not len(base) or not np.isfinite(base.ppl_mean.iloc[0]) or grp.n_seeds.min() == 0:
-            rows.append({**row, "ppl_1x": math.nan, "flat_until_x": math.nan, "first_worse_x": math.nan,
-                         "ppl_ratio_max": math.nan, "consistent": np.nan, "note": "no model passed its gate"})
+            rows.append(
+                {
+                    **row,
+                    "ppl_1x": math.nan,
+                    "flat_until_x": math.nan,
+                    "first_worse_x": math.nan,
+                    "ppl_ratio_max": math.nan,
+                    "consistent": np.nan,
+                    "note": "no model passed its gate",
+                }
+            )
             continue
         p1 = float(base.ppl_mean.iloc[0])
         ratio = grp.ppl_mean.to_numpy() / p1
         m = grp.multiplier.to_numpy()
         worse = ratio > 1 + tolerance
         first = float(m[worse][0]) if worse.any() else math.nan
-        flat = float(m[:np.argmax(worse)][-1]) if worse.any() else float(m[-1])
+        flat = float(m[: np.argmax(worse)][-1]) if worse.any() else float(m[-1])
         before_ok = not worse[m <= limit + 1e-9].any()
         after = m > limit + 1e-9
         after_ok = (not np.isfinite(limit)) or (not after.any()) or bool(worse[after].any())
         note = []
         if not before_ok:
-            note.append(f"worse from {first:g}x, before its bound {limit:.2f}x" if np.isfinite(limit)
-                        else f"no bound predicted, yet worse from {first:g}x")
+            note.append(
+                f"worse from {first:g}x, before its bound {limit:.2f}x"
+                if np.isfinite(limit)
+                else f"no bound predicted, yet worse from {first:g}x"
+            )
         if np.isfinite(limit) and after.any() and not worse[after].any():
             note.append(f"never worse past its bound {limit:.2f}x (to {m[-1]:g}x)")
-        rows.append({**row, "ppl_1x": p1, "flat_until_x": flat, "first_worse_x": first,
-                     "ppl_ratio_max": float(ratio.max()), "consistent": bool(before_ok and after_ok),
-                     "note": "; ".join(note)})
+        rows.append(
+            {
+                **row,
+                "ppl_1x": p1,
+                "flat_until_x": flat,
+                "first_worse_x": first,
+                "ppl_ratio_max": float(ratio.max()),
+                "consistent": bool(before_ok and after_ok),
+                "note": "; ".join(note),
+            }
+        )
     return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)

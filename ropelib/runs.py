@@ -597,7 +597,12 @@ class SweepProgress:
     progress must never fail a sweep."""
 
     def __init__(
-        self, total: int, cached: int, bar: bool, status_file: str | os.PathLike | None = None, clock: Any = time.monotonic
+        self,
+        total: int,
+        cached: int,
+        bar: bool,
+        status_file: str | os.PathLike | None = None,
+        clock: Any = time.monotonic,
     ) -> None:
         self.total, self.cached, self.trained = total, cached, 0
         self._clock = clock
@@ -737,16 +742,18 @@ def sweep(
                 initargs=(threads, os.getpid()),
             )
             try:
-                futures = [pool.submit(_sweep_worker, spec, str(cache_root), None, digest)
-                           for digest, spec in pending.items()]
+                futures = [
+                    pool.submit(_sweep_worker, spec, str(cache_root), None, digest) for digest, spec in pending.items()
+                ]
                 _wait_all(futures, report)
             except BaseException:
                 _terminate(pool)
                 raise
             pool.shutdown(wait=True)
         elif pending:
-            futures = [executor.submit(_sweep_worker, spec, str(cache_root), None, digest)
-                       for digest, spec in pending.items()]
+            futures = [
+                executor.submit(_sweep_worker, spec, str(cache_root), None, digest) for digest, spec in pending.items()
+            ]
             _wait_all(futures, report)
     finally:
         report.close()

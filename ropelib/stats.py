@@ -107,12 +107,13 @@ def _seed_counts(entry: Any, i: int) -> tuple[int, int]:
     except Exception as e:  # ragged or otherwise not array-like
         raise ValueError(f"seed {i}: expected per-sample outcomes or a (correct, n) tuple, got {entry!r}") from e
     if outcomes.ndim != 1 or outcomes.size == 0:
-        raise ValueError(f"seed {i}: per-sample outcomes must be a non-empty 1-D sequence, "
-                         f"got shape {outcomes.shape}")
+        raise ValueError(f"seed {i}: per-sample outcomes must be a non-empty 1-D sequence, got shape {outcomes.shape}")
     if outcomes.dtype.kind not in "biu" or not np.isin(outcomes, (0, 1)).all():
         bad = outcomes[~np.isin(outcomes, (0, 1))][:3] if outcomes.dtype.kind in "biufc" else outcomes[:3]
-        raise ValueError(f"seed {i}: per-sample outcomes must be bools or integers in {{0, 1}}, "
-                         f"got dtype {outcomes.dtype} (e.g. {bad.tolist()!r})")
+        raise ValueError(
+            f"seed {i}: per-sample outcomes must be bools or integers in {{0, 1}}, "
+            f"got dtype {outcomes.dtype} (e.g. {bad.tolist()!r})"
+        )
     return int(outcomes.sum()), int(outcomes.size)
 
 
@@ -150,8 +151,9 @@ def accuracy_ci(
     if not _is_int(seed) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if isinstance(correct_by_seed, (str, bytes)) or not isinstance(correct_by_seed, (Sequence, np.ndarray)):
-        raise ValueError("correct_by_seed must be a sequence with one entry per seed, "
-                         f"got {type(correct_by_seed).__name__}")
+        raise ValueError(
+            f"correct_by_seed must be a sequence with one entry per seed, got {type(correct_by_seed).__name__}"
+        )
     if len(correct_by_seed) == 0:
         raise ValueError("correct_by_seed is empty: need at least one seed")
     counts = [_seed_counts(entry, i) for i, entry in enumerate(correct_by_seed)]
@@ -161,16 +163,21 @@ def accuracy_ci(
     mean = float(np.mean(k / n))
     if n_seeds == 1:
         low, high = wilson_interval(int(k[0]), int(n[0]), c)
-        return {"mean": mean, "ci_low": low, "ci_high": high, "n_seeds": 1, "n_samples": n_samples,
-                "method": "wilson"}
+        return {"mean": mean, "ci_low": low, "ci_high": high, "n_seeds": 1, "n_samples": n_samples, "method": "wilson"}
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n_seeds, size=(n_boot, n_seeds))  # (B, S) seeds drawn per replicate
     n_drawn = n[idx]  # (B, S)
     k_drawn = rng.binomial(n_drawn, k[idx] / n_drawn)  # (B, S) correct among n_s resampled samples
     replicates = (k_drawn / n_drawn).mean(axis=1)  # (B,)
     low, high = np.quantile(replicates, [(1.0 - c) / 2.0, (1.0 + c) / 2.0])
-    return {"mean": mean, "ci_low": float(np.clip(low, 0.0, 1.0)), "ci_high": float(np.clip(high, 0.0, 1.0)),
-            "n_seeds": n_seeds, "n_samples": n_samples, "method": "hierarchical_bootstrap"}
+    return {
+        "mean": mean,
+        "ci_low": float(np.clip(low, 0.0, 1.0)),
+        "ci_high": float(np.clip(high, 0.0, 1.0)),
+        "n_seeds": n_seeds,
+        "n_samples": n_samples,
+        "method": "hierarchical_bootstrap",
+    }
 
 
 # -- mean over seeds of an unbounded quantity ---------------------------------------------------------

@@ -96,9 +96,7 @@ class TrainConfig:
         for name in ("warmup_steps", "checkpoint_every", "eval_every", "seed"):
             _check_int(name, getattr(self, name), minimum=0)
         if self.warmup_steps > self.steps:
-            raise ValueError(
-                f"TrainConfig.warmup_steps ({self.warmup_steps}) must be <= steps ({self.steps})"
-            )
+            raise ValueError(f"TrainConfig.warmup_steps ({self.warmup_steps}) must be <= steps ({self.steps})")
         # floats are normalised so that lr=1 and lr=1.0 are the same config (and the same run hash)
         for name in ("lr", "min_lr_ratio", "weight_decay", "grad_clip", "beta1", "beta2"):
             value = getattr(self, name)
@@ -117,7 +115,9 @@ class TrainConfig:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"TrainConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")
         if not isinstance(self.device, str) or not self.device:
-            raise ValueError(f"TrainConfig.device must be a device name ('auto', 'cpu', 'cuda', 'mps'), got {self.device!r}")
+            raise ValueError(
+                f"TrainConfig.device must be a device name ('auto', 'cpu', 'cuda', 'mps'), got {self.device!r}"
+            )
         for name in ("compile", "amp"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"TrainConfig.{name} must be True or False, got {getattr(self, name)!r}")

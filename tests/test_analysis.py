@@ -58,9 +58,7 @@ def test_decay_bound_is_vectorised_chunked_and_even_in_r():
     np.testing.assert_allclose(A.decay_bound(-r, 32), got, rtol=1e-12)  # B(-r) = B(r)
     assert A.decay_bound(r.reshape(-1, 1), 32).shape == (r.size, 1)
     # chunking must not change values
-    np.testing.assert_allclose(
-        A.decay_bound_from_frequencies(r, A.inv_frequencies(32), chunk=5), got, rtol=1e-13
-    )
+    np.testing.assert_allclose(A.decay_bound_from_frequencies(r, A.inv_frequencies(32), chunk=5), got, rtol=1e-13)
 
 
 def test_decay_bound_plateaus_instead_of_vanishing():

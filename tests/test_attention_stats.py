@@ -16,8 +16,16 @@ from ropelib.runs import RunResult
 
 def _model(encoding="rope", params=None, vocab=20, seed=0, d_model=32, n_heads=2):
     torch.manual_seed(seed)
-    return ToyTransformer(ModelConfig(vocab_size=vocab, n_layers=2, n_heads=n_heads, d_model=d_model,
-                                      encoding=encoding, encoding_params=params or {})).eval()
+    return ToyTransformer(
+        ModelConfig(
+            vocab_size=vocab,
+            n_layers=2,
+            n_heads=n_heads,
+            d_model=d_model,
+            encoding=encoding,
+            encoding_params=params or {},
+        )
+    ).eval()
 
 
 def test_attention_maps_are_causal_distributions():
@@ -65,8 +73,15 @@ def test_band_of_pairs():
     assert list(bands) == ["turning", "turning", "slow", "position-free"]
 
 
-@pytest.mark.parametrize("params", [{}, {"rope_theta": 500.0}, {"partial_rotary_factor": 0.5},
-                                    {"rope_type": "proportional", "partial_rotary_factor": 0.5}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"rope_theta": 500.0},
+        {"partial_rotary_factor": 0.5},
+        {"rope_type": "proportional", "partial_rotary_factor": 0.5},
+    ],
+)
 def test_band_means_add_up_to_the_score_mean(params):
     """Bands partition the coordinates, so their mean contributions sum to the mean score; the total's
     spread over keys is the spread of the log attention weights (softmax removes only a constant)."""
@@ -107,8 +122,10 @@ def test_band_scores_need_rope():
 
 
 def _runs(models):
-    return {k: RunResult(spec=None, hash=f"h{i}", model=mdl, history=[], path=Path("."), metadata={})
-            for i, (k, mdl) in enumerate(models.items())}
+    return {
+        k: RunResult(spec=None, hash=f"h{i}", model=mdl, history=[], path=Path("."), metadata={})
+        for i, (k, mdl) in enumerate(models.items())
+    }
 
 
 def test_grids(dict_cache):

@@ -19,16 +19,35 @@ def _run(*args: str) -> str:
 
 @pytest.mark.slow
 def test_profile_cost_estimates_the_smoke_profile():
-    out = _run("benchmarks/profile_cost.py", "--profile", "smoke", "--device", "cpu", "--steps", "1", "--warmup", "0",
-               "--threads", "1", "--encodings", "rope", "alibi")
+    out = _run(
+        "benchmarks/profile_cost.py",
+        "--profile",
+        "smoke",
+        "--device",
+        "cpu",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--threads",
+        "1",
+        "--encodings",
+        "rope",
+        "alibi",
+    )
     rows = [ln for ln in out.splitlines() if ln.startswith(("books", "chars", "passkey", "reverse"))]
     assert len(rows) == 3 * 2  # tasks x encodings
     assert out.strip().splitlines()[-1].startswith("SUMMARY profile=smoke device=cpu")
 
 
 def test_profile_cost_rejects_bad_arguments():
-    out = subprocess.run([sys.executable, "benchmarks/profile_cost.py", "--profile", "huge"], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "benchmarks/profile_cost.py", "--profile", "huge"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2 and "huge" in out.stderr and "smoke" in out.stderr
 
 
@@ -36,8 +55,19 @@ def test_profile_cost_rejects_bad_arguments():
 def test_train_throughput_loop_comparison_prints_a_ratio():
     """train() against a bare loop of the same model and batches: a ratio per encoding and identical weights
     (the two loops do the same computation); the timings themselves are never asserted."""
-    out = _run("benchmarks/train_throughput.py", "--loop-only", "--loop-profile", "smoke", "--loop-steps", "2",
-               "--rounds", "2", "--loop-encodings", "rope", "alibi")
+    out = _run(
+        "benchmarks/train_throughput.py",
+        "--loop-only",
+        "--loop-profile",
+        "smoke",
+        "--loop-steps",
+        "2",
+        "--rounds",
+        "2",
+        "--loop-encodings",
+        "rope",
+        "alibi",
+    )
     rows = {ln.split()[0]: ln.split() for ln in out.splitlines() if ln.startswith(("rope ", "alibi "))}
     assert set(rows) == {"rope", "alibi"}
     for cells in rows.values():
@@ -73,8 +103,13 @@ def test_rerun_stability_reports_flips_between_two_results_folders(tmp_path):
     out = _run("benchmarks/rerun_stability.py", str(a), str(b))
     assert "gate_flips=1 verdict_flips=1" in out.strip().splitlines()[-1]
     assert str(claims.loc[0, "claim_id"]) in out
-    bad = subprocess.run([sys.executable, "benchmarks/rerun_stability.py", str(a), str(tmp_path / "none")],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "benchmarks/rerun_stability.py", str(a), str(tmp_path / "none")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "none" in bad.stderr
 
 
@@ -82,15 +117,33 @@ def test_rerun_stability_reports_flips_between_two_results_folders(tmp_path):
 def test_pilot_lm_trains_each_combination_into_its_own_cache(tmp_path):
     """One line per combination of the values given (here 2 encodings x with/without start token), scored
     on the validation split, then the n-gram references; the project's run cache is not used."""
-    out = _run("benchmarks/pilot_lm.py", "--profile", "smoke", "--encoding", "rope", "nope", "--steps", "3",
-               "--no-start-token", "--jobs", "1", "--cache-dir", str(tmp_path / "pilot"))
+    out = _run(
+        "benchmarks/pilot_lm.py",
+        "--profile",
+        "smoke",
+        "--encoding",
+        "rope",
+        "nope",
+        "--steps",
+        "3",
+        "--no-start-token",
+        "--jobs",
+        "1",
+        "--cache-dir",
+        str(tmp_path / "pilot"),
+    )
     rows = [ln.split() for ln in out.splitlines() if ln.startswith(("rope ", "nope "))]
     assert [(r[0], r[7]) for r in rows] == [("rope", "True"), ("rope", "False"), ("nope", "True"), ("nope", "False")]
     assert all(1.0 < float(r[8]) < 200.0 for r in rows)  # a perplexity, not a loss
     assert "n-gram references (validation): order 2" in out
     assert len(list((tmp_path / "pilot" / "runs").iterdir())) == 4
-    bad = subprocess.run([sys.executable, "benchmarks/pilot_lm.py", "--encoding", "ropee"], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "benchmarks/pilot_lm.py", "--encoding", "ropee"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "ropee" in bad.stderr
 
 
@@ -98,10 +151,22 @@ def test_pilot_lm_trains_each_combination_into_its_own_cache(tmp_path):
 def test_pilot_algorithmic_quick_mode_trains_into_its_own_cache(tmp_path):
     """--quick: one line per encoding x task with exact match at 1x and 2x (learned cannot run at 2x), then the
     cost estimate of the profile's 60 copy/reverse models; the project's run cache is not used."""
-    out = _run("benchmarks/pilot_algorithmic.py", "--quick", "--encoding", "rope", "learned", "--task", "reverse",
-               "--cache-dir", str(tmp_path / "pilot"))
+    out = _run(
+        "benchmarks/pilot_algorithmic.py",
+        "--quick",
+        "--encoding",
+        "rope",
+        "learned",
+        "--task",
+        "reverse",
+        "--cache-dir",
+        str(tmp_path / "pilot"),
+    )
     rows = [ln.split() for ln in out.splitlines() if ln.startswith(("rope ", "learned "))]
-    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [("rope", "reverse", "16", "7"), ("learned", "reverse", "16", "7")]
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
+        ("rope", "reverse", "16", "7"),
+        ("learned", "reverse", "16", "7"),
+    ]
     assert all(0.0 <= float(r[9]) <= 1.0 and 0.0 <= float(r[10]) <= 1.0 for r in rows)  # mix EM, EM@1x
     assert rows[1][12:14] == ["n/a", "unsupported"]  # learned at 2x: no position vector past its table
     assert "10 encodings x 2 tasks x 3 seeds x 1 lr = 60 models on 2 jobs" in out
@@ -110,6 +175,11 @@ def test_pilot_algorithmic_quick_mode_trains_into_its_own_cache(tmp_path):
 
 def test_pilot_algorithmic_rejects_bad_arguments():
     for args, named in ((["--task", "books"], "books"), (["--samples", "0"], "samples")):
-        bad = subprocess.run([sys.executable, "benchmarks/pilot_algorithmic.py", *args], cwd=REPO, capture_output=True,
-                             text=True, timeout=120)
+        bad = subprocess.run(
+            [sys.executable, "benchmarks/pilot_algorithmic.py", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert bad.returncode == 2 and named in bad.stderr, (args, bad.stderr[-500:])

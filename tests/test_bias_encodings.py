@@ -39,8 +39,23 @@ def randomise_t5(enc) -> None:
 
 
 # -- T5 ----------------------------------------------------------------------------------------
-CAUSAL_TABLE = {0: 0, 1: 1, 7: 7, 15: 15, 16: 16, 20: 17, 31: 21, 32: 21, 63: 26, 64: 26, 100: 30, 127: 31,
-                128: 31, 1000: 31, 10**6: 31}
+CAUSAL_TABLE = {
+    0: 0,
+    1: 1,
+    7: 7,
+    15: 15,
+    16: 16,
+    20: 17,
+    31: 21,
+    32: 21,
+    63: 26,
+    64: 26,
+    100: 30,
+    127: 31,
+    128: 31,
+    1000: 31,
+    10**6: 31,
+}
 BIDIR_BEFORE = {8: 8, 9: 8, 12: 9, 16: 10, 32: 12, 64: 14, 100: 15}
 BIDIR_AFTER = {1: 17, 8: 24, 16: 26, 64: 30, 127: 31}
 
@@ -77,8 +92,14 @@ def test_t5_bucket_matches_hf(bidirectional, num_buckets, max_distance):
 def test_t5_bias_matches_hf_compute_bias():
     """The (H, T, T) bias equals HF's ``compute_bias`` with the same table (causal decoder setting)."""
     modeling_t5 = pytest.importorskip("transformers.models.t5.modeling_t5")
-    config = modeling_t5.T5Config(d_model=D_MODEL, d_kv=HEAD_DIM, num_heads=H, is_decoder=True,
-                                  relative_attention_num_buckets=32, relative_attention_max_distance=128)
+    config = modeling_t5.T5Config(
+        d_model=D_MODEL,
+        d_kv=HEAD_DIM,
+        num_heads=H,
+        is_decoder=True,
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
+    )
     hf = modeling_t5.T5Attention(config, has_relative_attention_bias=True)
     enc = build("t5")
     randomise_t5(enc)
@@ -91,8 +112,13 @@ def test_t5_bias_matches_hf_compute_bias():
 
 @pytest.mark.parametrize(
     "params",
-    [{"num_buckets": 1}, {"num_buckets": 3, "bidirectional": True}, {"num_buckets": 32, "max_distance": 16},
-     {"bidirectional": "yes"}, {"num_buckets": 8.0}],
+    [
+        {"num_buckets": 1},
+        {"num_buckets": 3, "bidirectional": True},
+        {"num_buckets": 32, "max_distance": 16},
+        {"bidirectional": "yes"},
+        {"num_buckets": 8.0},
+    ],
 )
 def test_t5_bad_parameters(params):
     with pytest.raises(ValueError, match="num_buckets|max_distance|bidirectional"):
@@ -288,8 +314,9 @@ def test_bias_depends_only_on_difference(name, params, q, k, shift):
     torch.testing.assert_close(enc.bias(q + shift, k + shift), enc.bias(q, k), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name,params", [("t5", {}), ("kerple", {"variant": "log"}),
-                                         ("kerple", {"variant": "power"}), ("fire", {})])
+@pytest.mark.parametrize(
+    "name,params", [("t5", {}), ("kerple", {"variant": "log"}), ("kerple", {"variant": "power"}), ("fire", {})]
+)
 def test_gradients_reach_learned_parameters(name, params):
     enc = build(name, **params)
     q = torch.arange(300)

@@ -23,11 +23,15 @@ MULTS = (1.0, 2.0, 4.0)
 MODES = ("nonoverlap", "sliding")
 LM, RET = "books", "passkey"
 ENCODINGS = ("nope", "sinusoidal", "learned", "t5", "alibi", "rope")
-FAIL_LM = ("context_gain failed: mean loss over the first eighth of the window minus over the last half must be "
-           ">= 0.15 nats (the model must use its context), got 0.02; ppl_below_3gram failed: perplexity must be "
-           "below the 3-gram baseline 6.93 (every encoding), got 10.3")
-FAIL_RET = ("wilson_low_above_floor failed: the 95% Wilson lower bound of accuracy (40/512) must exceed the "
-            "position-blind floor 0.1667 + margin 0, got 0.0582")
+FAIL_LM = (
+    "context_gain failed: mean loss over the first eighth of the window minus over the last half must be "
+    ">= 0.15 nats (the model must use its context), got 0.02; ppl_below_3gram failed: perplexity must be "
+    "below the 3-gram baseline 6.93 (every encoding), got 10.3"
+)
+FAIL_RET = (
+    "wilson_low_above_floor failed: the 95% Wilson lower bound of accuracy (40/512) must exceed the "
+    "position-blind floor 0.1667 + margin 0, got 0.0582"
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -47,34 +51,86 @@ def lm_summary(ppl: dict[str, dict[float, float]], half_width: float = 0.01, mod
         for mode in modes:
             for m, p in by_mult.items():
                 n = 3 if np.isfinite(p) else 0
-                rows.append({"profile": "default", "encoding": enc, "train_length": 64, "length": int(64 * m),
-                             "multiplier": m, "mode": mode, "n_seeds": n, "loss_mean": math.log(p),
-                             "loss_ci_low": math.nan, "loss_ci_high": math.nan, "ppl_mean": p,
-                             "ppl_ci_low": p - half_width, "ppl_ci_high": p + half_width, "n_failed": 3 - n})
+                rows.append(
+                    {
+                        "profile": "default",
+                        "encoding": enc,
+                        "train_length": 64,
+                        "length": int(64 * m),
+                        "multiplier": m,
+                        "mode": mode,
+                        "n_seeds": n,
+                        "loss_mean": math.log(p),
+                        "loss_ci_low": math.nan,
+                        "loss_ci_high": math.nan,
+                        "ppl_mean": p,
+                        "ppl_ci_low": p - half_width,
+                        "ppl_ci_high": p + half_width,
+                        "n_failed": 3 - n,
+                    }
+                )
     return schema("05_lm_summary", pd.DataFrame(rows))
 
 
 def summary04(values: dict[tuple[str, str, str], float], half_width: float = 0.01, n_passed: int = 3) -> pd.DataFrame:
     """``{(encoding, task, metric): mean}`` -> a 04_summary table (3 seeds, ``n_passed`` of them passed)."""
-    rows = [{"profile": "default", "encoding": e, "task": t, "metric": m, "n_seeds": 3, "mean": v,
-             "ci_low": v - half_width, "ci_high": v + half_width, "n_passed": n_passed}
-            for (e, t, m), v in values.items()]
+    rows = [
+        {
+            "profile": "default",
+            "encoding": e,
+            "task": t,
+            "metric": m,
+            "n_seeds": 3,
+            "mean": v,
+            "ci_low": v - half_width,
+            "ci_high": v + half_width,
+            "n_passed": n_passed,
+        }
+        for (e, t, m), v in values.items()
+    ]
     return schema("04_summary", pd.DataFrame(rows))
 
 
-def retrieval(acc: dict[tuple[float, int], float], task: str = RET, encoding: str = "rope",
-              passed: tuple[bool, bool] = (True, True)) -> pd.DataFrame:
+def retrieval(
+    acc: dict[tuple[float, int], float],
+    task: str = RET,
+    encoding: str = "rope",
+    passed: tuple[bool, bool] = (True, True),
+) -> pd.DataFrame:
     """``{(multiplier, distance): accuracy}`` -> a 05_retrieval table (two seeds, same accuracy)."""
-    rows = [{"profile": "default", "encoding": encoding, "task": task, "seed": s, "run_hash": "x",
-             "passed_gate": passed[s], "train_length": 64, "length": int(64 * m), "multiplier": m, "depth": 0.5,
-             "distance": d, "accuracy": a, "token_accuracy": a, "n_correct": int(32 * a), "n_samples": 32,
-             "floor": 1 / 6, "status": "ok", "reason": ""}
-            for (m, d), a in acc.items() for s in (0, 1)]
+    rows = [
+        {
+            "profile": "default",
+            "encoding": encoding,
+            "task": task,
+            "seed": s,
+            "run_hash": "x",
+            "passed_gate": passed[s],
+            "train_length": 64,
+            "length": int(64 * m),
+            "multiplier": m,
+            "depth": 0.5,
+            "distance": d,
+            "accuracy": a,
+            "token_accuracy": a,
+            "n_correct": int(32 * a),
+            "n_samples": 32,
+            "floor": 1 / 6,
+            "status": "ok",
+            "reason": "",
+        }
+        for (m, d), a in acc.items()
+        for s in (0, 1)
+    ]
     return schema("05_retrieval", pd.DataFrame(rows))
 
 
-def gates(failed: dict[tuple[str, str], tuple[int, ...]] | None = None, encodings=ENCODINGS, seeds=(0, 1, 2),
-          values: dict[tuple[str, str, int], dict] | None = None) -> pd.DataFrame:
+def gates(
+    failed: dict[tuple[str, str], tuple[int, ...]] | None = None,
+    encodings=ENCODINGS,
+    seeds=(0, 1, 2),
+    values: dict[tuple[str, str, int], dict] | None = None,
+) -> pd.DataFrame:
     """A 04_gates table of every (encoding, task, seed): all passed except the seeds in ``failed``
     (``{(encoding, task): seeds}``); ``values`` sets measured values of single models."""
     failed, values = failed or {}, values or {}
@@ -83,9 +139,16 @@ def gates(failed: dict[tuple[str, str], tuple[int, ...]] | None = None, encoding
         for task, kind in ((LM, "lm"), (RET, "retrieval")):
             for seed in seeds:
                 bad = seed in failed.get((enc, task), ())
-                row = {"profile": "default", "encoding": enc, "task": task, "seed": seed, "kind": kind,
-                       "run_hash": f"{enc}{task}{seed}", "passed": not bad,
-                       "reason": (FAIL_LM if kind == "lm" else FAIL_RET) if bad else ""}
+                row = {
+                    "profile": "default",
+                    "encoding": enc,
+                    "task": task,
+                    "seed": seed,
+                    "kind": kind,
+                    "run_hash": f"{enc}{task}{seed}",
+                    "passed": not bad,
+                    "reason": (FAIL_LM if kind == "lm" else FAIL_RET) if bad else "",
+                }
                 if kind == "lm":
                     row.update(loss=1.0, ppl=math.e, context_gain=0.3, n_tokens=1000)
                 else:
@@ -162,8 +225,11 @@ def test_read_table_missing_stale_and_profiles(tmp_path):
     with pytest.raises(ValueError, match="stale: rerun notebook 05"):
         C.read_table("05_lm_summary.csv", tmp_path, profile="smoke")
     tables = C.load_tables(tmp_path / "empty")
-    assert set(tables) == set(C.TABLE_NOTEBOOK) and "04_gates.csv" in tables and not any(
-        t is not None for t in tables.values())
+    assert (
+        set(tables) == set(C.TABLE_NOTEBOOK)
+        and "04_gates.csv" in tables
+        and not any(t is not None for t in tables.values())
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,8 +278,9 @@ def test_gate_failures_lists_failed_models_only():
 def test_claim_on_a_failed_model_is_not_testable():
     """C1 with every sinusoidal LM failed: not testable, the evidence says which model failed and why,
     whatever the (NaN) summary would have said; the same numbers with passing models give a verdict."""
-    lm = lm_summary({"rope": {1.0: 5, 2.0: 6, 4.0: 9}, "sinusoidal": RISING,
-                     "learned": {1.0: 5.0, 2.0: math.nan, 4.0: math.nan}})
+    lm = lm_summary(
+        {"rope": {1.0: 5, 2.0: 6, 4.0: 9}, "sinusoidal": RISING, "learned": {1.0: 5.0, 2.0: math.nan, 4.0: math.nan}}
+    )
     assert C.verdict_extrapolation_vs_traditional(lm, ALL_PASS)[0] == "supported"
     failed = gates({("sinusoidal", LM): (0, 1, 2)})
     v, ev = C.verdict_extrapolation_vs_traditional(lm, failed)
@@ -227,11 +294,22 @@ def test_claim_on_a_failed_model_is_not_testable():
     assert C.verdict_extrapolation_vs_traditional(lm, gates({("sinusoidal", LM): (0, 1)}))[0] == "supported"
 
 
-@pytest.mark.parametrize("claim_id, encoding, task", [
-    ("C1", "rope", LM), ("C1", "learned", LM), ("C2", "rope", LM), ("C3", "rope", RET), ("C5", "sinusoidal", LM),
-    ("C6", "learned", LM), ("C6", "rope", RET), ("C8", "sinusoidal", RET), ("C8", "rope", LM),
-    ("C10", "sinusoidal", LM), ("C10", "learned", LM),
-])
+@pytest.mark.parametrize(
+    "claim_id, encoding, task",
+    [
+        ("C1", "rope", LM),
+        ("C1", "learned", LM),
+        ("C2", "rope", LM),
+        ("C3", "rope", RET),
+        ("C5", "sinusoidal", LM),
+        ("C6", "learned", LM),
+        ("C6", "rope", RET),
+        ("C8", "sinusoidal", RET),
+        ("C8", "rope", LM),
+        ("C10", "sinusoidal", LM),
+        ("C10", "learned", LM),
+    ],
+)
 def test_every_gated_claim_is_not_testable_when_its_encoding_failed(claim_id, encoding, task):
     claim = next(c for c in C.CLAIMS if c.id == claim_id)
     tables = synthetic_tables()
@@ -244,21 +322,37 @@ def test_every_gated_claim_is_not_testable_when_its_encoding_failed(claim_id, en
 
 def test_failed_reference_encoding_is_left_out_not_used():
     """NoPE only adds a caveat: when it failed, the claim is judged without it (and says so)."""
-    weak = lm_summary({"sinusoidal": {1.0: 20.0, 2.0: 20.0, 4.0: 20.0}, "nope": {1.0: 10.0, 2.0: 10.0, 4.0: 10.0},
-                       "rope": {1.0: 8.0, 2.0: 9.0, 4.0: 12.0}})
+    weak = lm_summary(
+        {
+            "sinusoidal": {1.0: 20.0, 2.0: 20.0, 4.0: 20.0},
+            "nope": {1.0: 10.0, 2.0: 10.0, 4.0: 10.0},
+            "rope": {1.0: 8.0, 2.0: 9.0, 4.0: 12.0},
+        }
+    )
     assert C.verdict_sinusoidal_extrapolates(weak, None, ALL_PASS)[0].startswith("not testable here (our sinusoidal")
     # NoPE failed: its (would-be) numbers are NaN in 05_lm_summary, and it is not a reference any more
-    nope_failed = lm_summary({"sinusoidal": {1.0: 20.0, 2.0: 20.0, 4.0: 20.0},
-                              "nope": {1.0: math.nan, 2.0: math.nan, 4.0: math.nan},
-                              "rope": {1.0: 8.0, 2.0: 9.0, 4.0: 12.0}})
+    nope_failed = lm_summary(
+        {
+            "sinusoidal": {1.0: 20.0, 2.0: 20.0, 4.0: 20.0},
+            "nope": {1.0: math.nan, 2.0: math.nan, 4.0: math.nan},
+            "rope": {1.0: 8.0, 2.0: 9.0, 4.0: 12.0},
+        }
+    )
     g = gates({("nope", LM): (0, 1, 2)})
     v, ev = C.verdict_sinusoidal_extrapolates(nope_failed, None, g)
     assert v == "supported" and ev["nope: reference left out"] == "no model passed its gate"
     assert not any(k.startswith(("nonoverlap 2x: nope", "sliding 2x: nope")) for k in ev)
     assert C.worse_than_nope(nope_failed, "sinusoidal") == (False, 20.0, pytest.approx(math.nan, nan_ok=True))
     v, ev = C.verdict_extrapolation_vs_traditional(
-        lm_summary({"rope": {1.0: 5, 2.0: 6, 4.0: 9}, "sinusoidal": RISING,
-                    "nope": {1.0: math.nan, 2.0: math.nan, 4.0: math.nan}}), g)
+        lm_summary(
+            {
+                "rope": {1.0: 5, 2.0: 6, 4.0: 9},
+                "sinusoidal": RISING,
+                "nope": {1.0: math.nan, 2.0: math.nan, 4.0: math.nan},
+            }
+        ),
+        g,
+    )
     assert v == "supported" and not any("vs nope" in k for k in ev)
 
 
@@ -267,15 +361,18 @@ def test_failed_reference_encoding_is_left_out_not_used():
 # ---------------------------------------------------------------------------------------------
 def test_c1_branches():
     learned_nan = {1.0: 5.0, 2.0: math.nan, 4.0: math.nan}
-    v, ev = C.verdict_extrapolation_vs_traditional(lm_summary({"rope": {1.0: 5, 2.0: 6, 4.0: 9},
-                                                               "sinusoidal": RISING, "learned": learned_nan}), ALL_PASS)
+    v, ev = C.verdict_extrapolation_vs_traditional(
+        lm_summary({"rope": {1.0: 5, 2.0: 6, 4.0: 9}, "sinusoidal": RISING, "learned": learned_nan}), ALL_PASS
+    )
     assert v == "supported"
     assert ev["nonoverlap 4x: rope ppl"] == 9 and ev["nonoverlap 4x: sinusoidal ppl"] == 30.0
-    v, _ = C.verdict_extrapolation_vs_traditional(lm_summary({"rope": {1.0: 5, 2.0: 20, 4.0: 40},
-                                                              "sinusoidal": RISING}), ALL_PASS)
+    v, _ = C.verdict_extrapolation_vs_traditional(
+        lm_summary({"rope": {1.0: 5, 2.0: 20, 4.0: 40}, "sinusoidal": RISING}), ALL_PASS
+    )
     assert v == "contradicted"
-    v, _ = C.verdict_extrapolation_vs_traditional(lm_summary({"rope": {1.0: 5, 2.0: 20, 4.0: 40},
-                                                              "sinusoidal": RISING, "learned": learned_nan}), ALL_PASS)
+    v, _ = C.verdict_extrapolation_vs_traditional(
+        lm_summary({"rope": {1.0: 5, 2.0: 20, 4.0: 40}, "sinusoidal": RISING, "learned": learned_nan}), ALL_PASS
+    )
     assert v == "partly supported"  # beats only the undefined learned table
     v, _ = C.verdict_extrapolation_vs_traditional(lm_summary({"rope": RISING, "sinusoidal": RISING}), ALL_PASS)
     assert C.verdict_category(v) == "not testable here"  # all ties
@@ -286,17 +383,53 @@ def test_c1_branches():
 # ---------------------------------------------------------------------------------------------
 def zero_shot(ppl: dict[tuple[str, float, float], float], passed=(True, True)) -> pd.DataFrame:
     """``{(method, factor, multiplier): ppl}`` -> a 06_zero_shot_ppl table (two seeds, same value)."""
-    return schema("06_zero_shot_ppl", pd.DataFrame([
-        {"profile": "default", "task": LM, "seed": s, "run_hash": "x", "method": m, "factor": f, "train_length": 64,
-         "length": int(64 * x), "multiplier": x, "loss": math.log(p), "ppl": p, "n_tokens": 1000,
-         "passed_gate": passed[s]} for (m, f, x), p in ppl.items() for s in (0, 1)]))
+    return schema(
+        "06_zero_shot_ppl",
+        pd.DataFrame(
+            [
+                {
+                    "profile": "default",
+                    "task": LM,
+                    "seed": s,
+                    "run_hash": "x",
+                    "method": m,
+                    "factor": f,
+                    "train_length": 64,
+                    "length": int(64 * x),
+                    "multiplier": x,
+                    "loss": math.log(p),
+                    "ppl": p,
+                    "n_tokens": 1000,
+                    "passed_gate": passed[s],
+                }
+                for (m, f, x), p in ppl.items()
+                for s in (0, 1)
+            ]
+        ),
+    )
 
 
 def finetune(ppl: dict[tuple[str, int, float], float], passed: bool = True) -> pd.DataFrame:
     """``{(method, ft_steps, multiplier): ppl}`` -> a 06_finetune table (books ppl rows, plus a distractor)."""
-    rows = [{"profile": "default", "task": LM, "seed": 0, "method": m, "factor": 4.0, "ft_steps": k,
-             "run_hash": "x", "train_length": 64, "ft_length": 256, "length": int(64 * x), "multiplier": x,
-             "metric": "ppl", "value": p, "passed_gate": passed} for (m, k, x), p in ppl.items()]
+    rows = [
+        {
+            "profile": "default",
+            "task": LM,
+            "seed": 0,
+            "method": m,
+            "factor": 4.0,
+            "ft_steps": k,
+            "run_hash": "x",
+            "train_length": 64,
+            "ft_length": 256,
+            "length": int(64 * x),
+            "multiplier": x,
+            "metric": "ppl",
+            "value": p,
+            "passed_gate": passed,
+        }
+        for (m, k, x), p in ppl.items()
+    ]
     rows.append({**rows[0], "task": RET, "metric": "accuracy", "value": 0.0})
     return schema("06_finetune", pd.DataFrame(rows))
 
@@ -310,24 +443,39 @@ def test_c2_branches():
     v, _ = C.verdict_no_quality_loss(lm_summary({"rope": {1.0: 5.0, 2.0: 5.1, 4.0: 30.0}}), gates=ALL_PASS)
     assert v == "partly supported (only at 2x nonoverlap, 2x sliding)"
     # a loose tolerance turns the same numbers into "supported"
-    v, _ = C.verdict_no_quality_loss(lm_summary({"rope": RISING}), gates=ALL_PASS,
-                                     thresholds=C.Thresholds(quality_tolerance=10))
+    v, _ = C.verdict_no_quality_loss(
+        lm_summary({"rope": RISING}), gates=ALL_PASS, thresholds=C.Thresholds(quality_tolerance=10)
+    )
     assert v == "supported"
     v, ev = C.verdict_no_quality_loss(lm_summary({"rope": FLAT}), gates=gates({("rope", LM): (0, 1, 2)}))
-    assert v == "not testable here (no model of rope (books) passed its gate)" and "gate failed: rope books seed 0" in ev
+    assert (
+        v == "not testable here (no model of rope (books) passed its gate)" and "gate failed: rope books seed 0" in ev
+    )
 
 
-ZS = {("none", 2.0, 1.0): 5.0, ("none", 2.0, 2.0): 9.0, ("none", 2.0, 4.0): 30.0,
-      ("linear", 2.0, 1.0): 6.0, ("linear", 2.0, 2.0): 8.0, ("linear", 4.0, 4.0): 12.0}
+ZS = {
+    ("none", 2.0, 1.0): 5.0,
+    ("none", 2.0, 2.0): 9.0,
+    ("none", 2.0, 4.0): 30.0,
+    ("linear", 2.0, 1.0): 6.0,
+    ("linear", 2.0, 2.0): 8.0,
+    ("linear", 4.0, 4.0): 12.0,
+}
 
 
 def test_extension_settings():
-    s = C.extension_settings(zero_shot(ZS), finetune({("none", 0, 1.0): 5.0, ("linear", 0, 4.0): 12.0,
-                                                       ("linear", 30, 4.0): 5.2, ("none", 30, 4.0): 6.0}))
+    s = C.extension_settings(
+        zero_shot(ZS),
+        finetune({("none", 0, 1.0): 5.0, ("linear", 0, 4.0): 12.0, ("linear", 30, 4.0): 5.2, ("none", 30, 4.0): 6.0}),
+    )
     assert set(s["ppl_1x"]) == {5.0}
     at4 = s[s["multiplier"] == 4.0]
-    assert list(at4["setting"]) == ["linear + 30 fine-tune steps", "plain RoPE + 30 fine-tune steps",
-                                    "linear, no fine-tune", "plain RoPE, no fine-tune"]
+    assert list(at4["setting"]) == [
+        "linear + 30 fine-tune steps",
+        "plain RoPE + 30 fine-tune steps",
+        "linear, no fine-tune",
+        "plain RoPE, no fine-tune",
+    ]
     assert at4["ratio"].iloc[0] == pytest.approx(5.2 / 5.0)
     # a method's rows at lengths other than factor * L are not its setting: linear at factor 2 has no 4x row
     assert len(s[(s["method"] == "linear") & (s["ft_steps"] == 0)]) == 2
@@ -335,12 +483,17 @@ def test_extension_settings():
 
 def test_extension_settings_use_passing_base_models_only():
     """06 rows of a base model that failed its gate are left out; none passed: no setting at all."""
-    mixed = pd.concat([zero_shot(ZS, passed=(True, False)).query("seed == 0"),
-                       zero_shot({k: 100 * v for k, v in ZS.items()}, passed=(True, False)).query("seed == 1")])
+    mixed = pd.concat(
+        [
+            zero_shot(ZS, passed=(True, False)).query("seed == 0"),
+            zero_shot({k: 100 * v for k, v in ZS.items()}, passed=(True, False)).query("seed == 1"),
+        ]
+    )
     s = C.extension_settings(mixed, None)
     assert set(s["ppl_1x"]) == {5.0} and s["ppl"].max() == 30.0  # seed 1's (failed) x100 values are not used
-    assert C.extension_settings(zero_shot(ZS, passed=(False, False)), finetune({("none", 30, 4.0): 6.0},
-                                                                                 passed=False)).empty
+    assert C.extension_settings(
+        zero_shot(ZS, passed=(False, False)), finetune({("none", 30, 4.0): 6.0}, passed=False)
+    ).empty
 
 
 def test_c2_condition_from_extension():
@@ -355,8 +508,12 @@ def test_c2_condition_from_extension():
     v, ev = C.verdict_no_quality_loss(lm_summary({"rope": RISING}), zero_shot(ZS), None, ALL_PASS)
     assert v == "contradicted" and "no context-extension setting of 06 stays within" in ev["summary"]
     # the same 06 rows from base models that failed their gate are no condition
-    v, _ = C.verdict_no_quality_loss(lm_summary({"rope": RISING}), zero_shot(ZS, passed=(False, False)),
-                                     finetune({("linear", 30, 4.0): 5.2}, passed=False), ALL_PASS)
+    v, _ = C.verdict_no_quality_loss(
+        lm_summary({"rope": RISING}),
+        zero_shot(ZS, passed=(False, False)),
+        finetune({("linear", 30, 4.0): 5.2}, passed=False),
+        ALL_PASS,
+    )
     assert v == "contradicted"
 
 
@@ -365,8 +522,10 @@ def test_c2_condition_from_extension():
 # ---------------------------------------------------------------------------------------------
 def test_c3_branches():
     def table(near, far, beyond, passed=(True, True)):
-        return retrieval({(1.0, 4): near, (1.0, 8): near, (1.0, 40): far, (1.0, 60): far,
-                          (2.0, 100): beyond, (4.0, 200): beyond}, passed=passed)
+        return retrieval(
+            {(1.0, 4): near, (1.0, 8): near, (1.0, 40): far, (1.0, 60): far, (2.0, 100): beyond, (4.0, 200): beyond},
+            passed=passed,
+        )
 
     v, ev = C.verdict_long_range_dependencies(table(1.0, 0.95, 0.9), ALL_PASS, model_head_dim=32)
     assert v == "supported"
@@ -382,13 +541,18 @@ def test_c3_branches():
     v, _ = C.verdict_long_range_dependencies(retrieval({(1.0, 4): 1.0, (1.0, 40): 1.0}, encoding="alibi"), ALL_PASS)
     assert C.verdict_category(v) == "not testable here"
     # every RoPE passkey model failed its gate: not testable, whatever the accuracies say
-    v, ev = C.verdict_long_range_dependencies(table(1.0, 0.95, 0.9, passed=(False, False)),
-                                              gates({("rope", RET): (0, 1, 2)}))
+    v, ev = C.verdict_long_range_dependencies(
+        table(1.0, 0.95, 0.9, passed=(False, False)), gates({("rope", RET): (0, 1, 2)})
+    )
     assert v == "not testable here (no model of rope (passkey) passed its gate)"
     assert ev["gate failed: rope passkey seed 0"] == FAIL_RET and "wilson_low_above_floor failed" in ev["summary"]
     # one seed failed: only the passing seed's rows are read (seed 1's rows say 0.0 here)
-    one = pd.concat([table(1.0, 0.95, 0.9, passed=(True, False)).query("seed == 0"),
-                     table(0.0, 0.0, 0.0, passed=(True, False)).query("seed == 1")])
+    one = pd.concat(
+        [
+            table(1.0, 0.95, 0.9, passed=(True, False)).query("seed == 0"),
+            table(0.0, 0.0, 0.0, passed=(True, False)).query("seed == 1"),
+        ]
+    )
     assert C.verdict_long_range_dependencies(one, gates({("rope", RET): (1,)}))[0] == "supported"
 
 
@@ -436,8 +600,14 @@ def test_c5_c10_are_mirror_images():
 
 def test_weak_sinusoidal_baseline_is_not_evidence():
     """A sinusoidal model worse than NoPE at 1x stays flat because it never used its positions."""
-    weak = lm_summary({"sinusoidal": {1.0: 20.0, 2.0: 20.0, 4.0: 20.0}, "nope": {1.0: 10.0, 2.0: 10.0, 4.0: 10.0},
-                       "learned": {1.0: 9.0, 2.0: math.nan, 4.0: math.nan}, "rope": {1.0: 8.0, 2.0: 9.0, 4.0: 12.0}})
+    weak = lm_summary(
+        {
+            "sinusoidal": {1.0: 20.0, 2.0: 20.0, 4.0: 20.0},
+            "nope": {1.0: 10.0, 2.0: 10.0, 4.0: 10.0},
+            "learned": {1.0: 9.0, 2.0: math.nan, 4.0: math.nan},
+            "rope": {1.0: 8.0, 2.0: 9.0, 4.0: 12.0},
+        }
+    )
     assert C.worse_than_nope(weak, "sinusoidal") == (True, 20.0, 10.0)
     assert C.worse_than_nope(weak, "rope")[0] is False
     v, _ = C.verdict_sinusoidal_extrapolates(weak, gates=ALL_PASS)
@@ -455,19 +625,42 @@ def test_weak_sinusoidal_baseline_is_not_evidence():
 def without_positions(rows: list[tuple[str, str, int, float, float, bool]]) -> pd.DataFrame:
     """``[(encoding, kind, seed, as_trained, without_positions, passed_gate)]`` -> a 05_without_positions table."""
     task = {"lm": LM, "retrieval": RET}
-    return schema("05_without_positions", pd.DataFrame([
-        {"profile": "default", "encoding": e, "task": task[k], "kind": k, "seed": s, "run_hash": "x", "passed_gate": p,
-         "train_length": 64, "length": 64, "metric": "ppl" if k == "lm" else "accuracy", "as_trained": a,
-         "without_positions": w} for e, k, s, a, w, p in rows]))
+    return schema(
+        "05_without_positions",
+        pd.DataFrame(
+            [
+                {
+                    "profile": "default",
+                    "encoding": e,
+                    "task": task[k],
+                    "kind": k,
+                    "seed": s,
+                    "run_hash": "x",
+                    "passed_gate": p,
+                    "train_length": 64,
+                    "length": 64,
+                    "metric": "ppl" if k == "lm" else "accuracy",
+                    "as_trained": a,
+                    "without_positions": w,
+                }
+                for e, k, s, a, w, p in rows
+            ]
+        ),
+    )
 
 
 def test_sinusoidal_models_that_barely_use_positions_are_a_weak_test():
     """05_without_positions.csv: removing the sinusoids changes the 1x perplexity by at most the tolerance."""
     flat = lm_summary({"sinusoidal": FLAT})
-    barely = without_positions([("sinusoidal", "lm", 0, 10.0, 10.1, True), ("sinusoidal", "lm", 1, 12.0, 12.1, True),
-                                ("sinusoidal", "lm", 2, 50.0, 99.0, False),  # failed its gate: not read
-                                ("sinusoidal", "retrieval", 0, 0.9, 0.1, True),  # not an LM row: not read
-                                ("rope", "lm", 0, 10.0, 30.0, True)])
+    barely = without_positions(
+        [
+            ("sinusoidal", "lm", 0, 10.0, 10.1, True),
+            ("sinusoidal", "lm", 1, 12.0, 12.1, True),
+            ("sinusoidal", "lm", 2, 50.0, 99.0, False),  # failed its gate: not read
+            ("sinusoidal", "retrieval", 0, 0.9, 0.1, True),  # not an LM row: not read
+            ("rope", "lm", 0, 10.0, 30.0, True),
+        ]
+    )
     assert C.position_use(barely, "sinusoidal") == (11.0, 11.1)
     assert C.position_use(barely, "learned") is None and C.position_use(None, "sinusoidal") is None
     assert C.position_use(barely[barely.seed == 2], "sinusoidal") is None  # only a failed model
@@ -488,10 +681,18 @@ def test_sinusoidal_models_that_barely_use_positions_are_a_weak_test():
 # C6, C7, C8 — pairwise comparisons in 04_summary
 # ---------------------------------------------------------------------------------------------
 def quality(rope_loss, sin_loss, learned_loss, rope_acc=0.9, sin_acc=0.5, learned_acc=0.5, n_passed=3):
-    return summary04({("rope", LM, "loss"): rope_loss, ("sinusoidal", LM, "loss"): sin_loss,
-                      ("learned", LM, "loss"): learned_loss, ("rope", RET, "accuracy"): rope_acc,
-                      ("sinusoidal", RET, "accuracy"): sin_acc, ("learned", RET, "accuracy"): learned_acc,
-                      ("rope", LM, "tokens_per_s"): 1.0}, n_passed=n_passed)
+    return summary04(
+        {
+            ("rope", LM, "loss"): rope_loss,
+            ("sinusoidal", LM, "loss"): sin_loss,
+            ("learned", LM, "loss"): learned_loss,
+            ("rope", RET, "accuracy"): rope_acc,
+            ("sinusoidal", RET, "accuracy"): sin_acc,
+            ("learned", RET, "accuracy"): learned_acc,
+            ("rope", LM, "tokens_per_s"): 1.0,
+        },
+        n_passed=n_passed,
+    )
 
 
 def test_c8_rope_outperforms_branches():
@@ -534,9 +735,24 @@ def test_04_summary_is_recomputed_from_the_passing_seeds():
 
 def throughput(speeds: dict[str, list[float]]) -> pd.DataFrame:
     """``{encoding: [tokens/s per round]}`` -> a 04_throughput table."""
-    return schema("04_throughput", pd.DataFrame([
-        {"profile": "default", "encoding": e, "task": LM, "seq_len": 64, "batch_size": 16, "round": i,
-         "tokens_per_s": v} for e, vs in speeds.items() for i, v in enumerate(vs)]))
+    return schema(
+        "04_throughput",
+        pd.DataFrame(
+            [
+                {
+                    "profile": "default",
+                    "encoding": e,
+                    "task": LM,
+                    "seq_len": 64,
+                    "batch_size": 16,
+                    "round": i,
+                    "tokens_per_s": v,
+                }
+                for e, vs in speeds.items()
+                for i, v in enumerate(vs)
+            ]
+        ),
+    )
 
 
 def test_paired_speed_ratio_matches_scipy():
@@ -565,12 +781,17 @@ def test_c7_speed():
 # the audit as a whole
 # ---------------------------------------------------------------------------------------------
 def synthetic_tables():
-    lm = lm_summary({"rope": {1.0: 5, 2.0: 6, 4.0: 9}, "sinusoidal": RISING,
-                     "learned": {1.0: 5.0, 2.0: math.nan, 4.0: math.nan}})
+    lm = lm_summary(
+        {"rope": {1.0: 5, 2.0: 6, 4.0: 9}, "sinusoidal": RISING, "learned": {1.0: 5.0, 2.0: math.nan, 4.0: math.nan}}
+    )
     runs = pd.DataFrame([{"encoding": "rope", "d_model": 64, "n_heads": 4}])
-    return {"05_lm_summary.csv": lm, "04_summary.csv": quality(1.0, 1.5, 1.5), "04_runs.csv": runs,
-            "05_retrieval.csv": retrieval({(1.0, 4): 1.0, (1.0, 40): 1.0, (2.0, 100): 0.2}),
-            "04_gates.csv": ALL_PASS}
+    return {
+        "05_lm_summary.csv": lm,
+        "04_summary.csv": quality(1.0, 1.5, 1.5),
+        "04_runs.csv": runs,
+        "05_retrieval.csv": retrieval({(1.0, 4): 1.0, (1.0, 40): 1.0, (2.0, 100): 0.2}),
+        "04_gates.csv": ALL_PASS,
+    }
 
 
 def test_audit_and_write(tmp_path, monkeypatch):
@@ -606,7 +827,7 @@ def test_audit_reads_tables_written_with_the_schema(tmp_path):
 def test_every_claim_is_complete():
     ids = [c.id for c in C.CLAIMS]
     assert len(set(ids)) == len(ids)
-    text = (REPO_ROOT.parent / "shared" / "seed" / "rope-long-context-blog-post.txt")
+    text = REPO_ROOT.parent / "shared" / "seed" / "rope-long-context-blog-post.txt"
     headings = text.read_text(encoding="utf-8") if text.exists() else None
     for c in C.CLAIMS:
         assert c.paraphrase and c.literature and c.short
@@ -639,8 +860,9 @@ def test_committed_verdicts_match_committed_results():
     except ValueError as e:
         pytest.fail(f"stale: rerun notebooks 04-07 (`python run_all.py --profile {profile} --only 04 05 06 07`): {e}")
     if tables["04_gates.csv"] is None:
-        pytest.fail("stale: rerun notebooks 04-07: results/04_gates.csv is missing (the committed results predate "
-                    "the gates)")
+        pytest.fail(
+            "stale: rerun notebooks 04-07: results/04_gates.csv is missing (the committed results predate the gates)"
+        )
     recomputed = {r.claim.id: r.verdict for r in C.audit(tables)}
     assert dict(zip(verdicts["claim_id"], verdicts["verdict"])) == recomputed
 
@@ -657,7 +879,9 @@ def test_claim_figures_are_saved_by_their_notebooks():
 
 def test_pairwise_caveat_for_weak_sinusoidal():
     table = pd.concat([quality(1.0, 3.0, 1.5), summary04({("nope", LM, "loss"): 2.0})])
-    assert "caveat: our sinusoidal model is worse than NoPE" in C.verdict_rope_outperforms(table, ALL_PASS)[1]["summary"]
+    assert (
+        "caveat: our sinusoidal model is worse than NoPE" in C.verdict_rope_outperforms(table, ALL_PASS)[1]["summary"]
+    )
     table = pd.concat([quality(1.0, 1.5, 1.5), summary04({("nope", LM, "loss"): 2.0})])
     assert "caveat" not in C.verdict_rope_outperforms(table, ALL_PASS)[1]["summary"]
     # NoPE failed its gate: no caveat drawn from it
@@ -668,8 +892,12 @@ def test_pairwise_caveat_for_weak_sinusoidal():
 
 def test_tables_without_the_needed_encodings_are_not_testable():
     only_alibi = lm_summary({"alibi": FLAT})
-    for check in (C.verdict_extrapolation_vs_traditional, C.verdict_no_quality_loss,
-                  C.verdict_sinusoidal_extrapolates, C.verdict_traditional_decline):
+    for check in (
+        C.verdict_extrapolation_vs_traditional,
+        C.verdict_no_quality_loss,
+        C.verdict_sinusoidal_extrapolates,
+        C.verdict_traditional_decline,
+    ):
         assert C.verdict_category(check(only_alibi, gates=ALL_PASS)[0]) == "not testable here", check.__name__
     with pytest.raises(ValueError, match="lacks column"):
         C.verdict_no_quality_loss(only_alibi.drop(columns=["ppl_ci_low"]), gates=ALL_PASS)

@@ -73,8 +73,16 @@ def read(name: str) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def tables() -> dict[str, pd.DataFrame]:
-    names = ["methods", "zero_shot_ppl", "loss_by_position", "zero_shot_retrieval", "finetune", "finetune_lr",
-             "longrope_search", "yarn_temperature"]
+    names = [
+        "methods",
+        "zero_shot_ppl",
+        "loss_by_position",
+        "zero_shot_retrieval",
+        "finetune",
+        "finetune_lr",
+        "longrope_search",
+        "yarn_temperature",
+    ]
     return {n: read(f"06_{n}.csv") for n in names}
 
 
@@ -86,8 +94,10 @@ def setup(tables):
     expected = {P.lm_task(setup), setup.tasks_of_kind("retrieval")[0]}
     found = set().union(*(set(t["task"]) for t in tables.values()))
     if not found <= expected:
-        pytest.fail(f"{RESULTS}/06_*.csv hold tasks {sorted(found)}, not the current setup's {sorted(expected)}: they "
-                    "predate it; rerun `python run_all.py --profile default --only 04 05 06`")
+        pytest.fail(
+            f"{RESULTS}/06_*.csv hold tasks {sorted(found)}, not the current setup's {sorted(expected)}: they "
+            "predate it; rerun `python run_all.py --profile default --only 04 05 06`"
+        )
     missing = [n for n in PER_SEED if "passed_gate" not in tables[n].columns]
     if missing:
         pytest.fail(f"06_{missing[0]}.csv has no passed_gate column: it predates the gates; rerun notebook 06")
@@ -130,7 +140,8 @@ def check_base_runs(setup, task: str, hashes_by_seed: dict[int, set[str]]) -> No
     for seed, hashes in hashes_by_seed.items():
         cand = candidate_hashes(setup, task, seed)
         assert len(hashes) == 1 and hashes <= set(cand), (
-            f"{task} seed {seed}: run hashes {sorted(hashes)} are not a RoPE base run of this setup {sorted(cand)}")
+            f"{task} seed {seed}: run hashes {sorted(hashes)} are not a RoPE base run of this setup {sorted(cand)}"
+        )
         rates.add(cand[next(iter(hashes))])
     assert len(rates) == 1, f"{task}: seeds trained at different learning rates {sorted(rates)}"
 
@@ -150,7 +161,7 @@ def test_zero_shot_ppl_complete(tables, setup, lm, params):
     assert not df[["loss", "ppl", "n_tokens"]].isna().any().any()
     for seed in setup.seeds:
         for method in params["methods"]:
-            for s in ([1.0] if method == "none" else factors):
+            for s in [1.0] if method == "none" else factors:
                 cell = df[(df.seed == seed) & (df.method == method) & (df.factor == s)]
                 assert set(cell.length) == expected_lengths(method, s, L, factors), (seed, method, s)
                 assert len(cell) == len(set(cell.length)), f"duplicate rows for {(seed, method, s)}"
@@ -178,7 +189,7 @@ def test_zero_shot_retrieval_complete(tables, setup, params):
     np.testing.assert_allclose(df.accuracy, df.n_correct / df.n_samples)
     for seed in setup.seeds:
         for method in params["methods"]:
-            for s in ([1.0] if method == "none" else factors):
+            for s in [1.0] if method == "none" else factors:
                 cell = df[(df.seed == seed) & (df.method == method) & (df.factor == s)]
                 assert set(cell.length) == expected_lengths(method, s, L, factors), (seed, method, s)
                 for length, g in cell.groupby("length"):
@@ -286,7 +297,9 @@ def test_passed_gate_is_one_verdict_per_base_model(tables, setup, lm):
     verdicts: dict[tuple[str, int], set[bool]] = {}
     for name in PER_SEED:
         df = tables[name]
-        assert df.passed_gate.dtype == bool, f"06_{name}.csv: passed_gate must be True/False, got {df.passed_gate.dtype}"
+        assert df.passed_gate.dtype == bool, (
+            f"06_{name}.csv: passed_gate must be True/False, got {df.passed_gate.dtype}"
+        )
         for (task, seed), g in df.groupby(["task", "seed"]):
             assert g.passed_gate.nunique() == 1, f"06_{name}.csv: {task} seed {seed} has mixed passed_gate"
             verdicts.setdefault((task, int(seed)), set()).add(bool(g.passed_gate.iloc[0]))

@@ -24,8 +24,15 @@ L, HEAD_DIM, S = 16, 16, 2.0
 def _model(layout: str = "interleaved", encoding: str = "rope", seed: int = 0) -> ToyTransformer:
     torch.manual_seed(seed)
     params = {"layout": layout} if encoding == "rope" else {}
-    config = ModelConfig(vocab_size=11, n_layers=2, n_heads=2, d_model=2 * HEAD_DIM, encoding=encoding,
-                         encoding_params=params, init_std=0.2)
+    config = ModelConfig(
+        vocab_size=11,
+        n_layers=2,
+        n_heads=2,
+        d_model=2 * HEAD_DIM,
+        encoding=encoding,
+        encoding_params=params,
+        init_std=0.2,
+    )
     return ToyTransformer(config).eval()
 
 
@@ -75,9 +82,14 @@ def test_hf_cache_tables_equal_hf_rotary_module_stepped_like_generate():
     transformers = pytest.importorskip("transformers")
     from transformers.models.llama import modeling_llama as hf_llama
 
-    config = transformers.LlamaConfig(hidden_size=2 * HEAD_DIM, num_attention_heads=2, num_key_value_heads=2,
-                                      head_dim=HEAD_DIM, max_position_embeddings=L,
-                                      rope_parameters={"rope_type": "dynamic", "factor": S, "rope_theta": 1e4})
+    config = transformers.LlamaConfig(
+        hidden_size=2 * HEAD_DIM,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=HEAD_DIM,
+        max_position_embeddings=L,
+        rope_parameters={"rope_type": "dynamic", "factor": S, "rope_theta": 1e4},
+    )
     emb = hf_llama.LlamaRotaryEmbedding(config)
     x = torch.zeros(1, 1, 1, HEAD_DIM)
     n = 5 * L
@@ -132,8 +144,9 @@ def _decode(model: ToyTransformer, idx: torch.Tensor, rope: RoPE, L: int, recomp
 def test_hf_cache_protocol_equals_decoding_with_a_rotated_key_cache(layout):
     model = _model(layout=layout)
     idx = _tokens(3 * L)
-    rope = RoPE({"rope_type": "dynamic", "factor": S, "rope_theta": 1e4, "max_position_embeddings": L}, HEAD_DIM,
-                layout=layout)
+    rope = RoPE(
+        {"rope_type": "dynamic", "factor": S, "rope_theta": 1e4, "max_position_embeddings": L}, HEAD_DIM, layout=layout
+    )
     with torch.no_grad():
         expected = _decode(model, idx, rope, L, recompute=False)
         got = CE.extend(model, "dynamic_cache", S, L)(idx)
@@ -147,8 +160,11 @@ def test_hf_cache_protocol_equals_decoding_with_a_rotated_key_cache(layout):
 def test_recompute_protocol_equals_decoding_with_keys_cached_before_rotation():
     model = _model()
     idx = _tokens(3 * L)
-    rope = RoPE({"rope_type": "dynamic", "factor": S, "rope_theta": 1e4, "max_position_embeddings": L}, HEAD_DIM,
-                layout="interleaved")
+    rope = RoPE(
+        {"rope_type": "dynamic", "factor": S, "rope_theta": 1e4, "max_position_embeddings": L},
+        HEAD_DIM,
+        layout="interleaved",
+    )
     scaled = CE.extend(model, "dynamic_recompute", S, L)
     assert isinstance(scaled, CE.RecomputeDecoder) and scaled.config == model.config
     with torch.no_grad():
@@ -213,8 +229,13 @@ def test_finetune_spec_follows_the_budget_and_schedule():
 
     base = X.base_spec(X.base_setup("smoke"), "rope", "books", 0)
     tokens = CE.pretraining_tokens(base)
-    spec = CE.finetune_spec(base, CE.method_keys("linear", 4.0, base.train.seq_len, base.model.head_dim, 1e4),
-                            factor=4.0, fraction=0.05, batch_size=2)
+    spec = CE.finetune_spec(
+        base,
+        CE.method_keys("linear", 4.0, base.train.seq_len, base.model.head_dim, 1e4),
+        factor=4.0,
+        fraction=0.05,
+        batch_size=2,
+    )
     assert spec.parent == base and spec.train.seq_len == 4 * base.train.seq_len
     assert spec.train.steps == max(1, round(0.05 * tokens / (2 * 4 * base.train.seq_len)))
     assert spec.train.lr == pytest.approx(base.train.lr * 2e-5 / 3e-4)

@@ -98,7 +98,11 @@ def test_chars_corpus_info_split_and_codec():
     assert len(train) + len(val) == info["n_chars"] > 100_000
     assert abs(len(train) / info["n_chars"] - 0.9) < 1e-3
     assert task.decode(torch.cat([train, val])) == task.text  # split by position, nothing lost
-    assert task.vocab[0] == "\ufffd" and task.vocab[1:] == sorted(task.vocab[1:]) and len(set(task.vocab)) == task.vocab_size
+    assert (
+        task.vocab[0] == "\ufffd"
+        and task.vocab[1:] == sorted(task.vocab[1:])
+        and len(set(task.vocab)) == task.vocab_size
+    )
     assert task.vocab[task.BOS] == "\x02" and task.BOS not in set(task.tokens("train").tolist())  # never in the text
     assert task.decode([task.BOS, *task.encode("ab").tolist()]) == "ab"  # the start token decodes to nothing
     assert task.encode("def \u2603")[-1].item() == 0  # unknown character -> id 0
@@ -232,9 +236,7 @@ def test_kv_recall_floor_formula_against_enumeration():
     from fractions import Fraction
 
     for n, v in [(1, 4), (2, 2), (3, 3), (4, 3), (3, 5), (5, 2)]:
-        brute = Fraction(
-            sum(max(t.count(s) for s in t) for t in itertools.product(range(v), repeat=n)), v**n
-        )
+        brute = Fraction(sum(max(t.count(s) for s in t) for t in itertools.product(range(v), repeat=n)), v**n)
         task = make_task("kv_recall", n_pairs=n, n_keys=max(n, 2), n_values=v)
         assert task.position_blind_floor() == pytest.approx(float(brute / n), abs=1e-15)
     assert make_task("kv_recall").position_blind_floor() == 1381 / 4096  # defaults: 4 pairs, 16 values
@@ -244,8 +246,12 @@ def test_kv_recall_floor_formula_against_enumeration():
 
 @pytest.mark.parametrize(
     "params",
-    [dict(n_pairs=4, distinct_values=True), dict(n_pairs=3, n_values=3, distinct_values=True),
-     dict(n_pairs=4), dict(n_pairs=4, n_values=3)],
+    [
+        dict(n_pairs=4, distinct_values=True),
+        dict(n_pairs=3, n_values=3, distinct_values=True),
+        dict(n_pairs=4),
+        dict(n_pairs=4, n_values=3),
+    ],
 )
 def test_kv_recall_floor_is_what_the_best_bag_predictor_gets(params):
     """Monte Carlo: the Bayes-optimal bag-of-tokens predictor. Given the bag, the queried value is each of
@@ -310,7 +316,9 @@ def test_books_corpus_hash_sizes_and_splits(books):
             assert (d["ebook"], d["section"]) not in seen, "a section in two splits"
             seen[(d["ebook"], d["section"])] = split
     assert books.vocab[0] == "\ufffd" and books.vocab_size == len(set(books.vocab)) < 100
-    assert books.vocab[books.BOS] == "\x02" and all(int((books.tokens(s) == books.BOS).sum()) == 0 for s in books.SPLITS)
+    assert books.vocab[books.BOS] == "\x02" and all(
+        int((books.tokens(s) == books.BOS).sum()) == 0 for s in books.SPLITS
+    )
 
 
 def test_books_text_round_trips_and_windows_stay_in_their_split(books):

@@ -62,7 +62,9 @@ def repo_files() -> list[Path]:
         pytest.skip("not a git checkout")
     out = subprocess.run(
         ["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     paths = [REPO / p for p in out.split("\0") if p]
     return sorted(p for p in paths if p.suffix in TEXT_SUFFIXES and p.is_file())
@@ -87,11 +89,17 @@ def test_bad_mentions_detects_each_forbidden_form():
 
 
 def test_cited_sections_reads_single_citations_lists_and_ranges():
-    text = ("docs/references.md §1.4 (derived); references.md §1, §3 and §5 vectors; "
-            "docs/design.md §11, \"run_all.py\"; docs/references.md §1–§4; references.md: no section")
+    text = (
+        "docs/references.md §1.4 (derived); references.md §1, §3 and §5 vectors; "
+        'docs/design.md §11, "run_all.py"; docs/references.md §1–§4; references.md: no section'
+    )
     assert cited_sections(text) == {
-        ("references", "1.4"), ("references", "1"), ("references", "3"), ("references", "5"),
-        ("design", "11"), ("references", "4"),
+        ("references", "1.4"),
+        ("references", "1"),
+        ("references", "3"),
+        ("references", "5"),
+        ("design", "11"),
+        ("references", "4"),
     }
 
 

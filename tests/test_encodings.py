@@ -34,8 +34,12 @@ def test_unknown_encoding_lists_known_ones():
 
 @pytest.mark.parametrize(
     "name,bad,accepted",
-    [("t5", "buckets", "bidirectional, max_distance, num_buckets"), ("learned", "max_len", "init_std, max_positions"),
-     ("kerple", "kind", "variant"), ("nope", "base", r"\(none\)")],
+    [
+        ("t5", "buckets", "bidirectional, max_distance, num_buckets"),
+        ("learned", "max_len", "init_std, max_positions"),
+        ("kerple", "kind", "variant"),
+        ("nope", "base", r"\(none\)"),
+    ],
 )
 def test_unknown_parameter_lists_accepted_ones(name, bad, accepted):
     with pytest.raises(ValueError, match=f"'{bad}'.*accepted: {accepted}"):
@@ -44,8 +48,13 @@ def test_unknown_parameter_lists_accepted_ones(name, bad, accepted):
 
 def test_encoding_params_defaults():
     assert encoding_params("t5") == {"num_buckets": 32, "max_distance": 128, "bidirectional": False}
-    assert encoding_params("randomized") == {"inner": "rope", "inner_params": None, "max_position": 2048,
-                                             "eval_positions": "ordered", "eval_seed": 0}
+    assert encoding_params("randomized") == {
+        "inner": "rope",
+        "inner_params": None,
+        "max_position": 2048,
+        "eval_positions": "ordered",
+        "eval_seed": 0,
+    }
 
 
 @pytest.mark.parametrize("name", [n for n in MINE if n != "randomized"])
@@ -226,9 +235,13 @@ def test_randomized_rejects_length_past_max_position():
 
 @pytest.mark.parametrize(
     "params,match",
-    [({"inner": "alibi", "max_position": 0}, "max_position"), ({"inner": "nosuch"}, "known encodings"),
-     ({"inner": "randomized"}, "itself"), ({"inner": "t5", "inner_params": {"buckets": 4}}, "accepted"),
-     ({"inner": "learned", "inner_params": {"max_positions": 100}, "max_position": 200}, "only 100 positions")],
+    [
+        ({"inner": "alibi", "max_position": 0}, "max_position"),
+        ({"inner": "nosuch"}, "known encodings"),
+        ({"inner": "randomized"}, "itself"),
+        ({"inner": "t5", "inner_params": {"buckets": 4}}, "accepted"),
+        ({"inner": "learned", "inner_params": {"max_positions": 100}, "max_position": 200}, "only 100 positions"),
+    ],
 )
 def test_randomized_bad_parameters(params, match):
     with pytest.raises(ValueError, match=match):

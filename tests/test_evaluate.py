@@ -83,8 +83,12 @@ def test_sliding_with_stride_equal_to_length_is_nonoverlapping(chars, tokens):
 
 
 @settings(max_examples=30, deadline=None)
-@given(n=st.integers(5, 200), length=st.integers(1, 40), stride_frac=st.floats(0.01, 1.0),
-       max_windows=st.one_of(st.none(), st.integers(1, 20)))
+@given(
+    n=st.integers(5, 200),
+    length=st.integers(1, 40),
+    stride_frac=st.floats(0.01, 1.0),
+    max_windows=st.one_of(st.none(), st.integers(1, 20)),
+)
 def test_every_target_scored_once(n, length, stride_frac, max_windows):
     """Token counts follow the documented scheme; with uniform logits the loss is exactly log V."""
     stride = max(1, int(stride_frac * length))
@@ -292,8 +296,13 @@ def test_dynamic_ntk_equals_the_original_up_to_the_original_length(chars, tokens
     [
         dict(rope_type="ntk", factor=4.0),
         dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=32),
-        dict(rope_type="llama3", factor=4.0, original_max_position_embeddings=32, low_freq_factor=1.0,
-             high_freq_factor=4.0),
+        dict(
+            rope_type="llama3",
+            factor=4.0,
+            original_max_position_embeddings=32,
+            low_freq_factor=1.0,
+            high_freq_factor=4.0,
+        ),
         dict(type="linear", factor=4.0),
     ],
 )
@@ -357,8 +366,9 @@ def test_retrieval_by_distance_reports_counts_for_a_wilson_interval():
 
     task = make_task("kv_recall", n_pairs=4, distinct_values=True)
     good = retrieval_accuracy(KVOracle(task), task, [16, 24], distances=[0, 5, 13], n_samples=20, batch_size=7)
-    assert {"length", "distance", "accuracy", "token_accuracy", "n_samples", "n_correct", "status",
-            "reason"} <= set(good.columns)
+    assert {"length", "distance", "accuracy", "token_accuracy", "n_samples", "n_correct", "status", "reason"} <= set(
+        good.columns
+    )
     assert str(good.n_correct.dtype) == "Int64"
     ok = good[good.status == "ok"]
     assert len(ok) == 5 and (ok.accuracy == 1.0).all() and (ok.n_correct == ok.n_samples).all()
@@ -399,8 +409,9 @@ class Unigram(nn.Module):
         return F.cross_entropy(self.table[tokens[:-1]], tokens[1:], reduction="none")
 
 
-@pytest.mark.parametrize("mode, L, S", [("nonoverlap", 16, None), ("sliding", 16, None), ("sliding", 12, 5),
-                                        ("sliding", 20, 1)])
+@pytest.mark.parametrize(
+    "mode, L, S", [("nonoverlap", 16, None), ("sliding", 16, None), ("sliding", 12, 5), ("sliding", 20, 1)]
+)
 def test_max_windows_none_scores_the_whole_stream(mode, L, S):
     tokens = torch.randint(0, 9, (333,), generator=torch.Generator().manual_seed(0))
     model = Unigram(9)

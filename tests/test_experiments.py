@@ -176,17 +176,21 @@ def test_mean_ci_brackets_the_mean_and_widens_with_confidence(values, confidence
 
 
 def test_aggregate_seeds_per_group():
-    df = pd.DataFrame({
-        "encoding": ["a", "a", "a", "b", "b", "b"],
-        "length": [8, 8, 8, 8, 8, 8],
-        "seed": [0, 1, 2, 0, 1, 2],
-        "loss": [1.0, 2.0, 3.0, 5.0, 5.0, float("nan")],
-    })
+    df = pd.DataFrame(
+        {
+            "encoding": ["a", "a", "a", "b", "b", "b"],
+            "length": [8, 8, 8, 8, 8, 8],
+            "seed": [0, 1, 2, 0, 1, 2],
+            "loss": [1.0, 2.0, 3.0, 5.0, 5.0, float("nan")],
+        }
+    )
     out = X.aggregate_seeds(df, ["encoding", "length"], "loss", prefix="loss_")
     assert list(out.columns) == ["encoding", "length", "n_seeds", "loss_mean", "loss_ci_low", "loss_ci_high"]
     a = out[out.encoding == "a"].iloc[0]
     assert a.n_seeds == 3 and a.loss_mean == 2.0
-    assert (a.loss_ci_low, a.loss_ci_high) == pytest.approx(stats.t.interval(0.95, 2, loc=2.0, scale=stats.sem([1, 2, 3])))
+    assert (a.loss_ci_low, a.loss_ci_high) == pytest.approx(
+        stats.t.interval(0.95, 2, loc=2.0, scale=stats.sem([1, 2, 3]))
+    )
     b = out[out.encoding == "b"].iloc[0]
     assert b.n_seeds == 2 and b.loss_mean == 5.0 and b.loss_ci_low == 5.0
     with pytest.raises(ValueError, match=r"\['ppl'\] not in the table"):
@@ -300,19 +304,29 @@ def test_nearest_multiplier_log_scale():
 
 
 def _ours(values: dict[tuple[str, float], tuple[float, float, float]]) -> pd.DataFrame:
-    return pd.DataFrame([{"encoding": e, "multiplier": m, "mean": v[0], "ci_low": v[1], "ci_high": v[2]}
-                         for (e, m), v in values.items()])
+    return pd.DataFrame(
+        [
+            {"encoding": e, "multiplier": m, "mean": v[0], "ci_low": v[1], "ci_high": v[2]}
+            for (e, m), v in values.items()
+        ]
+    )
 
 
 def test_ordering_table_flags_reproduced_significant_and_missing():
     claims = published.published_orderings()
     alibi = claims[claims.source == "alibi_table1"]
-    ours = _ours({
-        ("alibi", 2.0): (5.0, 4.9, 5.1), ("t5", 2.0): (5.5, 5.0, 6.0), ("rope", 2.0): (5.2, 5.0, 6.0),
-        ("sinusoidal", 2.0): (9.0, 8.0, 10.0),
-        ("alibi", 8.0): (5.0, 4.9, 5.1), ("t5", 8.0): (7.0, 6.0, 8.0), ("rope", 8.0): (math.nan, math.nan, math.nan),
-        ("sinusoidal", 8.0): (20.0, 19.0, 21.0),
-    })
+    ours = _ours(
+        {
+            ("alibi", 2.0): (5.0, 4.9, 5.1),
+            ("t5", 2.0): (5.5, 5.0, 6.0),
+            ("rope", 2.0): (5.2, 5.0, 6.0),
+            ("sinusoidal", 2.0): (9.0, 8.0, 10.0),
+            ("alibi", 8.0): (5.0, 4.9, 5.1),
+            ("t5", 8.0): (7.0, 6.0, 8.0),
+            ("rope", 8.0): (math.nan, math.nan, math.nan),
+            ("sinusoidal", 8.0): (20.0, 19.0, 21.0),
+        }
+    )
     t = X.ordering_table(alibi, ours, metric="ppl_nonoverlap", lower_is_better=True)
     # our multipliers are {2, 8}: 1012/512 -> 2x; 2512/512, 5512/512 and 15512/512 all map to 8x on a log
     # scale, and 5512/512 (the closest) is kept, so each multiplier carries the 6 pairs of 4 encodings
@@ -329,16 +343,50 @@ def test_ordering_table_flags_reproduced_significant_and_missing():
 
 
 def test_ordering_table_details():
-    claims = pd.DataFrame([
-        {"source": "s", "better": "a", "worse": "b", "metric": "ppl", "published_better": 1.0,
-         "published_worse": 2.0, "published_length": 20, "published_multiplier": 2.0},
-        {"source": "s", "better": "a", "worse": "c", "metric": "ppl", "published_better": 1.0,
-         "published_worse": 3.0, "published_length": 20, "published_multiplier": 2.0},
-        {"source": "s", "better": "b", "worse": "c", "metric": "ppl", "published_better": 2.0,
-         "published_worse": 3.0, "published_length": 20, "published_multiplier": 2.0},
-        {"source": "s", "better": "a", "worse": "b", "metric": "ppl", "published_better": 1.0,
-         "published_worse": 2.0, "published_length": 22, "published_multiplier": 2.2},
-    ])
+    claims = pd.DataFrame(
+        [
+            {
+                "source": "s",
+                "better": "a",
+                "worse": "b",
+                "metric": "ppl",
+                "published_better": 1.0,
+                "published_worse": 2.0,
+                "published_length": 20,
+                "published_multiplier": 2.0,
+            },
+            {
+                "source": "s",
+                "better": "a",
+                "worse": "c",
+                "metric": "ppl",
+                "published_better": 1.0,
+                "published_worse": 3.0,
+                "published_length": 20,
+                "published_multiplier": 2.0,
+            },
+            {
+                "source": "s",
+                "better": "b",
+                "worse": "c",
+                "metric": "ppl",
+                "published_better": 2.0,
+                "published_worse": 3.0,
+                "published_length": 20,
+                "published_multiplier": 2.0,
+            },
+            {
+                "source": "s",
+                "better": "a",
+                "worse": "b",
+                "metric": "ppl",
+                "published_better": 1.0,
+                "published_worse": 2.0,
+                "published_length": 22,
+                "published_multiplier": 2.2,
+            },
+        ]
+    )
     ours = _ours({("a", 2.0): (1.0, 0.9, 1.1), ("b", 2.0): (3.0, 2.0, 4.0), ("c", 2.0): (2.5, 0.0, 5.0)})
     t = X.ordering_table(claims, ours, metric="m", lower_is_better=True)
     assert len(t) == 3  # the 2.2 claim maps to 2x too, but 2.0 is closer and is kept
@@ -362,9 +410,16 @@ def test_ordering_table_details():
 
 #: the parameters each encoding's settings table lists ("(none)": nothing of it depends on L)
 _SETTINGS = {
-    "nope": {"(none)"}, "sinusoidal": {"scale"}, "learned": {"max_positions"}, "t5": {"num_buckets", "max_distance"},
-    "alibi": {"slopes"}, "rope": {"rope_theta"}, "xpos": {"scale_base", "rope_theta"}, "kerple": {"(none)"},
-    "fire": {"init_threshold"}, "randomized": {"max_position", "eval_positions"},
+    "nope": {"(none)"},
+    "sinusoidal": {"scale"},
+    "learned": {"max_positions"},
+    "t5": {"num_buckets", "max_distance"},
+    "alibi": {"slopes"},
+    "rope": {"rope_theta"},
+    "xpos": {"scale_base", "rope_theta"},
+    "kerple": {"(none)"},
+    "fire": {"init_threshold"},
+    "randomized": {"max_position", "eval_positions"},
 }
 
 
@@ -441,8 +496,11 @@ def test_randomized_range_covers_the_longest_evaluation_length():
     s = X.base_setup("default")
     for L in _train_lengths():
         name, params = X.encoding_config("randomized", L, s)
-        assert name == "randomized" and params == {"inner": "rope", "max_position": int(default * L),
-                                                   "eval_positions": "random"}
+        assert name == "randomized" and params == {
+            "inner": "rope",
+            "max_position": int(default * L),
+            "eval_positions": "random",
+        }
         assert params["max_position"] >= max(lengths_for(L))
         assert len(set(random_positions(L, params["max_position"]).tolist())) == L
     assert X.encoding_config("randomized", 42, s, max_eval_multiple=1.5)[1]["max_position"] == 63

@@ -27,7 +27,9 @@ PNG = base64.b64decode(
 
 
 def image_output() -> nbformat.NotebookNode:
-    return nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(PNG).decode(), "text/plain": "<Figure>"})
+    return nbformat.v4.new_output(
+        "display_data", data={"image/png": base64.b64encode(PNG).decode(), "text/plain": "<Figure>"}
+    )
 
 
 def make_notebook(title: str | None, cells: list[tuple[str, int]]) -> nbformat.NotebookNode:
@@ -149,7 +151,10 @@ def test_add_alt_text_matches_images_to_saved_figures():
         ('savefig(fig, "d", notebook=N, caption=c)', 2),  # two images, one name: cannot tell which
         ('savefig(fig, "gone", notebook=N, caption=c)', 1),  # no caption recorded
     ])  # fmt: skip
-    assert add_alt_text(nb, {"a": "Caption  of a.", "b": "Caption of b.", "c": "Caption of c.", "d": "D."}, "05 — Title") == 7
+    assert (
+        add_alt_text(nb, {"a": "Caption  of a.", "b": "Caption of b.", "c": "Caption of c.", "d": "D."}, "05 — Title")
+        == 7
+    )
     alts = [o.metadata["image/png"]["alt"] for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert alts == ["Caption of a.", "Caption of b.", "Caption of c.", "05 — Title, figure 4", "05 — Title, figure 5",
                     "05 — Title, figure 6", "05 — Title, figure 7 (gone)"]  # fmt: skip
@@ -167,7 +172,10 @@ def test_export_html_gives_every_image_alt_text(tmp_path, caplog):
     imgs = re.findall(r"<img[^>]*>", body)
     assert len(imgs) == 2 and all(" alt=" in i for i in imgs)
     assert "No description has been provided" not in body  # nbconvert's stand-in for a missing alt
-    assert "A &quot;quoted&quot; &lt;caption&gt; &amp; more." in imgs[0] or 'A "quoted" &lt;caption&gt; &amp; more.' in imgs[0]
+    assert (
+        "A &quot;quoted&quot; &lt;caption&gt; &amp; more." in imgs[0]
+        or 'A "quoted" &lt;caption&gt; &amp; more.' in imgs[0]
+    )
     assert "05 — Title, figure 2" in imgs[1]
     assert "<title>05 — Title</title>" in body
     assert "Alternative text is missing" not in caplog.text
@@ -187,7 +195,9 @@ def committed(tmp_path, monkeypatch):
     """Two executed 'committed' notebooks, one never executed (.py only), and their figure folders."""
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
-    nbformat.write(make_notebook("01 — First", [('savefig(fig, "a", notebook=N, caption=c)', 1)]), nbs / "01_first.ipynb")
+    nbformat.write(
+        make_notebook("01 — First", [('savefig(fig, "a", notebook=N, caption=c)', 1)]), nbs / "01_first.ipynb"
+    )
     nbformat.write(make_notebook("02 — Second", [("print(1)", 0)]), nbs / "02_second.ipynb")
     (nbs / "03_new.py").write_text("# %%\nprint(1)\n")
     figs = tmp_path / "figures"

@@ -46,12 +46,19 @@ def test_records_are_frozen():
         g.checks[0].passed = False  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"context_gain_nats": -10.5}, "context_gain_nats"), ({"context_gain_nats": math.nan}, "context_gain_nats"),
-    ({"lm_baseline_order": 0}, "lm_baseline_order"), ({"lm_baseline_order": 3.0}, "lm_baseline_order"),
-    ({"rope_baseline_order": True}, "rope_baseline_order"), ({"retrieval_margin": -1.01}, "retrieval_margin"),
-    ({"retrieval_margin": 1.0}, "retrieval_margin"), ({"retrieval_confidence": 1.0}, "retrieval_confidence"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"context_gain_nats": -10.5}, "context_gain_nats"),
+        ({"context_gain_nats": math.nan}, "context_gain_nats"),
+        ({"lm_baseline_order": 0}, "lm_baseline_order"),
+        ({"lm_baseline_order": 3.0}, "lm_baseline_order"),
+        ({"rope_baseline_order": True}, "rope_baseline_order"),
+        ({"retrieval_margin": -1.01}, "retrieval_margin"),
+        ({"retrieval_margin": 1.0}, "retrieval_margin"),
+        ({"retrieval_confidence": 1.0}, "retrieval_confidence"),
+    ],
+)
 def test_bad_thresholds(kwargs, match):
     with pytest.raises(ValueError, match=match):
         GateThresholds(**kwargs)
@@ -78,10 +85,15 @@ def test_context_gain_windows():
     assert context_gain(odd) == pytest.approx(0.0 - 6.5)
 
 
-@pytest.mark.parametrize("x, match", [
-    (np.ones(7), "T >= 8"), (np.ones((2, 8)), "1-D"), (np.array([1.0] * 7 + [math.nan]), "positions \\[7\\]"),
-    (np.array(["a"] * 8), "real numbers"),
-])
+@pytest.mark.parametrize(
+    "x, match",
+    [
+        (np.ones(7), "T >= 8"),
+        (np.ones((2, 8)), "1-D"),
+        (np.array([1.0] * 7 + [math.nan]), "positions \\[7\\]"),
+        (np.array(["a"] * 8), "real numbers"),
+    ],
+)
 def test_context_gain_bad_input(x, match):
     with pytest.raises(ValueError, match=match):
         context_gain(x)
@@ -145,18 +157,21 @@ def test_lm_gate_custom_thresholds():
     assert g.passed and [c.name for c in g.checks] == ["context_gain", "ppl_below_2gram"]
 
 
-@pytest.mark.parametrize("args, match", [
-    ((math.nan, 0.5, BASELINES, "alibi"), "ppl must be a perplexity >= 1"),
-    ((0.5, 0.5, BASELINES, "alibi"), "ppl must be"),
-    (("5", 0.5, BASELINES, "alibi"), "ppl must be"),
-    ((5.0, math.nan, BASELINES, "alibi"), "context_gain must be a finite"),
-    ((5.0, 0.5, {2: 12.0}, "alibi"), "no n-gram order 3; its orders: \\[2\\]"),
-    ((5.0, 0.5, {3: 8.0}, "rope"), "no n-gram order 4"),
-    ((5.0, 0.5, {3: math.nan}, "alibi"), "baselines\\[3\\]"),
-    ((5.0, 0.5, [8.0], "alibi"), "baselines must be a mapping"),
-    ((5.0, 0.5, BASELINES, ""), "encoding must be a non-empty string"),
-    ((5.0, 0.5, BASELINES, None), "encoding"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ((math.nan, 0.5, BASELINES, "alibi"), "ppl must be a perplexity >= 1"),
+        ((0.5, 0.5, BASELINES, "alibi"), "ppl must be"),
+        (("5", 0.5, BASELINES, "alibi"), "ppl must be"),
+        ((5.0, math.nan, BASELINES, "alibi"), "context_gain must be a finite"),
+        ((5.0, 0.5, {2: 12.0}, "alibi"), "no n-gram order 3; its orders: \\[2\\]"),
+        ((5.0, 0.5, {3: 8.0}, "rope"), "no n-gram order 4"),
+        ((5.0, 0.5, {3: math.nan}, "alibi"), "baselines\\[3\\]"),
+        ((5.0, 0.5, [8.0], "alibi"), "baselines must be a mapping"),
+        ((5.0, 0.5, BASELINES, ""), "encoding must be a non-empty string"),
+        ((5.0, 0.5, BASELINES, None), "encoding"),
+    ],
+)
 def test_lm_gate_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
         lm_gate(*args)
@@ -195,10 +210,17 @@ def test_retrieval_gate_boundaries():
     assert retrieval_gate(10, 10, 0.0).passed
 
 
-@pytest.mark.parametrize("args, match", [
-    ((5, 10, 1.0), "floor must be an accuracy in \\[0, 1\\)"), ((5, 10, -0.1), "floor"), ((5, 10, "0.1"), "floor"),
-    ((11, 10, 0.1), "successes"), ((5, 0, 0.1), "n must be"), ((5.0, 10, 0.1), "successes"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ((5, 10, 1.0), "floor must be an accuracy in \\[0, 1\\)"),
+        ((5, 10, -0.1), "floor"),
+        ((5, 10, "0.1"), "floor"),
+        ((11, 10, 0.1), "successes"),
+        ((5, 0, 0.1), "n must be"),
+        ((5.0, 10, 0.1), "successes"),
+    ],
+)
 def test_retrieval_gate_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
         retrieval_gate(*args)
@@ -208,13 +230,32 @@ def test_retrieval_gate_bad_input(args, match):
 
 
 def _rows() -> pd.DataFrame:
-    return pd.DataFrame([
-        {"encoding": "alibi", "task": "chars", "seed": 0, "kind": "lm", "ppl": 7.0, "context_gain": 0.5},
-        {"encoding": "rope", "task": "chars", "seed": 0, "kind": "lm", "ppl": 7.0, "context_gain": 0.5},
-        {"encoding": "nope", "task": "chars", "seed": 1, "kind": "lm", "ppl": 5.0, "context_gain": 0.01},
-        {"encoding": "rope", "task": "passkey", "seed": 0, "kind": "retrieval", "correct": 95, "n": 100, "floor": 0.1},
-        {"encoding": "nope", "task": "passkey", "seed": 0, "kind": "retrieval", "correct": 12, "n": 100, "floor": 0.1},
-    ], index=[10, 11, 12, 13, 14])
+    return pd.DataFrame(
+        [
+            {"encoding": "alibi", "task": "chars", "seed": 0, "kind": "lm", "ppl": 7.0, "context_gain": 0.5},
+            {"encoding": "rope", "task": "chars", "seed": 0, "kind": "lm", "ppl": 7.0, "context_gain": 0.5},
+            {"encoding": "nope", "task": "chars", "seed": 1, "kind": "lm", "ppl": 5.0, "context_gain": 0.01},
+            {
+                "encoding": "rope",
+                "task": "passkey",
+                "seed": 0,
+                "kind": "retrieval",
+                "correct": 95,
+                "n": 100,
+                "floor": 0.1,
+            },
+            {
+                "encoding": "nope",
+                "task": "passkey",
+                "seed": 0,
+                "kind": "retrieval",
+                "correct": 12,
+                "n": 100,
+                "floor": 0.1,
+            },
+        ],
+        index=[10, 11, 12, 13, 14],
+    )
 
 
 def test_gate_table():
@@ -243,16 +284,22 @@ def test_gate_table_single_kind_needs_only_its_columns():
     assert not any(c.startswith("gate_wilson") for c in out.columns)
 
 
-@pytest.mark.parametrize("mutate, match", [
-    (lambda d: d.drop(columns="kind"), "lacks column\\(s\\) \\['kind'\\]"),
-    (lambda d: d.drop(columns="floor"), "kind 'retrieval' rows.*\\['floor'\\]"),
-    (lambda d: d.assign(kind=["lm", "lm", "lm", "retrieval", "copy"]), "kind must be one of.*'copy'"),
-    (lambda d: d.assign(seed=[0, 0, 0, 0, 0], task="chars"), "repeat"),
-    (lambda d: d.assign(ppl=[7.0, math.nan, 5.0, math.nan, math.nan]), "row 11 \\(rope, chars, seed 0.*\\['ppl'\\]"),
-    (lambda d: d.assign(correct=[math.nan] * 3 + [95.5, 12]), "row 13.*correct must be an integer count, got 95.5"),
-    (lambda d: d.assign(floor=[math.nan] * 3 + [1.0, 0.1]), "row 13.*floor must be"),
-    (lambda d: d.assign(ppl=[7.0, 0.5, 5.0, math.nan, math.nan]), "row 11.*ppl must be"),
-])
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda d: d.drop(columns="kind"), "lacks column\\(s\\) \\['kind'\\]"),
+        (lambda d: d.drop(columns="floor"), "kind 'retrieval' rows.*\\['floor'\\]"),
+        (lambda d: d.assign(kind=["lm", "lm", "lm", "retrieval", "copy"]), "kind must be one of.*'copy'"),
+        (lambda d: d.assign(seed=[0, 0, 0, 0, 0], task="chars"), "repeat"),
+        (
+            lambda d: d.assign(ppl=[7.0, math.nan, 5.0, math.nan, math.nan]),
+            "row 11 \\(rope, chars, seed 0.*\\['ppl'\\]",
+        ),
+        (lambda d: d.assign(correct=[math.nan] * 3 + [95.5, 12]), "row 13.*correct must be an integer count, got 95.5"),
+        (lambda d: d.assign(floor=[math.nan] * 3 + [1.0, 0.1]), "row 13.*floor must be"),
+        (lambda d: d.assign(ppl=[7.0, 0.5, 5.0, math.nan, math.nan]), "row 11.*ppl must be"),
+    ],
+)
 def test_gate_table_bad_input(mutate, match):
     with pytest.raises(ValueError, match=match):
         gate_table(mutate(_rows()), BASELINES)
@@ -273,12 +320,15 @@ def test_gate_table_accepts_float_counts_and_diverged_models():
 
 def test_passed_only():
     gates = gate_table(_rows(), BASELINES)
-    results = pd.DataFrame({
-        "encoding": ["alibi", "alibi", "rope", "rope", "nope"],
-        "task": ["chars", "chars", "chars", "passkey", "passkey"],
-        "seed": [0, 0, 0, 0, 0],
-        "length": [64, 128, 64, 64, 64],
-    }, index=list("abcde"))
+    results = pd.DataFrame(
+        {
+            "encoding": ["alibi", "alibi", "rope", "rope", "nope"],
+            "task": ["chars", "chars", "chars", "passkey", "passkey"],
+            "seed": [0, 0, 0, 0, 0],
+            "length": [64, 128, 64, 64, 64],
+        },
+        index=list("abcde"),
+    )
     kept = passed_only(results, gates)
     assert list(kept.index) == ["a", "b", "d"]
     pd.testing.assert_frame_equal(kept, results.loc[["a", "b", "d"]])
@@ -292,11 +342,14 @@ def test_passed_only_missing_models():
     assert passed_only(results, gates, require_all=False)["encoding"].tolist() == ["alibi"]
 
 
-@pytest.mark.parametrize("mutate, match", [
-    (lambda g: g.drop(columns="passed"), "gates lacks column\\(s\\) \\['passed'\\]"),
-    (lambda g: g.assign(passed=["yes"] * len(g)), "bool column"),
-    (lambda g: pd.concat([g, g.iloc[:1]]), "one row per \\(encoding, task, seed\\)"),
-])
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda g: g.drop(columns="passed"), "gates lacks column\\(s\\) \\['passed'\\]"),
+        (lambda g: g.assign(passed=["yes"] * len(g)), "bool column"),
+        (lambda g: pd.concat([g, g.iloc[:1]]), "one row per \\(encoding, task, seed\\)"),
+    ],
+)
 def test_passed_only_bad_gates(mutate, match):
     gates = gate_table(_rows(), BASELINES)
     with pytest.raises(ValueError, match=match):

@@ -29,8 +29,14 @@ from ropelib.rope import RoPE, RopeConfig  # noqa: E402
 logging.getLogger("transformers").setLevel(logging.ERROR)  # HF warns about factor/max ratios by design
 
 ORIG = 32  # pre-training length of the scaled configs: lengths 24 (within) and 100 (beyond) cover both regimes
-TINY = {"hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 4, "intermediate_size": 128,
-        "num_hidden_layers": 1, "vocab_size": 100}
+TINY = {
+    "hidden_size": 64,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "intermediate_size": 128,
+    "num_hidden_layers": 1,
+    "vocab_size": 100,
+}
 NEOX_TINY = {k: v for k, v in TINY.items() if k != "num_key_value_heads"}
 
 
@@ -47,41 +53,103 @@ def _neox(**kw) -> GPTNeoXConfig:
 
 
 def _longrope(pairs: int) -> dict:
-    return {"rope_type": "longrope", "short_factor": [1.0 + 0.05 * i for i in range(pairs)],
-            "long_factor": [1.5 + 0.9 * i for i in range(pairs)]}
+    return {
+        "rope_type": "longrope",
+        "short_factor": [1.0 + 0.05 * i for i in range(pairs)],
+        "long_factor": [1.5 + 0.9 * i for i in range(pairs)],
+    }
 
 
 # name -> (HF config, HF rotary module class, expected rotary_dim)
 CASES = {
-    "llama-default": (lambda: _llama(max_position_embeddings=128,
-                                     rope_parameters={"rope_type": "default", "rope_theta": 500000.0}),
-                      LlamaRotaryEmbedding, 16),
+    "llama-default": (
+        lambda: _llama(max_position_embeddings=128, rope_parameters={"rope_type": "default", "rope_theta": 500000.0}),
+        LlamaRotaryEmbedding,
+        16,
+    ),
     "llama-default-head_dim-32": (lambda: _llama(head_dim=32), LlamaRotaryEmbedding, 32),
-    "llama-linear": (lambda: _llama(rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 1e4}),
-                     LlamaRotaryEmbedding, 16),
-    "llama-yarn": (lambda: _llama(max_position_embeddings=4 * ORIG, rope_parameters={
-        "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": ORIG, "rope_theta": 1e4}),
-        LlamaRotaryEmbedding, 16),
-    "llama-yarn-deepseek-mscale": (lambda: _llama(max_position_embeddings=40 * ORIG, rope_parameters={
-        "rope_type": "yarn", "factor": 40.0, "original_max_position_embeddings": ORIG, "rope_theta": 1e4,
-        "mscale": 1.0, "mscale_all_dim": 0.8, "beta_fast": 16.0, "beta_slow": 2.0}),
-        LlamaRotaryEmbedding, 16),
-    "llama-llama3": (lambda: _llama(max_position_embeddings=8 * ORIG, rope_parameters={
-        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-        "original_max_position_embeddings": ORIG, "rope_theta": 500000.0}),
-        LlamaRotaryEmbedding, 16),
-    "llama-dynamic": (lambda: _llama(max_position_embeddings=ORIG, rope_parameters={
-        "rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4}), LlamaRotaryEmbedding, 16),
+    "llama-linear": (
+        lambda: _llama(rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 1e4}),
+        LlamaRotaryEmbedding,
+        16,
+    ),
+    "llama-yarn": (
+        lambda: _llama(
+            max_position_embeddings=4 * ORIG,
+            rope_parameters={
+                "rope_type": "yarn",
+                "factor": 4.0,
+                "original_max_position_embeddings": ORIG,
+                "rope_theta": 1e4,
+            },
+        ),
+        LlamaRotaryEmbedding,
+        16,
+    ),
+    "llama-yarn-deepseek-mscale": (
+        lambda: _llama(
+            max_position_embeddings=40 * ORIG,
+            rope_parameters={
+                "rope_type": "yarn",
+                "factor": 40.0,
+                "original_max_position_embeddings": ORIG,
+                "rope_theta": 1e4,
+                "mscale": 1.0,
+                "mscale_all_dim": 0.8,
+                "beta_fast": 16.0,
+                "beta_slow": 2.0,
+            },
+        ),
+        LlamaRotaryEmbedding,
+        16,
+    ),
+    "llama-llama3": (
+        lambda: _llama(
+            max_position_embeddings=8 * ORIG,
+            rope_parameters={
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": ORIG,
+                "rope_theta": 500000.0,
+            },
+        ),
+        LlamaRotaryEmbedding,
+        16,
+    ),
+    "llama-dynamic": (
+        lambda: _llama(
+            max_position_embeddings=ORIG, rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4}
+        ),
+        LlamaRotaryEmbedding,
+        16,
+    ),
     "neox-rotary_pct-0.25": (lambda: _neox(rotary_pct=0.25, rotary_emb_base=10000), GPTNeoXRotaryEmbedding, 4),
-    "neox-rotary_pct-0.5": (lambda: _neox(rotary_pct=0.5, rotary_emb_base=5000, max_position_embeddings=ORIG),
-                            GPTNeoXRotaryEmbedding, 8),
+    "neox-rotary_pct-0.5": (
+        lambda: _neox(rotary_pct=0.5, rotary_emb_base=5000, max_position_embeddings=ORIG),
+        GPTNeoXRotaryEmbedding,
+        8,
+    ),
     # (Llama's own default module ignores partial_rotary_factor; Phi-3's reads it, Phi-4-mini uses 0.75)
     "phi3-default-partial": (lambda: _phi3(partial_rotary_factor=0.75), Phi3RotaryEmbedding, 12),
-    "phi3-longrope": (lambda: _phi3(max_position_embeddings=8 * ORIG, original_max_position_embeddings=ORIG,
-                                    rope_parameters=_longrope(8)), Phi3RotaryEmbedding, 16),
-    "phi3-longrope-partial": (lambda: _phi3(max_position_embeddings=8 * ORIG, original_max_position_embeddings=ORIG,
-                                            partial_rotary_factor=0.5, rope_parameters=_longrope(4)),
-                              Phi3RotaryEmbedding, 8),
+    "phi3-longrope": (
+        lambda: _phi3(
+            max_position_embeddings=8 * ORIG, original_max_position_embeddings=ORIG, rope_parameters=_longrope(8)
+        ),
+        Phi3RotaryEmbedding,
+        16,
+    ),
+    "phi3-longrope-partial": (
+        lambda: _phi3(
+            max_position_embeddings=8 * ORIG,
+            original_max_position_embeddings=ORIG,
+            partial_rotary_factor=0.5,
+            rope_parameters=_longrope(4),
+        ),
+        Phi3RotaryEmbedding,
+        8,
+    ),
 }
 
 FORMS = ["object", "to_dict", "json"]
@@ -129,28 +197,81 @@ def test_model_config_equals_hf_rotary_module(name, form):
 
 # config.json as transformers 4.x wrote it: rope_theta and rope_scaling at the top, GPT-NeoX's own names
 LEGACY = {
-    "llama3.1-style": (LlamaConfig, LlamaRotaryEmbedding, {
-        "model_type": "llama", **TINY, "max_position_embeddings": 8 * ORIG, "rope_theta": 500000.0,
-        "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                         "original_max_position_embeddings": ORIG, "rope_type": "llama3"},
-        "torch_dtype": "bfloat16", "architectures": ["LlamaForCausalLM"]}),
-    "llama-legacy-type-linear": (LlamaConfig, LlamaRotaryEmbedding, {
-        "model_type": "llama", **TINY, "rope_theta": 1e4, "rope_scaling": {"type": "linear", "factor": 2.0}}),
-    "llama-rope_scaling-null": (LlamaConfig, LlamaRotaryEmbedding, {
-        "model_type": "llama", **TINY, "rope_theta": 1e6, "rope_scaling": None, "head_dim": None}),
-    "gpt-neox": (GPTNeoXConfig, GPTNeoXRotaryEmbedding, {
-        "model_type": "gpt_neox", **NEOX_TINY, "rotary_pct": 0.25, "rotary_emb_base": 10000,
-        "max_position_embeddings": 2048, "use_parallel_residual": True}),
-    "phi3-top-level-original": (Phi3Config, Phi3RotaryEmbedding, {
-        "model_type": "phi3", **TINY, "rope_theta": 10000.0, "max_position_embeddings": 8 * ORIG,
-        "original_max_position_embeddings": ORIG, "partial_rotary_factor": 0.5,
-        "rope_scaling": {"type": "longrope", "short_factor": [1.0, 1.1, 1.2, 1.3],
-                         "long_factor": [2.0, 3.0, 5.0, 8.0]}}),
-    "phi3-legacy-su": (Phi3Config, Phi3RotaryEmbedding, {  # Phi-3's first name for LongRoPE
-        "model_type": "phi3", **TINY, "rope_theta": 10000.0, "max_position_embeddings": 8 * ORIG,
-        "original_max_position_embeddings": ORIG,
-        "rope_scaling": {"type": "su", "short_factor": [1.0 + 0.1 * i for i in range(8)],
-                         "long_factor": [4.0] * 8, "original_max_position_embeddings": ORIG}}),
+    "llama3.1-style": (
+        LlamaConfig,
+        LlamaRotaryEmbedding,
+        {
+            "model_type": "llama",
+            **TINY,
+            "max_position_embeddings": 8 * ORIG,
+            "rope_theta": 500000.0,
+            "rope_scaling": {
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": ORIG,
+                "rope_type": "llama3",
+            },
+            "torch_dtype": "bfloat16",
+            "architectures": ["LlamaForCausalLM"],
+        },
+    ),
+    "llama-legacy-type-linear": (
+        LlamaConfig,
+        LlamaRotaryEmbedding,
+        {"model_type": "llama", **TINY, "rope_theta": 1e4, "rope_scaling": {"type": "linear", "factor": 2.0}},
+    ),
+    "llama-rope_scaling-null": (
+        LlamaConfig,
+        LlamaRotaryEmbedding,
+        {"model_type": "llama", **TINY, "rope_theta": 1e6, "rope_scaling": None, "head_dim": None},
+    ),
+    "gpt-neox": (
+        GPTNeoXConfig,
+        GPTNeoXRotaryEmbedding,
+        {
+            "model_type": "gpt_neox",
+            **NEOX_TINY,
+            "rotary_pct": 0.25,
+            "rotary_emb_base": 10000,
+            "max_position_embeddings": 2048,
+            "use_parallel_residual": True,
+        },
+    ),
+    "phi3-top-level-original": (
+        Phi3Config,
+        Phi3RotaryEmbedding,
+        {
+            "model_type": "phi3",
+            **TINY,
+            "rope_theta": 10000.0,
+            "max_position_embeddings": 8 * ORIG,
+            "original_max_position_embeddings": ORIG,
+            "partial_rotary_factor": 0.5,
+            "rope_scaling": {
+                "type": "longrope",
+                "short_factor": [1.0, 1.1, 1.2, 1.3],
+                "long_factor": [2.0, 3.0, 5.0, 8.0],
+            },
+        },
+    ),
+    "phi3-legacy-su": (
+        Phi3Config,
+        Phi3RotaryEmbedding,
+        {  # Phi-3's first name for LongRoPE
+            "model_type": "phi3",
+            **TINY,
+            "rope_theta": 10000.0,
+            "max_position_embeddings": 8 * ORIG,
+            "original_max_position_embeddings": ORIG,
+            "rope_scaling": {
+                "type": "su",
+                "short_factor": [1.0 + 0.1 * i for i in range(8)],
+                "long_factor": [4.0] * 8,
+                "original_max_position_embeddings": ORIG,
+            },
+        },
+    ),
 }
 
 
@@ -169,10 +290,15 @@ def test_gemma3_per_layer_type_rope_parameters_equal_hf():
     from transformers.models.gemma3.modeling_gemma3 import Gemma3RotaryEmbedding
 
     tiny = {**TINY, "num_hidden_layers": 2}
-    config = Gemma3TextConfig(**tiny, head_dim=16, layer_types=["sliding_attention", "full_attention"],
-                              rope_parameters={
-                                  "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
-                                  "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}})
+    config = Gemma3TextConfig(
+        **tiny,
+        head_dim=16,
+        layer_types=["sliding_attention", "full_attention"],
+        rope_parameters={
+            "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+        },
+    )
     emb = Gemma3RotaryEmbedding(config)
     for form in FORMS:
         with pytest.raises(ValueError, match="one mapping per layer type.*'full_attention'.*layer_type="):
@@ -196,8 +322,10 @@ def test_head_dim_argument_overrides_the_config():
     assert (neox.head_dim, neox.rotary_dim) == (32, 16)
     assert neox.config.partial_rotary_factor == 0.5
     # hidden_size // num_attention_heads when head_dim is absent or null
-    assert RoPE.from_hf_config({"hidden_size": 96, "num_attention_heads": 3, "head_dim": None,
-                                "rope_theta": 1e4}).head_dim == 32
+    assert (
+        RoPE.from_hf_config({"hidden_size": 96, "num_attention_heads": 3, "head_dim": None, "rope_theta": 1e4}).head_dim
+        == 32
+    )
 
 
 def test_unrelated_model_keys_are_ignored_and_bare_mappings_still_work():
@@ -215,16 +343,28 @@ def test_unrelated_model_keys_are_ignored_and_bare_mappings_still_work():
 @pytest.mark.parametrize(
     "config, kwargs, match",
     [
-        ({"model_type": "llama", "rope_theta": 1e4}, {},
-         r"no 'head_dim'.*\(missing: 'hidden_size', 'num_attention_heads'\); pass head_dim="),
+        (
+            {"model_type": "llama", "rope_theta": 1e4},
+            {},
+            r"no 'head_dim'.*\(missing: 'hidden_size', 'num_attention_heads'\); pass head_dim=",
+        ),
         ({"hidden_size": 64, "rope_theta": 1e4}, {}, r"missing: 'num_attention_heads'\)"),
         ({"rope_theta": 1e4}, {}, "head_dim is required with a bare rope mapping"),
-        ({"model_type": "gpt2", "hidden_size": 64, "num_attention_heads": 4}, {},
-         "holds no RoPE settings.*'rope_parameters'.*'rope_scaling'"),
-        ({**TINY, "rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "rope_thetta": 5.0}}, {},
-         r"in the model config's 'rope_parameters': unknown RoPE config key\(s\) 'rope_thetta'; accepted: rope_theta"),
-        ({**TINY, "max_position_embeddings": 128, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, {},
-         "'rope_scaling': rope_type 'yarn' requires 'original_max_position_embeddings'"),
+        (
+            {"model_type": "gpt2", "hidden_size": 64, "num_attention_heads": 4},
+            {},
+            "holds no RoPE settings.*'rope_parameters'.*'rope_scaling'",
+        ),
+        (
+            {**TINY, "rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "rope_thetta": 5.0}},
+            {},
+            r"in the model config's 'rope_parameters': unknown RoPE config key\(s\) 'rope_thetta'; accepted: rope_theta",
+        ),
+        (
+            {**TINY, "max_position_embeddings": 128, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}},
+            {},
+            "'rope_scaling': rope_type 'yarn' requires 'original_max_position_embeddings'",
+        ),
         ({**TINY, "rope_scaling": {"rope_type": "linear"}}, {}, "rope_type 'linear' requires 'factor'"),
         ({**TINY, "rope_theta": 1e4, "rotary_pct": 0.1}, {}, r"int\(16 \* 0.1\) = 1 must be even"),
         ({**TINY, "rope_parameters": "default"}, {}, "'rope_parameters' must be a mapping, got str"),
@@ -240,8 +380,15 @@ def test_bad_model_configs_raise_value_error_naming_the_key(config, kwargs, matc
 def test_composite_config_uses_its_text_config():
     from transformers import LlavaConfig
 
-    text = _llama(max_position_embeddings=4 * ORIG, rope_parameters={
-        "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": ORIG, "rope_theta": 1e4})
+    text = _llama(
+        max_position_embeddings=4 * ORIG,
+        rope_parameters={
+            "rope_type": "yarn",
+            "factor": 4.0,
+            "original_max_position_embeddings": ORIG,
+            "rope_theta": 1e4,
+        },
+    )
     composite = LlavaConfig(text_config=text.to_dict())
     for source in (composite, composite.to_dict()):
         rope = RoPE.from_hf_config(source)

@@ -45,10 +45,33 @@ def test_length_specs_at_the_profile_length_are_the_base_models():
 
 
 def _grid(rows):
-    base = {"task": "books", "run_hash": "h", "mode": "nonoverlap", "stride": np.nan, "loss": 0.0, "n_tokens": 1,
-            "n_windows": 1, "min_context": 0, "reason": ""}
-    return pd.DataFrame([{**base, "encoding": e, "train_length": L, "seed": s, "multiplier": m, "length": int(m * L),
-                          "ppl": p, "passed_gate": ok, "status": "ok"} for e, L, s, m, p, ok in rows])
+    base = {
+        "task": "books",
+        "run_hash": "h",
+        "mode": "nonoverlap",
+        "stride": np.nan,
+        "loss": 0.0,
+        "n_tokens": 1,
+        "n_windows": 1,
+        "min_context": 0,
+        "reason": "",
+    }
+    return pd.DataFrame(
+        [
+            {
+                **base,
+                "encoding": e,
+                "train_length": L,
+                "seed": s,
+                "multiplier": m,
+                "length": int(m * L),
+                "ppl": p,
+                "passed_gate": ok,
+                "status": "ok",
+            }
+            for e, L, s, m, p, ok in rows
+        ]
+    )
 
 
 def test_collapse_table():
@@ -76,8 +99,14 @@ def test_gate_and_grid_on_untrained_models(dict_cache):
     runs = {}
     for i, (k, spec) in enumerate(specs.items()):
         torch.manual_seed(i)
-        runs[k] = RunResult(spec=spec, hash=spec.hash(), model=ToyTransformer(spec.model).eval(), history=[],
-                            path=Path("."), metadata={})
+        runs[k] = RunResult(
+            spec=spec,
+            hash=spec.hash(),
+            model=ToyTransformer(spec.model).eval(),
+            history=[],
+            path=Path("."),
+            metadata={},
+        )
     cached = dict_cache
     gates = LS.gate_lengths(runs, setup, cached=cached)
     assert set(gates.train_length) == {16, 32} and len(gates) == 2

@@ -313,7 +313,7 @@ def test_width_scaled_init_std_follows_the_fan_in_rule():
 
     assert width_scaled_init_std(GPT2_WIDTH) == INIT_STD
     assert width_scaled_init_std(64) == pytest.approx(0.02 * (768 / 64) ** 0.5)
-    assert width_scaled_init_std(192) ** 2 * 192 == pytest.approx(INIT_STD ** 2 * GPT2_WIDTH)  # var x fan_in constant
+    assert width_scaled_init_std(192) ** 2 * 192 == pytest.approx(INIT_STD**2 * GPT2_WIDTH)  # var x fan_in constant
     for bad in (0, -3, 2.5, True):
         with pytest.raises(ValueError, match="d_model"):
             width_scaled_init_std(bad)

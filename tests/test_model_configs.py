@@ -48,7 +48,11 @@ def test_llama31_split():
     cfg = get_model_config("llama-3.1-8b")
     p = cfg.rope_parameters()
     split = A.llama3_split(
-        cfg.head_dim, p["rope_theta"], p["factor"], p["low_freq_factor"], p["high_freq_factor"],
+        cfg.head_dim,
+        p["rope_theta"],
+        p["factor"],
+        p["low_freq_factor"],
+        p["high_freq_factor"],
         p["original_max_position_embeddings"],
     )
     assert split == {"unchanged": 29, "blended": 6, "divided": 29}

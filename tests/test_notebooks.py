@@ -89,8 +89,11 @@ def test_metadata_is_minimal(path):
     nb = _read(path)
     assert "papermill" not in nb.metadata and "widgets" not in nb.metadata
     # the project's kernel: the name any environment with ipykernel has, the display name `make venv` installs
-    assert nb.metadata["kernelspec"] == {"display_name": run_all.KERNEL_DISPLAY_NAME, "language": "python",
-                                         "name": run_all.KERNEL}
+    assert nb.metadata["kernelspec"] == {
+        "display_name": run_all.KERNEL_DISPLAY_NAME,
+        "language": "python",
+        "name": run_all.KERNEL,
+    }
     for cell in nb.cells:
         assert not {"papermill", "execution", "ExecuteTime"} & set(cell.metadata), cell.metadata
 
@@ -109,7 +112,12 @@ def test_smoke_profile_executes(path, tmp_path):
     out = tmp_path / path.name
     # raises PapermillExecutionError (with the failing cell) on any error
     papermill.execute_notebook(
-        str(path), str(out), parameters=params, kernel_name="python3", language="python", cwd=str(NOTEBOOKS_DIR),
+        str(path),
+        str(out),
+        parameters=params,
+        kernel_name="python3",
+        language="python",
+        cwd=str(NOTEBOOKS_DIR),
         progress_bar=False,
     )
     executed = _read(out)
@@ -135,8 +143,15 @@ def test_rerun_reads_evaluations_back_and_reproduces_the_results(tmp_path, monke
     for i in range(2):
         monkeypatch.setenv("ROPELIB_RESULTS_DIR", str(tmp_path / f"results{i}"))
         monkeypatch.setenv("ROPELIB_FIGURES_DIR", str(tmp_path / f"figures{i}"))
-        papermill.execute_notebook(str(path), str(tmp_path / f"run{i}.ipynb"), parameters=params,
-                                   kernel_name="python3", language="python", cwd=str(NOTEBOOKS_DIR), progress_bar=False)
+        papermill.execute_notebook(
+            str(path),
+            str(tmp_path / f"run{i}.ipynb"),
+            parameters=params,
+            kernel_name="python3",
+            language="python",
+            cwd=str(NOTEBOOKS_DIR),
+            progress_bar=False,
+        )
         results.append(tmp_path / f"results{i}")
         if i == 0:
             entries = {p: p.stat().st_mtime_ns for p in (cache / "evals").rglob("*.pkl")}

@@ -62,19 +62,33 @@ def _lm_summary() -> pd.DataFrame:
         for mode in ("nonoverlap", "sliding"):
             for m in MULTIPLIERS:
                 ppl = 4.8 + i * 0.3 * m
-                rows.append({"mode": mode, "encoding": enc, "multiplier": m, "ppl_mean": ppl,
-                             "ppl_ci_low": 0.5, "ppl_ci_high": ppl * 1.2})  # a t-interval reaching below 1
+                rows.append(
+                    {
+                        "mode": mode,
+                        "encoding": enc,
+                        "multiplier": m,
+                        "ppl_mean": ppl,
+                        "ppl_ci_low": 0.5,
+                        "ppl_ci_high": ppl * 1.2,
+                    }
+                )  # a t-interval reaching below 1
     return pd.DataFrame(rows)
 
 
 def _published() -> pd.DataFrame:
-    return pd.DataFrame({"encoding": ["rope"] * 3 + ["alibi"] * 3, "multiplier": [1.0, 4.9, 30.3] * 2,
-                         "ppl": [20.0, 31.6, 79.3, 19.7, 18.4, 18.3]})
+    return pd.DataFrame(
+        {
+            "encoding": ["rope"] * 3 + ["alibi"] * 3,
+            "multiplier": [1.0, 4.9, 30.3] * 2,
+            "ppl": [20.0, 31.6, 79.3, 19.7, 18.4, 18.3],
+        }
+    )
 
 
 def test_perplexity_vs_length_legend_outside_plain_log_ticks_and_bands_above_one():
-    fig = P.plot_perplexity_vs_length(_lm_summary(), _published(), {3: 7.4, 4: 4.9}, encodings=ENCODINGS,
-                                      multipliers=MULTIPLIERS)
+    fig = P.plot_perplexity_vs_length(
+        _lm_summary(), _published(), {3: 7.4, 4: 4.9}, encodings=ENCODINGS, multipliers=MULTIPLIERS
+    )
     assert len(fig.axes) == 3
     _legend_clear_of_axes(fig)
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
@@ -91,20 +105,50 @@ def test_perplexity_vs_length_legend_outside_plain_log_ticks_and_bands_above_one
 
 
 def _acc_summary() -> pd.DataFrame:
-    rows = [{"task": "passkey", "encoding": enc, "multiplier": m, "mean": 0.9 - 0.05 * i * m / 8,
-             "ci_low": -0.2, "ci_high": 1.3} for i, enc in enumerate(ENCODINGS) for m in MULTIPLIERS]
+    rows = [
+        {
+            "task": "passkey",
+            "encoding": enc,
+            "multiplier": m,
+            "mean": 0.9 - 0.05 * i * m / 8,
+            "ci_low": -0.2,
+            "ci_high": 1.3,
+        }
+        for i, enc in enumerate(ENCODINGS)
+        for m in MULTIPLIERS
+    ]
     return pd.DataFrame(rows)
 
 
 def _retrieval() -> pd.DataFrame:
-    return pd.DataFrame([{"task": "passkey", "encoding": enc, "multiplier": 8.0, "distance": d, "accuracy": 0.5,
-                          "status": "ok", "passed_gate": True} for enc in ENCODINGS for d in (0, 64, 128)])
+    return pd.DataFrame(
+        [
+            {
+                "task": "passkey",
+                "encoding": enc,
+                "multiplier": 8.0,
+                "distance": d,
+                "accuracy": 0.5,
+                "status": "ok",
+                "passed_gate": True,
+            }
+            for enc in ENCODINGS
+            for d in (0, 64, 128)
+        ]
+    )
 
 
 def test_accuracy_vs_length_small_multiples_with_clipped_bands():
-    fig = P.plot_accuracy_vs_length(_acc_summary(), encodings=ENCODINGS, tasks=["passkey"], multipliers=MULTIPLIERS,
-                                    floors={"passkey": 1 / 6}, train_lengths={"passkey": 32}, retrieval=_retrieval(),
-                                    distance_task="passkey")
+    fig = P.plot_accuracy_vs_length(
+        _acc_summary(),
+        encodings=ENCODINGS,
+        tasks=["passkey"],
+        multipliers=MULTIPLIERS,
+        floors={"passkey": 1 / 6},
+        train_lengths={"passkey": 32},
+        retrieval=_retrieval(),
+        distance_task="passkey",
+    )
     panels = [ax for ax in fig.axes if ax.get_title() in ENCODINGS]
     assert [ax.get_title() for ax in panels] == ENCODINGS  # one panel per encoding
     for ax in panels:
@@ -119,10 +163,17 @@ def test_accuracy_vs_length_small_multiples_with_clipped_bands():
 
 
 def test_training_curves_band_clipped_at_zero_loss():
-    band = pd.DataFrame([{"task": t, "encoding": e, "step": s, "mean": 1.0 / (1 + s), "ci_low": -0.5, "ci_high": 2.0}
-                         for t in ("books", "passkey") for e in ENCODINGS[:3] for s in range(0, 50, 5)])
-    fig = P.plot_training_curves(band, tasks=["books", "passkey"], encodings=ENCODINGS[:3],
-                                 train_lengths={"books": 64, "passkey": 32})
+    band = pd.DataFrame(
+        [
+            {"task": t, "encoding": e, "step": s, "mean": 1.0 / (1 + s), "ci_low": -0.5, "ci_high": 2.0}
+            for t in ("books", "passkey")
+            for e in ENCODINGS[:3]
+            for s in range(0, 50, 5)
+        ]
+    )
+    fig = P.plot_training_curves(
+        band, tasks=["books", "passkey"], encodings=ENCODINGS[:3], train_lengths={"books": 64, "passkey": 32}
+    )
     for ax in fig.axes:
         assert _band_values(ax).min() >= 0.0
         assert ax.get_ylim()[0] >= 0.0
@@ -143,11 +194,17 @@ def test_methods_have_distinct_saturated_colours():
 
 
 def test_zero_shot_ppl_one_colour_per_method_and_legend_outside():
-    ext = pd.DataFrame([{"method": m, "factor": f, "mean": 5.0 + i + f, "ci_low": 0.8, "ci_high": 7.0 + i + f}
-                        for i, m in enumerate(METHODS) for f in (2, 4, 8)])
+    ext = pd.DataFrame(
+        [
+            {"method": m, "factor": f, "mean": 5.0 + i + f, "ci_low": 0.8, "ci_high": 7.0 + i + f}
+            for i, m in enumerate(METHODS)
+            for f in (2, 4, 8)
+        ]
+    )
     cost = ext.assign(mean=0.1, ci_low=-1.5, ci_high=0.3)
-    fig = P.plot_zero_shot_ppl(ext, cost, methods=METHODS, factors=[2, 4, 8], train_length=64, task="books",
-                               base_ppl=4.6)
+    fig = P.plot_zero_shot_ppl(
+        ext, cost, methods=METHODS, factors=[2, 4, 8], train_length=64, task="books", base_ppl=4.6
+    )
     left, right = fig.axes
     lines = {ln.get_label(): to_hex(ln.get_color()) for ln in left.get_lines() if ln.get_label() in METHODS}
     assert set(lines) == set(METHODS) and len(set(lines.values())) == len(METHODS)

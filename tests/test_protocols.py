@@ -67,8 +67,12 @@ def test_gate_models_one_row_per_model_with_reason(setup, runs):
 
 
 def test_strict_and_loose_retrieval_gates(setup, runs):
-    loose = replace(setup, gates=GateThresholds(context_gain_nats=-10.0, lm_baseline_order=1, rope_baseline_order=1,
-                                                retrieval_margin=-1.0))
+    loose = replace(
+        setup,
+        gates=GateThresholds(
+            context_gain_nats=-10.0, lm_baseline_order=1, rope_baseline_order=1, retrieval_margin=-1.0
+        ),
+    )
     gates = protocols.gate_models(runs, loose, cached=_memo())
     ret = gates[gates.kind == "retrieval"]
     assert ret.passed.all()  # margin -1: any Wilson bound passes
@@ -127,11 +131,15 @@ def test_tune_learning_rates_picks_the_lowest_validation_loss(setup, monkeypatch
     fake_loss = {0.005: 2.0, 0.01: 1.5}
 
     def fake_run_specs(specs, jobs=1):
-        return {k: RunResult(spec=s, hash=s.hash(), model=None, history=[], path=Path("."), metadata={})  # type: ignore[arg-type]
-                for k, s in specs.items()}
+        return {
+            k: RunResult(spec=s, hash=s.hash(), model=None, history=[], path=Path("."), metadata={})  # type: ignore[arg-type]
+            for k, s in specs.items()
+        }
 
     monkeypatch.setattr(protocols, "run_specs", fake_run_specs)
-    monkeypatch.setattr(protocols, "validation_loss", lambda r, **kw: fake_loss[r.spec.train.lr] + (r.spec.model.encoding == "nope"))
+    monkeypatch.setattr(
+        protocols, "validation_loss", lambda r, **kw: fake_loss[r.spec.train.lr] + (r.spec.model.encoding == "nope")
+    )
     lrs, table = protocols.tune_learning_rates(setup)
     assert lrs == {("nope", "books"): 0.01, ("rope", "books"): 0.01}
     assert len(table) == 4 and table.chosen.sum() == 2 and set(table.steps) == {setup.task("books").sweep_steps}
@@ -151,4 +159,6 @@ def test_split_tokens_caps_and_rejects_non_lm_tasks(setup, runs):
         protocols.split_tokens(config, "test", 1)
     with pytest.raises(ValueError, match="not a language-modelling task"):
         protocols.split_tokens(runs[("rope", "passkey", setup.seeds[0])].spec.task, "test")
-    assert math.isfinite(float(protocols.ngram_reference(config, "test", max_tokens=512, cached=_memo()).perplexity.iloc[2]))
+    assert math.isfinite(
+        float(protocols.ngram_reference(config, "test", max_tokens=512, cached=_memo()).perplexity.iloc[2])
+    )

@@ -38,8 +38,9 @@ class RecordingCache:
 
 def _result(spec, seed: int = 0) -> RunResult:
     torch.manual_seed(seed)
-    return RunResult(spec=spec, hash=spec.hash(), model=ToyTransformer(spec.model).eval(), history=[], path=Path("."),
-                     metadata={})
+    return RunResult(
+        spec=spec, hash=spec.hash(), model=ToyTransformer(spec.model).eval(), history=[], path=Path("."), metadata={}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +72,18 @@ def test_sinusoid_norm_rejects_bad_sizes(length, d_model):
 def test_position_norms_of_the_absolute_encodings(setup, runs):
     seed = setup.seeds[0]
     norms = protocols.position_norms(runs, seed)
-    assert list(norms.columns) == ["encoding", "task", "token_norm_trained", "position_norm", "position / token",
-                                   "token_norm_at_init"]
+    assert list(norms.columns) == [
+        "encoding",
+        "task",
+        "token_norm_trained",
+        "position_norm",
+        "position / token",
+        "token_norm_at_init",
+    ]
     # nope and the second seed left out: one row per (absolute encoding, task)
     assert sorted(zip(norms.encoding, norms.task)) == sorted(
-        (e, t.name) for e in ("sinusoidal", "learned") for t in setup.tasks)
+        (e, t.name) for e in ("sinusoidal", "learned") for t in setup.tasks
+    )
     for r in norms.itertuples(index=False):
         model = runs[(r.encoding, r.task, seed)].model
         L = setup.task(r.task).train_length
@@ -136,8 +144,15 @@ def test_sinusoid_scale_table_trains_only_the_extra_scales_and_scores_the_same_t
 def test_sinusoid_scale_table_without_nope_and_bad_input(setup, runs):
     lm, seed = protocols.lm_task(setup), setup.seeds[0]
     no_nope = {k: r for k, r in runs.items() if k[0] != "nope"}
-    table = protocols.sinusoid_scale_table(no_nope, setup, [setup.sinusoid_scale], eval_windows=1, multipliers=(1, 2),
-                                           cached=RecordingCache(), train=lambda spec: pytest.fail("nothing to train"))
+    table = protocols.sinusoid_scale_table(
+        no_nope,
+        setup,
+        [setup.sinusoid_scale],
+        eval_windows=1,
+        multipliers=(1, 2),
+        cached=RecordingCache(),
+        train=lambda spec: pytest.fail("nothing to train"),
+    )
     assert list(table.encoding) == ["sinusoidal"] * 2 and list(table.multiplier) == [1.0, 2.0]
     no_sin = {k: r for k, r in runs.items() if k != ("sinusoidal", lm, seed)}
     with pytest.raises(ValueError, match="no base sinusoidal model"):
@@ -161,8 +176,9 @@ def test_training_throughput_one_row_per_round_and_encoding(setup, one_thread):
     ts = setup.task(task)
     ticks = iter(np.arange(0.0, 100.0, 0.25))  # every reading of the clock 0.25 s after the last
     before = torch.random.get_rng_state()
-    bench = protocols.training_throughput(specs, task, seed, rounds=2, steps=3, clock=lambda: float(next(ticks)),
-                                          device="cpu")
+    bench = protocols.training_throughput(
+        specs, task, seed, rounds=2, steps=3, clock=lambda: float(next(ticks)), device="cpu"
+    )
     assert torch.equal(torch.random.get_rng_state(), before)  # the fresh models leave the global generator alone
     assert list(bench.columns) == protocols.THROUGHPUT_COLUMNS
     # interleaved: every encoding once per round, in the specs' order
@@ -177,7 +193,11 @@ def test_training_throughput_one_row_per_round_and_encoding(setup, one_thread):
 
 def test_training_throughput_rejects_bad_input(setup):
     specs = X.base_specs(setup, "cpu")
-    for kwargs, match in (({"rounds": 0}, "rounds"), ({"steps": True}, "steps"), ({"warmup_steps": -1}, "warmup_steps")):
+    for kwargs, match in (
+        ({"rounds": 0}, "rounds"),
+        ({"steps": True}, "steps"),
+        ({"warmup_steps": -1}, "warmup_steps"),
+    ):
         with pytest.raises(ValueError, match=match):
             protocols.training_throughput(specs, "passkey", 0, device="cpu", **kwargs)
     with pytest.raises(ValueError, match="no model of task 'copy' with seed 0"):
@@ -243,11 +263,14 @@ def test_attention_distance_table_reads_the_cache_back(setup, runs):
         protocols.attention_distance_table(runs, setup, n_samples=0, cached=stored)
 
 
-@pytest.mark.parametrize("table, columns", [
-    ("04_sinusoid_scale", protocols.SINUSOID_SCALE_COLUMNS),
-    ("04_throughput", protocols.THROUGHPUT_COLUMNS),
-    ("04_attention_distance", protocols.ATTENTION_DISTANCE_COLUMNS),
-])
+@pytest.mark.parametrize(
+    "table, columns",
+    [
+        ("04_sinusoid_scale", protocols.SINUSOID_SCALE_COLUMNS),
+        ("04_throughput", protocols.THROUGHPUT_COLUMNS),
+        ("04_attention_distance", protocols.ATTENTION_DISTANCE_COLUMNS),
+    ],
+)
 def test_columns_are_the_results_schema(table, columns):
     from ropelib import results
 

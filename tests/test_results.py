@@ -74,8 +74,10 @@ def setup(profile, tables) -> X.BaseSetup:
     setup = X.base_setup(profile)
     found = set(tables["04_runs.csv"].task)
     if found != {t.name for t in setup.tasks}:
-        pytest.fail(f"04_runs.csv holds tasks {sorted(found)}, not the current setup's "
-                    f"{sorted(t.name for t in setup.tasks)}: {RERUN}")
+        pytest.fail(
+            f"04_runs.csv holds tasks {sorted(found)}, not the current setup's "
+            f"{sorted(t.name for t in setup.tasks)}: {RERUN}"
+        )
     return setup
 
 
@@ -158,8 +160,9 @@ def test_every_model_present_with_current_hashes(tables, setup, specs, lrs):
     got = {_key(r): r for r in runs.itertuples()}
     assert len(runs) == len(specs) and set(got) == set(specs)
     stale = [k for k, spec in specs.items() if got[k].run_hash != spec.hash()[:16]]
-    assert not stale, (f"results were produced by other RunSpecs than protocols.tuned_specs builds today "
-                       f"{stale[:3]}: {RERUN}")
+    assert not stale, (
+        f"results were produced by other RunSpecs than protocols.tuned_specs builds today {stale[:3]}: {RERUN}"
+    )
     for k, spec in specs.items():
         r = got[k]
         assert float(r.lr) == spec.train.lr == lrs.get(k[:2], setup.lr), k
@@ -179,7 +182,9 @@ def test_04_gates_one_row_per_model(tables, setup, specs, lm_task):
     reason = gated.reason.fillna("")
     assert (reason[~ok].str.len() > 0).all() and (reason[ok] == "").all()
     # the pass/fail is the conjunction of the row's checks; thresholds are the setup's
-    checks = sorted({c[len("gate_"):-len("_passed")] for c in g.columns if c.startswith("gate_") and c.endswith("_passed")})
+    checks = sorted(
+        {c[len("gate_") : -len("_passed")] for c in g.columns if c.startswith("gate_") and c.endswith("_passed")}
+    )
     assert checks, "04_gates.csv has no gate_<check>_* columns"
     for (_, r), p in zip(gated.iterrows(), ok):
         applied = [_bool(r[f"gate_{c}_passed"]) for c in checks if pd.notna(r[f"gate_{c}_value"])]
@@ -241,12 +246,14 @@ def test_04_in_distribution_is_the_gates_measurements(tables, setup, passed):
 
 
 def test_04_summary_agrees_with_every_seed(tables, setup, passed):
-    summary, ind, runs, g = (tables[n] for n in ("04_summary.csv", "04_in_distribution.csv", "04_runs.csv",
-                                                 "04_gates.csv"))
+    summary, ind, runs, g = (
+        tables[n] for n in ("04_summary.csv", "04_in_distribution.csv", "04_runs.csv", "04_gates.csv")
+    )
     n_seeds = len(setup.seeds)
     for r in summary.itertuples():
-        assert r.n_passed == sum(passed[(r.encoding, r.task, s)] and X.TASK_KINDS[r.task] != "algorithmic"
-                                 for s in setup.seeds), (r.encoding, r.task, r.metric)
+        assert r.n_passed == sum(
+            passed[(r.encoding, r.task, s)] and X.TASK_KINDS[r.task] != "algorithmic" for s in setup.seeds
+        ), (r.encoding, r.task, r.metric)
         if r.metric == "tokens_per_s":
             values = runs[(runs.encoding == r.encoding) & (runs.task == r.task)].tokens_per_s
         elif r.metric == "accuracy":
@@ -257,9 +264,16 @@ def test_04_summary_agrees_with_every_seed(tables, setup, passed):
         assert r.n_seeds == n_seeds == len(values), (r.encoding, r.task, r.metric)
         assert np.isclose(r.mean, values.mean()), (r.encoding, r.task, r.metric)
     lm = setup.tasks_of_kind("lm")
-    assert {m for t, m in zip(summary.task, summary.metric) if t in lm} == {"loss", "ppl", "context_gain", "tokens_per_s"}
+    assert {m for t, m in zip(summary.task, summary.metric) if t in lm} == {
+        "loss",
+        "ppl",
+        "context_gain",
+        "tokens_per_s",
+    }
     assert {m for t, m in zip(summary.task, summary.metric) if t in setup.tasks_of_kind("retrieval")} == {
-        "accuracy", "tokens_per_s"}
+        "accuracy",
+        "tokens_per_s",
+    }
 
 
 def test_04_curves_attention_and_throughput(tables, setup):
@@ -313,8 +327,13 @@ def test_05_lm_loss_complete(tables, setup, params05, specs, passed):
     for task in setup.tasks_of_kind("lm"):
         L = setup.task(task).train_length
         lengths = lengths_for(L, params05["multipliers"])
-        want = {(e, task, s, n, m) for e in setup.encodings for s in setup.seeds for n in lengths
-                for m in ("nonoverlap", "sliding")}
+        want = {
+            (e, task, s, n, m)
+            for e in setup.encodings
+            for s in setup.seeds
+            for n in lengths
+            for m in ("nonoverlap", "sliding")
+        }
         got = {(r.encoding, r.task, int(r.seed), int(r.length), r.mode) for r in lm.itertuples()}
         assert got == want
     assert len(lm) == len(set(zip(lm.encoding, lm.seed, lm.length, lm["mode"])))
@@ -376,7 +395,8 @@ def test_05_accuracy_summary_agrees_with_the_passing_seeds(tables, setup):
     per_seed = pd.concat([tables["05_retrieval.csv"], tables["05_algorithmic.csv"]], ignore_index=True)
     per_seed = per_seed[per_seed.status == "ok"]
     cells = per_seed.groupby(["encoding", "task", "length", "seed", "passed_gate"], as_index=False)[
-        ["n_correct", "n_samples"]].sum()
+        ["n_correct", "n_samples"]
+    ].sum()
     cells["accuracy"] = cells.n_correct / cells.n_samples
     assert len(acc) == len(cells[["encoding", "task", "length"]].drop_duplicates())
     for r in acc.itertuples():

@@ -14,7 +14,9 @@ from ropelib import results as R
 from ropelib.paths import REPO_ROOT
 
 #: the tables of a complete run to check the schema against (as in tests/test_results.py); unset: skipped
-CHECK_DIR = os.environ.get("ROPELIB_CHECK_RESULTS_DIR") or str(Path(__file__).resolve().parent.parent / "results")  # default: the committed reference run
+CHECK_DIR = os.environ.get("ROPELIB_CHECK_RESULTS_DIR") or str(
+    Path(__file__).resolve().parent.parent / "results"
+)  # default: the committed reference run
 
 
 def frame(name: str, n: int = 2) -> pd.DataFrame:
@@ -76,7 +78,7 @@ def test_schema_is_documented_in_the_results_readme():
     for name, cols in R.SCHEMA.items():
         heading = re.search(rf"^### `{re.escape(name)}`.*$", readme, flags=re.MULTILINE)
         assert heading, f"{name} has no section in results/README.md"
-        span = re.search(r"`([^`]*)`", readme[heading.end():])
+        span = re.search(r"`([^`]*)`", readme[heading.end() :])
         listed = tuple(c.strip() for c in " ".join(span.group(1).split()).split(","))
         assert listed == cols, f"results/README.md lists {listed} for {name}, the schema has {cols}"
 
@@ -173,8 +175,11 @@ def test_write_profile_column_and_argument_checks(tmp_path):
 def test_write_gate_table_with_profile_dependent_checks(tmp_path):
     R.write_table(gates_frame(), "04_gates", "default", directory=tmp_path)
     back = R.read_table("04_gates", tmp_path)
-    assert list(back.columns[-3:]) == ["gate_ppl_below_3gram_value", "gate_ppl_below_3gram_threshold",
-                                       "gate_ppl_below_3gram_passed"]
+    assert list(back.columns[-3:]) == [
+        "gate_ppl_below_3gram_value",
+        "gate_ppl_below_3gram_threshold",
+        "gate_ppl_below_3gram_passed",
+    ]
     bad = gates_frame().drop(columns="gate_context_gain_threshold")
     with pytest.raises(ValueError, match="04_gates.csv"):
         R.write_table(bad, "04_gates", "default", directory=tmp_path)
@@ -190,16 +195,30 @@ def test_read_missing_stale_and_profiles(tmp_path):
     with pytest.raises(FileNotFoundError, match="run notebook 05"):
         R.read_table("05_lm_summary", tmp_path)
     # a table written before the schema changed (the old 05_without_positions columns)
-    old = pd.DataFrame({"profile": ["default"], "encoding": ["sinusoidal"], "seed": [0], "run_hash": ["x"],
-                        "train_length": [64], "length": [64], "ppl": [5.0], "ppl_without_positions": [5.1]})
+    old = pd.DataFrame(
+        {
+            "profile": ["default"],
+            "encoding": ["sinusoidal"],
+            "seed": [0],
+            "run_hash": ["x"],
+            "train_length": [64],
+            "length": [64],
+            "ppl": [5.0],
+            "ppl_without_positions": [5.1],
+        }
+    )
     old.to_csv(tmp_path / "05_without_positions.csv", index=False)
     with pytest.raises(ValueError, match="stale: rerun notebook 05"):
         R.read_table("05_without_positions", tmp_path)
     # several profiles: one must be chosen
     a = frame("04_throughput").assign(tokens_per_s=[1.0, 2.0])
     R.write_table(a, "04_throughput", "smoke", directory=tmp_path)
-    both = pd.concat([R.read_table("04_throughput", tmp_path),
-                      R.read_table("04_throughput", tmp_path).assign(profile="default", tokens_per_s=[3.0, 4.0])])
+    both = pd.concat(
+        [
+            R.read_table("04_throughput", tmp_path),
+            R.read_table("04_throughput", tmp_path).assign(profile="default", tokens_per_s=[3.0, 4.0]),
+        ]
+    )
     both.to_csv(tmp_path / "04_throughput.csv", index=False)
     with pytest.raises(ValueError, match="holds profiles"):
         R.read_table("04_throughput", tmp_path)

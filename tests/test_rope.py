@@ -28,11 +28,21 @@ CONFIGS = {
     "ntk": {"rope_type": "ntk", "factor": 4.0},
     "dynamic": {"rope_type": "dynamic", "factor": 2.0, "max_position_embeddings": 64},
     "yarn": {"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 64},
-    "llama3": {"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 64,
-               "low_freq_factor": 1.0, "high_freq_factor": 4.0, "rope_theta": 500000.0},
-    "longrope": {"rope_type": "longrope", "original_max_position_embeddings": 64, "factor": 4.0,
-                 "short_factor": [1.0 + 0.05 * i for i in range(D // 2)],
-                 "long_factor": [1.0 + 0.5 * i for i in range(D // 2)]},
+    "llama3": {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "original_max_position_embeddings": 64,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "rope_theta": 500000.0,
+    },
+    "longrope": {
+        "rope_type": "longrope",
+        "original_max_position_embeddings": 64,
+        "factor": 4.0,
+        "short_factor": [1.0 + 0.05 * i for i in range(D // 2)],
+        "long_factor": [1.0 + 0.5 * i for i in range(D // 2)],
+    },
     "proportional": {"rope_type": "proportional", "partial_rotary_factor": 0.5},
 }
 
@@ -97,8 +107,13 @@ def test_yarn_attention_factor(s, expected):
 
 
 def test_yarn_deepseek_mscale_pair():
-    cfg = {"rope_type": "yarn", "factor": 40.0, "original_max_position_embeddings": 4096,
-           "mscale": 1.0, "mscale_all_dim": 0.8}
+    cfg = {
+        "rope_type": "yarn",
+        "factor": 40.0,
+        "original_max_position_embeddings": 4096,
+        "mscale": 1.0,
+        "mscale_all_dim": 0.8,
+    }
     expected = (0.1 * 1.0 * math.log(40) + 1) / (0.1 * 0.8 * math.log(40) + 1)
     assert rope_frequencies(cfg, 64)[1] == pytest.approx(expected, rel=1e-12)
     cfg["attention_factor"] = 0.5  # an explicit attention factor wins
@@ -114,8 +129,14 @@ def test_yarn_truncate_flag_changes_the_ramp():
 
 
 def test_llama3_split_29_6_29():
-    cfg = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-           "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    cfg = {
+        "rope_type": "llama3",
+        "rope_theta": 500000.0,
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
     inv_freq, attention = rope_frequencies(cfg, 128)
     theta, _ = rope_frequencies({"rope_theta": 500000.0}, 128)
     unchanged = torch.isclose(inv_freq, theta, rtol=1e-6, atol=0)
@@ -364,46 +385,137 @@ def test_with_config_swaps_scaling():
         ({"type": "linear"}, D, "rope_type 'linear' requires 'factor'"),
         ({"type": "linear", "rope_type": "yarn"}, D, "conflicting.*'yarn'.*'linear'"),
         ({"rope_type": "yarn", "factor": 4.0}, D, "requires 'original_max_position_embeddings'.*extended"),
-        ({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}, D,
-         "'llama3' requires 'original_max_position_embeddings'"),
-        ({"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 64}, D,
-         "requires 'low_freq_factor', 'high_freq_factor'"),
-        ({"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 64,
-          "low_freq_factor": 4.0, "high_freq_factor": 1.0}, D, r"high_freq_factor \(1.0\) must be greater"),
+        (
+            {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0},
+            D,
+            "'llama3' requires 'original_max_position_embeddings'",
+        ),
+        (
+            {"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 64},
+            D,
+            "requires 'low_freq_factor', 'high_freq_factor'",
+        ),
+        (
+            {
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "original_max_position_embeddings": 64,
+                "low_freq_factor": 4.0,
+                "high_freq_factor": 1.0,
+            },
+            D,
+            r"high_freq_factor \(1.0\) must be greater",
+        ),
         ({"rope_type": "linear", "factor": 0.5}, D, "factor must be >= 1.*0.5"),
         ({"rope_type": "dynamic", "factor": 2.0}, D, "'dynamic' requires.*max_position_embeddings"),
         ({**CONFIGS["longrope"], "short_factor": [1.0] * 3}, D, "short_factor has 3 entries; .* 16"),
         ({**CONFIGS["longrope"], "long_factor": [1.0] * 17}, D, "long_factor has 17 entries"),
         ({**CONFIGS["longrope"], "long_factor": [1.0] * 15 + [-1.0]}, D, "long_factor must hold positive"),
-        ({"rope_type": "longrope", "original_max_position_embeddings": 64, "short_factor": [1.0] * 16}, D,
-         "requires 'long_factor'"),
-        ({"rope_type": "longrope", "original_max_position_embeddings": 64, "short_factor": [1.0] * 16,
-          "long_factor": [1.0] * 16}, D, "needs 'factor'"),
+        (
+            {"rope_type": "longrope", "original_max_position_embeddings": 64, "short_factor": [1.0] * 16},
+            D,
+            "requires 'long_factor'",
+        ),
+        (
+            {
+                "rope_type": "longrope",
+                "original_max_position_embeddings": 64,
+                "short_factor": [1.0] * 16,
+                "long_factor": [1.0] * 16,
+            },
+            D,
+            "needs 'factor'",
+        ),
         ({"rope_thetta": 1e4}, D, "unknown RoPE config key.*'rope_thetta'.*accepted: rope_theta"),
         ({"partial_rotary_factor": 1.5}, D, r"partial_rotary_factor must be in \(0, 1\].*1.5"),
         ({"partial_rotary_factor": 0.3}, D, "rotary dimension.*= 9 must be even"),
         ({"rope_theta": -3.0}, D, "rope_theta must be a number > 1.*-3.0"),
-        ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "beta_fast": 1,
-          "beta_slow": 8}, D, "beta_fast.*must be >= beta_slow"),
-        ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "beta_fast": -5}, D,
-         r"beta_fast must be > 0.*got -5"),
-        ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "beta_slow": -1.0}, D,
-         r"beta_slow must be > 0.*got -1.0"),
-        ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "beta_slow": 64}, D,
-         r"beta_fast \(32\) must be >= beta_slow \(64\)"),
-        ({"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 64,
-          "low_freq_factor": 0, "high_freq_factor": 4.0}, D, r"low_freq_factor must be > 0.*got 0"),
-        ({"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 64,
-          "low_freq_factor": -1.0, "high_freq_factor": 4.0}, D, r"low_freq_factor must be > 0.*got -1.0"),
-        ({"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 64,
-          "low_freq_factor": 2.0, "high_freq_factor": 2.0}, D, r"high_freq_factor \(2.0\) must be greater"),
-        ({"rope_type": "llama3", "factor": 0.5, "original_max_position_embeddings": 64,
-          "low_freq_factor": 1.0, "high_freq_factor": 4.0}, D, r"factor must be >= 1.*0.5"),
-        ({"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 0,
-          "low_freq_factor": 1.0, "high_freq_factor": 4.0}, D,
-         r"original_max_position_embeddings must be a positive integer, got 0"),
-        ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "truncate": "no"}, D,
-         "truncate must be True or False, got 'no'"),
+        (
+            {
+                "rope_type": "yarn",
+                "factor": 4.0,
+                "original_max_position_embeddings": 64,
+                "beta_fast": 1,
+                "beta_slow": 8,
+            },
+            D,
+            "beta_fast.*must be >= beta_slow",
+        ),
+        (
+            {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "beta_fast": -5},
+            D,
+            r"beta_fast must be > 0.*got -5",
+        ),
+        (
+            {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "beta_slow": -1.0},
+            D,
+            r"beta_slow must be > 0.*got -1.0",
+        ),
+        (
+            {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "beta_slow": 64},
+            D,
+            r"beta_fast \(32\) must be >= beta_slow \(64\)",
+        ),
+        (
+            {
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "original_max_position_embeddings": 64,
+                "low_freq_factor": 0,
+                "high_freq_factor": 4.0,
+            },
+            D,
+            r"low_freq_factor must be > 0.*got 0",
+        ),
+        (
+            {
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "original_max_position_embeddings": 64,
+                "low_freq_factor": -1.0,
+                "high_freq_factor": 4.0,
+            },
+            D,
+            r"low_freq_factor must be > 0.*got -1.0",
+        ),
+        (
+            {
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "original_max_position_embeddings": 64,
+                "low_freq_factor": 2.0,
+                "high_freq_factor": 2.0,
+            },
+            D,
+            r"high_freq_factor \(2.0\) must be greater",
+        ),
+        (
+            {
+                "rope_type": "llama3",
+                "factor": 0.5,
+                "original_max_position_embeddings": 64,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+            },
+            D,
+            r"factor must be >= 1.*0.5",
+        ),
+        (
+            {
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "original_max_position_embeddings": 0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+            },
+            D,
+            r"original_max_position_embeddings must be a positive integer, got 0",
+        ),
+        (
+            {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "truncate": "no"},
+            D,
+            "truncate must be True or False, got 'no'",
+        ),
     ],
 )
 def test_bad_config_raises_value_error(config, head_dim, match):

@@ -34,23 +34,70 @@ def _cases(head_dim: int) -> list[dict]:
         {"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0},
         {"rope_type": "dynamic", "rope_theta": 1e6, "factor": 8.0},
         {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 16.0, "original_max_position_embeddings": ORIG},
-        {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 16.0, "original_max_position_embeddings": ORIG,
-         "truncate": False},
-        {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": ORIG,
-         "beta_fast": 8.0, "beta_slow": 2.0},
-        {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 40.0, "original_max_position_embeddings": ORIG,
-         "mscale": 1.0, "mscale_all_dim": 0.8},
-        {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 40.0, "original_max_position_embeddings": ORIG,
-         "mscale": 0.707, "mscale_all_dim": 0.707, "attention_factor": 1.3},
-        {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "original_max_position_embeddings": ORIG,
-         "low_freq_factor": 1.0, "high_freq_factor": 4.0},
-        {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 32.0, "original_max_position_embeddings": ORIG,
-         "low_freq_factor": 2.0, "high_freq_factor": 8.0},
-        {"rope_type": "longrope", "rope_theta": 10000.0, "original_max_position_embeddings": ORIG,
-         "short_factor": [1.0 + 0.02 * i for i in range(half)],
-         "long_factor": [1.0 + 0.7 * i for i in range(half)]},
-        {"rope_type": "longrope", "rope_theta": 10000.0, "original_max_position_embeddings": ORIG, "factor": 8.0,
-         "attention_factor": 1.1, "short_factor": [1.0] * half, "long_factor": [2.0 + i for i in range(half)]},
+        {
+            "rope_type": "yarn",
+            "rope_theta": 10000.0,
+            "factor": 16.0,
+            "original_max_position_embeddings": ORIG,
+            "truncate": False,
+        },
+        {
+            "rope_type": "yarn",
+            "rope_theta": 10000.0,
+            "factor": 4.0,
+            "original_max_position_embeddings": ORIG,
+            "beta_fast": 8.0,
+            "beta_slow": 2.0,
+        },
+        {
+            "rope_type": "yarn",
+            "rope_theta": 10000.0,
+            "factor": 40.0,
+            "original_max_position_embeddings": ORIG,
+            "mscale": 1.0,
+            "mscale_all_dim": 0.8,
+        },
+        {
+            "rope_type": "yarn",
+            "rope_theta": 10000.0,
+            "factor": 40.0,
+            "original_max_position_embeddings": ORIG,
+            "mscale": 0.707,
+            "mscale_all_dim": 0.707,
+            "attention_factor": 1.3,
+        },
+        {
+            "rope_type": "llama3",
+            "rope_theta": 500000.0,
+            "factor": 8.0,
+            "original_max_position_embeddings": ORIG,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+        },
+        {
+            "rope_type": "llama3",
+            "rope_theta": 10000.0,
+            "factor": 32.0,
+            "original_max_position_embeddings": ORIG,
+            "low_freq_factor": 2.0,
+            "high_freq_factor": 8.0,
+        },
+        {
+            "rope_type": "longrope",
+            "rope_theta": 10000.0,
+            "original_max_position_embeddings": ORIG,
+            "short_factor": [1.0 + 0.02 * i for i in range(half)],
+            "long_factor": [1.0 + 0.7 * i for i in range(half)],
+        },
+        {
+            "rope_type": "longrope",
+            "rope_theta": 10000.0,
+            "original_max_position_embeddings": ORIG,
+            "factor": 8.0,
+            "attention_factor": 1.1,
+            "short_factor": [1.0] * half,
+            "long_factor": [2.0 + i for i in range(half)],
+        },
         {"rope_type": "proportional", "rope_theta": 10000.0, "partial_rotary_factor": 0.25},
         {"rope_type": "proportional", "rope_theta": 10000.0, "partial_rotary_factor": 0.5, "factor": 2.0},
     ]
@@ -85,8 +132,14 @@ def _ours(case: dict) -> dict:
 
 def _hf_dynamic_config(case: dict, head_dim: int) -> LlamaConfig:
     # HF's dynamic NTK is relative to max_position_embeddings (the training length)
-    return LlamaConfig(hidden_size=head_dim * 2, num_attention_heads=2, num_key_value_heads=2, head_dim=head_dim,
-                       max_position_embeddings=ORIG, rope_parameters=dict(case))
+    return LlamaConfig(
+        hidden_size=head_dim * 2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=head_dim,
+        max_position_embeddings=ORIG,
+        rope_parameters=dict(case),
+    )
 
 
 def _hf_frequencies(case: dict, head_dim: int, seq_len: int | None):
@@ -119,8 +172,9 @@ def test_partial_rotary_frequencies_equal_hf_gpt_neox(rope_type, pct):
     head_dim = 64
     case = next(c for c in _cases(head_dim) if c["rope_type"] == rope_type)
     params = {**case, "partial_rotary_factor": pct}
-    config = GPTNeoXConfig(hidden_size=head_dim * 2, num_attention_heads=2, max_position_embeddings=ORIG,
-                           rope_parameters=dict(params))
+    config = GPTNeoXConfig(
+        hidden_size=head_dim * 2, num_attention_heads=2, max_position_embeddings=ORIG, rope_parameters=dict(params)
+    )
     for seq_len in (None, 10 * ORIG):
         if rope_type == "default":
             hf_inv, hf_attention = hf_neox.GPTNeoXRotaryEmbedding.compute_default_rope_parameters(config)
@@ -146,7 +200,9 @@ def test_rotated_tensors_equal_hf_apply_rotary_pos_emb(head_dim, T, offset):
     position_ids = (torch.arange(T) + offset)[None].expand(2, T)
     max_angle_err = 2.0**-24 * (T + offset) * 4  # HF's float32 angle product, a few ulps of position*theta
     for case in _cases(head_dim):
-        config = _hf_dynamic_config(case, head_dim) if case["rope_type"] == "dynamic" else _hf_llama_config(case, head_dim)
+        config = (
+            _hf_dynamic_config(case, head_dim) if case["rope_type"] == "dynamic" else _hf_llama_config(case, head_dim)
+        )
         cos, sin = _hf_cos_sin(hf_llama.LlamaRotaryEmbedding, config, q, position_ids)
         q_hf, k_hf = hf_llama.apply_rotary_pos_emb(q, k, cos, sin)
         rope = RoPE.from_hf_config(_ours(case), head_dim, layout="half")
@@ -171,8 +227,9 @@ def test_partial_rotary_tensors_equal_hf_gpt_neox():
     head_dim, T = 64, 30
     q, k = torch.randn(1, 2, T, head_dim), torch.randn(1, 2, T, head_dim)
     position_ids = torch.arange(T)[None] + 5
-    config = GPTNeoXConfig(hidden_size=head_dim * 2, num_attention_heads=2, max_position_embeddings=ORIG,
-                           rotary_pct=0.25)
+    config = GPTNeoXConfig(
+        hidden_size=head_dim * 2, num_attention_heads=2, max_position_embeddings=ORIG, rotary_pct=0.25
+    )
     cos, sin = _hf_cos_sin(hf_neox.GPTNeoXRotaryEmbedding, config, q, position_ids)
     q_hf, k_hf = hf_neox.apply_rotary_pos_emb(q, k, cos, sin)
     rope = RoPE.from_hf_config(config.rope_parameters, head_dim)

@@ -25,7 +25,7 @@ from ropelib.runs import RunResult
 
 def test_extrapolation_limit_reference_values():
     # (16, 1e4, 64): d_extra = 6, T_extra = 2 pi 1e4^(6/16)
-    assert A.extrapolation_limit(16, 1e4, 64) == pytest.approx(2 * math.pi * 1e4 ** 0.375)
+    assert A.extrapolation_limit(16, 1e4, 64) == pytest.approx(2 * math.pi * 1e4**0.375)
     assert A.extrapolation_limit(16, 1e4, 64) == pytest.approx(198.6918, rel=1e-6)
     # Llama 2 (128, 1e4, 4096): d_extra = 92, T_extra = 2 pi 1e4^(92/128) ~ 2.0e3 * pi
     assert A.extrapolation_limit(128, 1e4, 4096) == pytest.approx(2 * math.pi * 1e4 ** (92 / 128))
@@ -118,8 +118,14 @@ def runs():
     out = {}
     for i, (key, spec) in enumerate(V.variant_specs(setup, ["base_10", "p_rope_0.25"], device="cpu").items()):
         torch.manual_seed(i)
-        out[key] = RunResult(spec=spec, hash=spec.hash(), model=ToyTransformer(spec.model).eval(), history=[],
-                             path=Path("."), metadata={})
+        out[key] = RunResult(
+            spec=spec,
+            hash=spec.hash(),
+            model=ToyTransformer(spec.model).eval(),
+            history=[],
+            path=Path("."),
+            metadata={},
+        )
     return setup, out
 
 
@@ -142,8 +148,9 @@ def test_variant_length_grid_nonoverlap_only(runs, dict_cache):
 
 
 def _summary(ppl_by_m, name="v", n_seeds=3):
-    return pd.DataFrame([{"variant": name, "multiplier": m, "ppl_mean": p, "n_seeds": n_seeds}
-                         for m, p in ppl_by_m.items()])
+    return pd.DataFrame(
+        [{"variant": name, "multiplier": m, "ppl_mean": p, "n_seeds": n_seeds} for m, p in ppl_by_m.items()]
+    )
 
 
 def _pred(limit_x, name="v"):

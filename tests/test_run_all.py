@@ -94,7 +94,7 @@ def test_failure_does_not_stop_the_run_and_exits_nonzero(fixture_run):
     assert manifest["ran"] == ["01_ok", "02_fail", "03_ok"]  # reading order; 03 ran after the failure
     assert "deliberate failure" in manifest["notebooks"]["02_fail"]["error"]
     # summary table at the end
-    table = proc.stdout[proc.stdout.index("notebook  status"):]
+    table = proc.stdout[proc.stdout.index("notebook  status") :]
     assert "02_fail   failed" in table and "01_ok     ok" in table
 
 
@@ -123,7 +123,7 @@ def test_successful_notebooks_written_to_the_sandbox_with_pairs_synced(fixture_r
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "n_points 3" in outputs  # the smoke profile's value was injected
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
-    assert len(injected) == 1 and "profile = \"smoke\"" in injected[0].source and injected[0].id == "injected-parameters"
+    assert len(injected) == 1 and 'profile = "smoke"' in injected[0].source and injected[0].id == "injected-parameters"
     # metadata kept minimal
     assert set(nb.metadata) == {"kernelspec", "language_info"}
     assert all(set(c.metadata) <= {"tags"} for c in nb.cells)
@@ -230,7 +230,12 @@ def test_heartbeat_shows_the_progress_a_sweep_left(tmp_path, monkeypatch):
 
 
 def test_reference_run_replaces_committed_notebooks_and_outputs(reference_run):
-    proc, nb_dir, root, before = reference_run["proc"], reference_run["nb_dir"], reference_run["root"], reference_run["before"]
+    proc, nb_dir, root, before = (
+        reference_run["proc"],
+        reference_run["nb_dir"],
+        reference_run["root"],
+        reference_run["before"],
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (nb_dir / "02_fail.ipynb").read_bytes() == before["02_fail.ipynb"]  # not selected
     nb = nbformat.read(nb_dir / "01_ok.ipynb", as_version=4)
@@ -257,7 +262,15 @@ def test_list_shows_parameters_per_profile_and_last_status(reference_run, capsys
     for key, value in _outputs_env(reference_run["root"]).items():
         monkeypatch.setenv(key, value)
     rc = run_all.main(
-        ["--list", "--notebooks-dir", str(nb_dir), "--profiles", str(nb_dir / "profiles.yaml"), "--build-dir", str(build)]
+        [
+            "--list",
+            "--notebooks-dir",
+            str(nb_dir),
+            "--profiles",
+            str(nb_dir / "profiles.yaml"),
+            "--build-dir",
+            str(build),
+        ]
     )
     out = capsys.readouterr().out
     assert rc == 0
@@ -277,8 +290,15 @@ def _config_error(tmp_path, capsys, *extra, profiles_text=None):
         (nb_dir / "profiles.yaml").write_text(profiles_text)
     before = {p.name: p.read_bytes() for p in nb_dir.iterdir()}
     rc = run_all.main(
-        ["--notebooks-dir", str(nb_dir), "--profiles", str(nb_dir / "profiles.yaml"),
-         "--build-dir", str(tmp_path / "build"), *extra]  # fmt: skip
+        [
+            "--notebooks-dir",
+            str(nb_dir),
+            "--profiles",
+            str(nb_dir / "profiles.yaml"),
+            "--build-dir",
+            str(tmp_path / "build"),
+            *extra,
+        ]  # fmt: skip
     )
     err = capsys.readouterr().err
     assert rc == run_all.EXIT_CONFIG

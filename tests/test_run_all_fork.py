@@ -16,7 +16,7 @@ import pytest
 
 from test_run_all_outputs import REPO, cli, outputs_env, run_all, write_notebooks
 
-BASE = '''# %% [markdown]
+BASE = """# %% [markdown]
 # # 01 base
 
 # %% tags=["parameters"]
@@ -43,7 +43,7 @@ atomic_write_text(results_dir() / f"{NOTEBOOK}.csv", f"n\\n{n}\\n")
 fig, ax = plt.subplots()
 savefig(fig, "plot", notebook=NOTEBOOK, caption=f"{NOTEBOOK}, n={n}")
 print("done", NOTEBOOK)
-'''
+"""
 PROFILES = """# a comment that must stay
 profiles: [smoke, default, full]
 notebooks:
@@ -84,7 +84,9 @@ def test_new_writes_the_pair_and_the_profile_section(nbs, capsys):
     pair = jupytext.read(nbs / "05_my_idea.py")
     assert [c.source for c in pair.cells] == [c.source for c in nb.cells]
     text = (nbs / "profiles.yaml").read_text()
-    assert text.startswith(PROFILES.split("# trailing")[0].rstrip("\n") + "\n  05_my_idea:\n    smoke: {n: 1}   # tiny\n")
+    assert text.startswith(
+        PROFILES.split("# trailing")[0].rstrip("\n") + "\n  05_my_idea:\n    smoke: {n: 1}   # tiny\n"
+    )
     assert text.endswith("# trailing comment\n")
     profiles = run_all.load_profiles(nbs / "profiles.yaml")
     assert profiles.notebooks["05_my_idea"] == profiles.notebooks["01_base"]

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 import run_all  # noqa: E402  (the repository root is on sys.path: pytest's pythonpath in pyproject.toml)
 
-NOTEBOOK = '''# %% tags=["parameters"]
+NOTEBOOK = """# %% tags=["parameters"]
 profile = "default"
 device = "auto"
 fail = False
@@ -42,7 +42,7 @@ fig, ax = plt.subplots()
 savefig(fig, "new", notebook=NOTEBOOK, caption=f"new figure of {NOTEBOOK}")
 if fail:
     raise RuntimeError("failing after writing outputs")
-'''
+"""
 PROFILES = """profiles: [smoke, default, full]
 notebooks:
   01_partial:
@@ -180,7 +180,7 @@ def test_sandbox_may_not_land_on_committed_outputs(tmp_path, capsys):
     assert rc == run_all.EXIT_CONFIG and "only --reference" in capsys.readouterr().err
 
 
-PROGRESS_NOTEBOOK = '''# %% tags=["parameters"]
+PROGRESS_NOTEBOOK = """# %% tags=["parameters"]
 profile = "default"
 device = "auto"
 
@@ -192,12 +192,14 @@ from pathlib import Path
 # what ropelib.runs.sweep does inside a notebook run_all executes
 Path(os.environ["ROPELIB_PROGRESS_FILE"]).write_text("sweep: 1 of 2 runs finished (0 cached, 1 trained)\\n")
 time.sleep(2.5)
-'''
+"""
 
 
 def test_heartbeat_shows_the_kernels_sweep_progress(tmp_path, capsys, monkeypatch):
     """The kernel gets ``$ROPELIB_PROGRESS_FILE`` in its staging folder; the heartbeat shows its line."""
-    nb_dir = write_notebooks(tmp_path / "nbs", ["01_progress"], text=PROGRESS_NOTEBOOK, profiles="profiles: [default]\n")
+    nb_dir = write_notebooks(
+        tmp_path / "nbs", ["01_progress"], text=PROGRESS_NOTEBOOK, profiles="profiles: [default]\n"
+    )
     for key, value in outputs_env(tmp_path).items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(run_all, "HEARTBEAT_S", 0.3)

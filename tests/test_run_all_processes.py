@@ -22,7 +22,7 @@ from test_run_all_outputs import cli, outputs_env, run_all, write_notebooks
 
 psutil = pytest.importorskip("psutil")
 
-WORKERS = '''# %% tags=["parameters"]
+WORKERS = """# %% tags=["parameters"]
 profile = "default"
 device = "auto"
 marker = ""
@@ -45,7 +45,7 @@ with open(marker + ".tmp", "w") as fh:
     json.dump({"kernel": os.getpid(), "workers": list(pool._processes)}, fh)
 os.replace(marker + ".tmp", marker)
 time.sleep(600)
-'''
+"""
 
 
 def _alive(pids) -> list[int]:
@@ -107,6 +107,8 @@ def test_interrupted_run_leaves_no_process_and_no_output(tmp_path, how):
     assert not (tmp_path / "figures" / "01_workers").exists()
     staging = tmp_path / "build" / "reference" / "running"
     if how == "kill -9 run_all":  # the staging folder stays until the next run cleans it
-        tree_ = run_all.OutputTree(True, nb_dir, tmp_path / "figures", tmp_path / "results", tmp_path / "build" / "reference")
+        tree_ = run_all.OutputTree(
+            True, nb_dir, tmp_path / "figures", tmp_path / "results", tmp_path / "build" / "reference"
+        )
         assert run_all.clean_leftovers(tree_) == [f"removed {staging}"]
     assert not staging.exists()

@@ -34,11 +34,17 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (c
 VOCAB = 10 + 4 + 1  # passkey with n_filler=4: digits, fillers, KEY
 
 
-def spec_for(steps=4, seq_len=16, encoding="nope", parent=None, lr=1e-2, device="cpu", checkpoint_every=2,
-             **enc):
+def spec_for(steps=4, seq_len=16, encoding="nope", parent=None, lr=1e-2, device="cpu", checkpoint_every=2, **enc):
     model = ModelConfig(vocab_size=VOCAB, n_layers=1, n_heads=2, d_model=16, encoding=encoding, encoding_params=enc)
-    train = TrainConfig(steps=steps, batch_size=4, seq_len=seq_len, warmup_steps=1, lr=lr,
-                        checkpoint_every=checkpoint_every, device=device)
+    train = TrainConfig(
+        steps=steps,
+        batch_size=4,
+        seq_len=seq_len,
+        warmup_steps=1,
+        lr=lr,
+        checkpoint_every=checkpoint_every,
+        device=device,
+    )
     return RunSpec(model=model, task=TaskConfig("passkey"), train=train, parent=parent)
 
 
@@ -114,8 +120,7 @@ def test_chars_run_records_corpus_provenance(tmp_path):
     from ropelib.data import make_task
 
     spec = RunSpec(
-        model=ModelConfig(vocab_size=make_task("chars").vocab_size, n_layers=1, n_heads=2, d_model=16,
-                          encoding="nope"),
+        model=ModelConfig(vocab_size=make_task("chars").vocab_size, n_layers=1, n_heads=2, d_model=16, encoding="nope"),
         task=TaskConfig("chars"),
         train=TrainConfig(steps=1, batch_size=2, seq_len=8, warmup_steps=0, device="cpu"),
     )

@@ -29,8 +29,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (c
 
 def tiny_spec(steps: int = 3) -> RunSpec:
     model = ModelConfig(vocab_size=15, n_layers=1, n_heads=2, d_model=16, encoding="nope")
-    train = TrainConfig(steps=steps, batch_size=4, seq_len=16, warmup_steps=1, lr=1e-2, checkpoint_every=1,
-                        device="cpu")
+    train = TrainConfig(
+        steps=steps, batch_size=4, seq_len=16, warmup_steps=1, lr=1e-2, checkpoint_every=1, device="cpu"
+    )
     return RunSpec(model=model, task=TaskConfig("passkey"), train=train)
 
 
@@ -115,7 +116,9 @@ def test_bad_checkpoint_of_an_unfinished_run_trains_from_scratch(tmp_path, refer
     (path / "metadata.json").unlink()  # as if killed after the last checkpoint: unfinished
     ckpt = path / CHECKPOINT_NAME
     data = ckpt.read_bytes()
-    ckpt.write_bytes({"garbage": b"\x00garbage\xff" * 50, "truncated": data[: len(data) * 2 // 3], "empty": b""}[damage])
+    ckpt.write_bytes(
+        {"garbage": b"\x00garbage\xff" * 50, "truncated": data[: len(data) * 2 // 3], "empty": b""}[damage]
+    )
     with pytest.warns(UserWarning, match=r"checkpoint\.pt is not a readable torch file.*from step 0") as record:
         result = run(spec, cache_dir=tmp_path, progress=False)
     assert str(path) in str(record[0].message)
@@ -127,8 +130,18 @@ def test_checkpoint_of_another_model_is_not_resumed(tmp_path, reference):
     spec = tiny_spec()
     path = run_dir(spec, tmp_path)
     path.mkdir(parents=True)
-    torch.save({"step": 2, "model": {"w": torch.zeros(2)}, "optimizer": {}, "scheduler": {}, "rng": {},
-                "history": [], "train_config": {}}, path / CHECKPOINT_NAME)
+    torch.save(
+        {
+            "step": 2,
+            "model": {"w": torch.zeros(2)},
+            "optimizer": {},
+            "scheduler": {},
+            "rng": {},
+            "history": [],
+            "train_config": {},
+        },
+        path / CHECKPOINT_NAME,
+    )
     with pytest.warns(UserWarning, match=r"checkpoint\.pt does not hold the weights of this spec's model"):
         result = run(spec, cache_dir=tmp_path, progress=False)
     assert_repaired(result, reference, tmp_path)

@@ -64,9 +64,16 @@ def test_comments_docstrings_and_formatting_do_not_count(sources):
     before = fingerprint()
     train = root / "train.py"
     edit(train, WARMUP, WARMUP + "  # a comment at the end of a line")
-    edit(train, '"""Multiplier of the base learning rate', '"""Rewritten docstring.\n\n    Multiplier of the base learning rate')
-    train.write_text("# a new first line\n" + train.read_text().replace("\n\n\ndef ", "\n\n\n\n\ndef ")
-                     + '\n\n"""a bare string at the end"""\n')
+    edit(
+        train,
+        '"""Multiplier of the base learning rate',
+        '"""Rewritten docstring.\n\n    Multiplier of the base learning rate',
+    )
+    train.write_text(
+        "# a new first line\n"
+        + train.read_text().replace("\n\n\ndef ", "\n\n\n\n\ndef ")
+        + '\n\n"""a bare string at the end"""\n'
+    )
     edit(root / "model.py", "import math\n", "import math  # for sqrt\n\n")
     assert fingerprint() == before
 
@@ -153,8 +160,9 @@ def test_training_sources_cover_every_module_training_imports(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
-    covered = {"ropelib." + name.removesuffix(".py").replace("/", ".") for name in fp.training_sources()
-               if ":" not in name}
+    covered = {
+        "ropelib." + name.removesuffix(".py").replace("/", ".") for name in fp.training_sources() if ":" not in name
+    }
     covered = {m.removesuffix(".__init__") for m in covered}
     assert "ropelib.train" in loaded and "ropelib.encodings.rope" in loaded
     assert loaded - covered - not_training == set(), "add these modules to ropelib.fingerprint.TRAINING_SOURCES"

@@ -32,8 +32,9 @@ GRACE_S = 15
 def long_spec(seq_len: int) -> RunSpec:
     """A tiny model with far more steps than the test waits for: its worker is busy when the parent dies."""
     model = ModelConfig(vocab_size=15, n_layers=1, n_heads=2, d_model=16, encoding="nope")
-    train = TrainConfig(steps=1_000_000, batch_size=2, seq_len=seq_len, warmup_steps=1, checkpoint_every=5,
-                        device="cpu")
+    train = TrainConfig(
+        steps=1_000_000, batch_size=2, seq_len=seq_len, warmup_steps=1, checkpoint_every=5, device="cpu"
+    )
     return RunSpec(model=model, task=TaskConfig("passkey"), train=train)
 
 

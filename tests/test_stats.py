@@ -37,9 +37,15 @@ def test_wilson_matches_the_closed_formula(k, n):
     assert high == pytest.approx(min(ref_high, 1.0), abs=1e-12)
 
 
-@pytest.mark.parametrize("k, n, expected", [
-    (81, 263, (0.2553, 0.3662)), (15, 148, (0.0624, 0.1605)), (0, 20, (0.0, 0.1611)), (1, 29, (0.0061, 0.1718)),
-])
+@pytest.mark.parametrize(
+    "k, n, expected",
+    [
+        (81, 263, (0.2553, 0.3662)),
+        (15, 148, (0.0624, 0.1605)),
+        (0, 20, (0.0, 0.1611)),
+        (1, 29, (0.0061, 0.1718)),
+    ],
+)
 def test_wilson_published_values(k, n, expected):
     # Newcombe 1998 (Stat Med 17:857-872), Table I, method 3 (Wilson score, no continuity correction)
     assert wilson_interval(k, n) == pytest.approx(expected, abs=5e-5)
@@ -81,11 +87,21 @@ def test_wilson_stays_in_the_unit_interval_and_contains_p(n, frac, conf):
     assert 0.0 <= low <= k / n <= high <= 1.0
 
 
-@pytest.mark.parametrize("args, match", [
-    ((-1, 10), "successes"), ((11, 10), "successes"), ((1.0, 10), "successes"), ((True, 10), "successes"),
-    ((0, 0), "n must be a positive integer"), ((0, 2.0), "n must be"), ((1, 10, 1.0), "confidence"),
-    ((1, 10, 0.0), "confidence"), ((1, 10, "0.95"), "confidence"), ((1, 10, float("nan")), "confidence"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ((-1, 10), "successes"),
+        ((11, 10), "successes"),
+        ((1.0, 10), "successes"),
+        ((True, 10), "successes"),
+        ((0, 0), "n must be a positive integer"),
+        ((0, 2.0), "n must be"),
+        ((1, 10, 1.0), "confidence"),
+        ((1, 10, 0.0), "confidence"),
+        ((1, 10, "0.95"), "confidence"),
+        ((1, 10, float("nan")), "confidence"),
+    ],
+)
 def test_wilson_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
         wilson_interval(*args)
@@ -138,9 +154,12 @@ def test_bootstrap_at_the_ends_collapses_to_the_end():
 
 
 @settings(max_examples=50, deadline=None)
-@given(counts=st.lists(st.integers(1, 60).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))),
-                       min_size=1, max_size=6),
-       seed=st.integers(0, 2**31))
+@given(
+    counts=st.lists(
+        st.integers(1, 60).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))), min_size=1, max_size=6
+    ),
+    seed=st.integers(0, 2**31),
+)
 def test_accuracy_ci_stays_in_the_unit_interval(counts, seed):
     d = accuracy_ci(counts, n_boot=200, seed=seed)
     assert 0.0 <= d["ci_low"] <= d["ci_high"] <= 1.0
@@ -160,18 +179,21 @@ def test_bootstrap_covers_the_true_accuracy():
     assert hits / reps >= 0.88
 
 
-@pytest.mark.parametrize("data, kwargs, match", [
-    ([], {}, "empty"),
-    ("1010", {}, "sequence"),
-    ([[1, 0, 2]], {}, "seed 0.*bools or integers"),
-    ([[1, 0], [0.5, 1.0]], {}, "seed 1.*dtype float"),
-    ([[]], {}, "seed 0.*non-empty"),
-    ([(11, 10)], {}, "seed 0.*successes"),
-    ([(3, 0)], {}, "seed 0.*n must be"),
-    ([(3, 5)], {"n_boot": 0}, "n_boot"),
-    ([(3, 5)], {"seed": -1}, "seed must be"),
-    ([(3, 5)], {"confidence": 95}, "confidence"),
-])
+@pytest.mark.parametrize(
+    "data, kwargs, match",
+    [
+        ([], {}, "empty"),
+        ("1010", {}, "sequence"),
+        ([[1, 0, 2]], {}, "seed 0.*bools or integers"),
+        ([[1, 0], [0.5, 1.0]], {}, "seed 1.*dtype float"),
+        ([[]], {}, "seed 0.*non-empty"),
+        ([(11, 10)], {}, "seed 0.*successes"),
+        ([(3, 0)], {}, "seed 0.*n must be"),
+        ([(3, 5)], {"n_boot": 0}, "n_boot"),
+        ([(3, 5)], {"seed": -1}, "seed must be"),
+        ([(3, 5)], {"confidence": 95}, "confidence"),
+    ],
+)
 def test_accuracy_ci_bad_input(data, kwargs, match):
     with pytest.raises(ValueError, match=match):
         accuracy_ci(data, **kwargs)
@@ -180,14 +202,17 @@ def test_accuracy_ci_bad_input(data, kwargs, match):
 # -- mean_ci ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values, expected", [
-    ([], (math.nan, math.nan, math.nan, 0)),
-    ([3.0], (3.0, math.nan, math.nan, 1)),
-    ([2.0, 2.0, 2.0], (2.0, 2.0, 2.0, 3)),  # no spread: the interval collapses to the mean
-    ([1.0, math.nan, 3.0, 5.0], None),  # NaN dropped: the interval of [1, 3, 5]
-    ([1.0, math.inf, 2.0], None),  # inf dropped too: the interval of [1, 2]
-    ([math.nan, math.nan], (math.nan, math.nan, math.nan, 0)),
-])
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        ([], (math.nan, math.nan, math.nan, 0)),
+        ([3.0], (3.0, math.nan, math.nan, 1)),
+        ([2.0, 2.0, 2.0], (2.0, 2.0, 2.0, 3)),  # no spread: the interval collapses to the mean
+        ([1.0, math.nan, 3.0, 5.0], None),  # NaN dropped: the interval of [1, 3, 5]
+        ([1.0, math.inf, 2.0], None),  # inf dropped too: the interval of [1, 2]
+        ([math.nan, math.nan], (math.nan, math.nan, math.nan, 0)),
+    ],
+)
 def test_mean_ci_drops_non_finite_values(values, expected):
     from scipy import stats
 
@@ -232,11 +257,17 @@ def test_ci_separated():
     assert ci_separated(-math.inf, 0.0, 1.0, math.inf)
 
 
-@pytest.mark.parametrize("args, match", [
-    ((math.nan, 1.0, 2.0, 3.0), "a_low"), ((0.0, 1.0, 2.0, math.nan), "b_high"),
-    ((2.0, 1.0, 2.0, 3.0), "interval a is reversed"), ((0.0, 1.0, 3.0, 2.0), "interval b is reversed"),
-    ((0.0, "1", 2.0, 3.0), "a_high"), ((0.0, True, 2.0, 3.0), "a_high"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ((math.nan, 1.0, 2.0, 3.0), "a_low"),
+        ((0.0, 1.0, 2.0, math.nan), "b_high"),
+        ((2.0, 1.0, 2.0, 3.0), "interval a is reversed"),
+        ((0.0, 1.0, 3.0, 2.0), "interval b is reversed"),
+        ((0.0, "1", 2.0, 3.0), "a_high"),
+        ((0.0, True, 2.0, 3.0), "a_high"),
+    ],
+)
 def test_ci_separated_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
         ci_separated(*args)

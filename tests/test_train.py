@@ -36,8 +36,15 @@ def tiny_model(task, encoding="learned", seed=0, dropout=0.0, **params):
     torch.manual_seed(seed)
     if encoding == "learned":
         params.setdefault("max_positions", 32)
-    cfg = ModelConfig(vocab_size=task.vocab_size, n_layers=1, n_heads=2, d_model=16, dropout=dropout,
-                      encoding=encoding, encoding_params=params)
+    cfg = ModelConfig(
+        vocab_size=task.vocab_size,
+        n_layers=1,
+        n_heads=2,
+        d_model=16,
+        dropout=dropout,
+        encoding=encoding,
+        encoding_params=params,
+    )
     return ToyTransformer(cfg)
 
 
@@ -57,9 +64,19 @@ def test_non_positive_sizes_raise_naming_the_field(field, value):
         TrainConfig(**{field: value})
 
 
-@pytest.mark.parametrize("field, value", [("lr", 0.0), ("lr", float("nan")), ("min_lr_ratio", 1.5),
-                                          ("weight_decay", -0.1), ("beta2", 1.0), ("device", ""),
-                                          ("compile", "yes"), ("warmup_steps", -1)])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("lr", 0.0),
+        ("lr", float("nan")),
+        ("min_lr_ratio", 1.5),
+        ("weight_decay", -0.1),
+        ("beta2", 1.0),
+        ("device", ""),
+        ("compile", "yes"),
+        ("warmup_steps", -1),
+    ],
+)
 def test_bad_values_raise_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value})
@@ -85,11 +102,11 @@ def test_warmup_cosine_shape(total, warm_frac, ratio):
     if warm:
         assert values[0] == pytest.approx(1 / warm)
         assert values[warm - 1] == pytest.approx(1.0)
-        assert all(a < b for a, b in zip(values[:warm - 1], values[1:warm]))  # strictly rising warm-up
+        assert all(a < b for a, b in zip(values[: warm - 1], values[1:warm]))  # strictly rising warm-up
     assert values[warm] == pytest.approx(1.0)
     if total - warm > 1:
         assert values[-1] == pytest.approx(ratio)  # ends exactly at min_lr_ratio
-    assert all(a >= b - 1e-12 for a, b in zip(values[warm:], values[warm + 1:]))  # non-increasing decay
+    assert all(a >= b - 1e-12 for a, b in zip(values[warm:], values[warm + 1 :]))  # non-increasing decay
     assert min(values) >= min(ratio, values[0]) - 1e-12
 
 
@@ -188,8 +205,9 @@ def test_checkpoint_holds_everything_needed(task, tmp_path):
 
 
 def test_training_lowers_the_loss_and_records_validation(task):
-    cfg = tiny_config(steps=30, batch_size=8, lr=2e-2, warmup_steps=3, eval_every=10, eval_batches=2,
-                      checkpoint_every=0)
+    cfg = tiny_config(
+        steps=30, batch_size=8, lr=2e-2, warmup_steps=3, eval_every=10, eval_batches=2, checkpoint_every=0
+    )
     history = train(tiny_model(task, encoding="nope"), task, cfg, progress=False)
     assert [h["step"] for h in history if "val_loss" in h] == [10, 20, 30]
     assert history[-1]["val_loss"] < history[9]["val_loss"] < math.log(task.vocab_size) + 0.5

@@ -68,7 +68,9 @@ def test_decay_factor_for_aligned_single_pair():
         zeta = (2 * i / D + 0.4) / 1.4
         theta = 1e4 ** (-2 * i / D)
         got = float((qq * kk).sum())
-        assert got == pytest.approx(zeta ** (600 / 512) * torch.cos(torch.tensor(600 * theta, dtype=torch.float64)).item(), rel=1e-6, abs=1e-9)
+        assert got == pytest.approx(
+            zeta ** (600 / 512) * torch.cos(torch.tensor(600 * theta, dtype=torch.float64)).item(), rel=1e-6, abs=1e-9
+        )
     # the decay is strongest for the high-frequency pairs: zeta_0 < zeta_last < 1
     assert (2 * 0 / D + 0.4) / 1.4 < (2 * (D // 2 - 1) / D + 0.4) / 1.4 < 1
 

@@ -47,9 +47,7 @@ __all__ = [
 ]
 
 
-def default_positions(
-    length: int, offset: int = 0, device: torch.device | str | None = None
-) -> torch.Tensor:
+def default_positions(length: int, offset: int = 0, device: torch.device | str | None = None) -> torch.Tensor:
     """Integer positions ``offset, offset+1, …, offset+length-1`` as a ``(length,)`` long tensor."""
     return torch.arange(offset, offset + length, device=device, dtype=torch.long)
 
@@ -224,7 +222,6 @@ def make_encoding(
     if unknown:
         listed = ", ".join(sorted(allowed)) or "(none)"
         raise ValueError(
-            f"unknown parameter(s) {', '.join(map(repr, unknown))} for positional encoding {name!r}; "
-            f"accepted: {listed}"
+            f"unknown parameter(s) {', '.join(map(repr, unknown))} for positional encoding {name!r}; accepted: {listed}"
         )
     return cls(n_heads=n_heads, head_dim=head_dim, d_model=d_model, **merged)

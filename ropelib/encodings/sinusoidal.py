@@ -73,9 +73,7 @@ class Sinusoidal(PositionalEncoding):
     """Adds ``scale * sinusoidal_encoding(positions, d_model)`` to the token embeddings (no trainable
     weights). ``scale = 1`` is the paper's table as is."""
 
-    def __init__(
-        self, *, n_heads: int, head_dim: int, d_model: int, base: float = 10000.0, scale: float = 1.0
-    ) -> None:
+    def __init__(self, *, n_heads: int, head_dim: int, d_model: int, base: float = 10000.0, scale: float = 1.0) -> None:
         super().__init__(n_heads=n_heads, head_dim=head_dim, d_model=d_model)
         if not (isinstance(base, (int, float)) and not isinstance(base, bool) and base > 1):
             raise ValueError(f"base must be a number > 1, got {base!r}")
@@ -89,9 +87,7 @@ class Sinusoidal(PositionalEncoding):
         if x.shape[-1] != self.d_model:
             raise ValueError(f"embeddings have width {x.shape[-1]}, expected d_model={self.d_model}")
         if positions.shape[-1] != x.shape[-2]:
-            raise ValueError(
-                f"positions cover {positions.shape[-1]} tokens but the embeddings have {x.shape[-2]}"
-            )
+            raise ValueError(f"positions cover {positions.shape[-1]} tokens but the embeddings have {x.shape[-2]}")
         pe = sinusoidal_encoding(positions.to(x.device), self.d_model, self.base)  # (T, C) or (B, T, C)
         if self.scale != 1.0:
             pe = pe * self.scale  # float32, before the cast to the model dtype
