@@ -919,20 +919,4 @@ def ordering_table(
                 "note": note,
             }
         )
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "source",
-            "comparison",
-            "better",
-            "worse",
-            "multiplier",
-            "metric",
-            "better_value",
-            "worse_value",
-            "published_better",
-            "published_worse",
-            "reproduced",
-            "note",
-        ],
-    )
+    return pd.DataFrame(rows, columns=columns)
