@@ -76,7 +76,8 @@ ENCODING_COLORS: Mapping[str, str] = {
     "kerple": "#bcbd22",  # olive
     "fire": "#d62728",  # red
     "randomized": "#ff7f0e",  # orange
-    # RoPE scaling types (HF rope_type names, plus "ntk", "proportional" and notebook 06's "yarn_default"):
+    # RoPE scaling types (HF rope_type names, plus "ntk", "proportional" and "yarn_default", YaRN's default ramp
+    # as an earlier notebook 06 named it):
     # saturated, and distinct from each other and from the encodings (Dark2-like hues)
     "default": "#1f77b4",  # = rope
     "linear": "#d95f02",  # dark orange
