@@ -610,9 +610,16 @@ class SweepProgress:
         self._file = Path(status_file) if status_file else None
         self._bar = None
         if bar:
-            self._bar = tqdm(total=total, initial=cached, desc="sweep", unit="run", file=sys.stderr, leave=True,
-                             dynamic_ncols=True, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
-                             "runs [{postfix}]")  # fmt: skip
+            self._bar = tqdm(
+                total=total,
+                initial=cached,
+                desc="sweep",
+                unit="run",
+                file=sys.stderr,
+                leave=True,
+                dynamic_ncols=True,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} runs{postfix}",
+            )  # tqdm puts ", " before a postfix
         self._show()
 
     @property
