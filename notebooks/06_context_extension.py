@@ -784,11 +784,9 @@ plt.show()
 # from the training split. The peak learning rate is the base model's times a ratio tuned per (method,
 # budget) on held-out data of one base model per task (`finetune_lr_ratios`; PI's own ratio, 2e-5
 # against LLaMA-7B's pre-training 3e-4, is the smallest): the language model's validation split, and
-# for retrieval fresh samples drawn with another seed than the reported ones. The pilot behind this
-# choice (seed 0, at 4L): with PI's ratio, 5 % of pre-training left plain
-# RoPE at 8.34 and PI at 8.53; with a ratio of 0.3 at 5.58 and 5.70; with 1.0 at 5.24 and 5.62 — while a
-# single step at the full rate made PI worse (30.6 against 24.4). A budget that rounds to the same step count as a smaller one is run
-# once. A fine-tuned model carries its base model's gate (`passed_gate`): every run is written, and
+# for retrieval fresh samples drawn with another seed than the reported ones; the sweep's table below
+# shows why one fixed ratio would not do. A budget that rounds to the same step count as a smaller one
+# is run once; the tables and figures place each run at the share of pre-training it actually used. A fine-tuned model carries its base model's gate (`passed_gate`): every run is written, and
 # only those of models that passed enter the summaries. Step 0 is the method without training.
 
 # %%
@@ -852,6 +850,17 @@ LR_RATIO = {(r.task, r.method, r.ft_budget): r.lr_ratio for r in lr_sweep.loc[be
 lr_sweep["chosen"] = [LR_RATIO[(r.task, r.method, r.ft_budget)] == r.lr_ratio for r in lr_sweep.itertuples()]
 write_csv(lr_sweep, "06_finetune_lr.csv")
 display(lr_sweep.pivot(index=["task", "method", "ft_budget"], columns="lr_ratio", values="value"))
+lm_sweep = lr_sweep[lr_sweep.task == LM_TASK].set_index(["method", "ft_budget", "lr_ratio"])["value"]
+b_lo, b_hi = min(fractions), max(fractions)
+display(Markdown(
+    f"Validation perplexity at {ff:g}L ({LM_TASK}, seed {tune_seed[LM_TASK]}) by peak-rate ratio "
+    f"{', '.join(f'{r:g}' for r in ratios)}: "
+    + "; ".join(f"`{m}` " + " / ".join(f"{math.exp(lm_sweep[(m, b_hi, r)]):.2f}" for r in ratios) + f" at {100 * b_hi:g}% "
+                f"and " + " / ".join(f"{math.exp(lm_sweep[(m, b_lo, r)]):.2f}" for r in ratios) + f" at {100 * b_lo:g}%"
+                for m in finetune_methods)
+    + ". Chosen: " + ", ".join(f"`{m}` {LR_RATIO[(LM_TASK, m, b_lo)]:g} → {LR_RATIO[(LM_TASK, m, b_hi)]:g}"
+                               for m in finetune_methods) + " (smallest → largest budget)."
+))
 
 # 2. every (task, seed, method, budget) with its task's chosen ratio
 ft_specs, ft_budget = {}, {}  # (task, seed, method, steps) -> RunSpec, requested fraction
@@ -911,7 +920,7 @@ write_csv(finetune, "06_finetune.csv")
 lap("fine-tuning (train or cache) and evaluation", t0)
 
 # summaries over the models that passed: Student-t for loss / ppl, accuracy_ci (in [0, 1]) for accuracy
-ft_by = ["task", "metric", "method", "multiplier", "ft_budget"]
+ft_by = ["task", "metric", "method", "multiplier", "ft_fraction"]
 ft_lm = summarize(finetune[finetune.metric != "accuracy"], ft_by, "value")
 ft_acc_rows = finetune[finetune.metric == "accuracy"].copy()
 ft_acc_rows["n_correct"] = [ft_counts[(r.task, r.seed, r.method, r.ft_steps, r.length)][0] for r in ft_acc_rows.itertuples()]
@@ -921,7 +930,7 @@ budget_steps = finetune.groupby(["task", "ft_budget"]).agg(ft_steps=("ft_steps",
                                                            ft_fraction=("ft_fraction", "first"))
 display(budget_steps)
 ft_view = ft_summary[ft_summary.metric.isin(["ppl", "accuracy"])].pivot(
-    index="ft_budget", columns=["task", "metric", "multiplier", "method"], values="mean")
+    index="ft_fraction", columns=["task", "metric", "multiplier", "method"], values="mean")
 ft_view
 
 # %% [markdown]
@@ -937,7 +946,7 @@ pi_per_step = PI_FRACTION / CE.PI_FINETUNE["steps"]
 pi_frame = pd.DataFrame({"source": PI_SOURCE, "method": "linear", "ft_fraction": [k * pi_per_step for k in PI_TABLE3],
                          "ppl": list(PI_TABLE3.values())})
 ours = ft_summary[(ft_summary.task == LM_TASK) & (ft_summary.metric == "ppl") & (ft_summary.multiplier == ff)]
-ours = ours.rename(columns={"mean": "ppl", "ft_budget": "ft_fraction"})[["method", "ft_fraction", "ppl"]]
+ours = ours.rename(columns={"mean": "ppl"})[["method", "ft_fraction", "ppl"]]
 ours.insert(0, "source", f"this notebook: {LM_TASK}, L = {L} → {int(ff * L)}, {SPLIT}-split ppl at {int(ff * L)}, "
                          f"mean of the {len(OK_SEEDS[LM_TASK])} seeds that passed their gate")
 side = pd.concat([pi_frame, ours], ignore_index=True).sort_values(["source", "method", "ft_fraction"])
@@ -960,12 +969,12 @@ for ax, task in zip(axes[0], ft_tasks):
     for method in finetune_methods:
         for mult, ls, mk in ((ff, "-", "o"), (1.0, ":", ".")):
             d = ft_summary[(ft_summary.task == task) & (ft_summary.metric == metric) & (ft_summary.method == method)
-                           & (ft_summary.multiplier == mult)].sort_values("ft_budget")
-            ax.plot(budget_x(d.ft_budget), d["mean"], ls=ls, marker=mk, color=mcolor(method),
+                           & (ft_summary.multiplier == mult)].sort_values("ft_fraction")
+            ax.plot(budget_x(d.ft_fraction), d["mean"], ls=ls, marker=mk, color=mcolor(method),
                     label=f"{method} at {int(mult * Lt)}")
             if mult != 1.0:
                 lo = d.ci_low.clip(lower=1.0) if metric == "ppl" else d.ci_low
-                ax.fill_between(budget_x(d.ft_budget), lo, d.ci_high, color=mcolor(method), alpha=0.15)
+                ax.fill_between(budget_x(d.ft_fraction), lo, d.ci_high, color=mcolor(method), alpha=0.15)
     ax.axvline(100 * PI_FRACTION, color="0.4", lw=0.8, ls="--")
     ax.annotate(" PI's budget", (100 * PI_FRACTION, 0.98), xycoords=("data", "axes fraction"), va="top", fontsize=8,
                 color="0.35")
@@ -980,7 +989,7 @@ for ax, task in zip(axes[0], ft_tasks):
         ax.axhline(FLOOR.get(long, floor_at(long)), color="0.3", lw=1.0, ls="-.", label=f"position-blind floor at {long}")
         ax.set_ylim(0, 1.02)
     ax.set_xscale("log")
-    budgets_here = sorted(b for b in set(finetune[finetune.task == task].ft_budget) if b > 0)
+    budgets_here = sorted(b for b in set(finetune[finetune.task == task].ft_fraction) if b > 0)
     ax.set_xticks([X0, *(100 * b for b in budgets_here)], ["none", *(f"{100 * b:g}%" for b in budgets_here)])
     ax.xaxis.set_minor_locator(mticker.NullLocator())
     ax.set(xlabel="fine-tuning tokens, share of the base model's pre-training", ylabel=metric,
@@ -1160,8 +1169,8 @@ else:
                  "about retrieval.")
 if LM_OK:
     ft_ppl = ft_summary[(ft_summary.task == LM_TASK) & (ft_summary.metric == "ppl")].set_index(
-        ["method", "multiplier", "ft_budget"])["mean"]
-    lm_budgets = sorted(b for b in set(finetune[finetune.task == LM_TASK].ft_budget) if b > 0)
+        ["method", "multiplier", "ft_fraction"])["mean"]
+    lm_budgets = sorted(b for b in set(finetune[finetune.task == LM_TASK].ft_fraction) if b > 0)
     b_pi, b_max = lm_budgets[0], lm_budgets[-1]
     text = (
         f"* **Fine-tuning at {int(ff * L)} = {ff:g}L, budgets as a share of pre-training.** Perplexity at {int(ff * L)} after "
@@ -1198,8 +1207,8 @@ if LM_OK:
     lines.append(text)
 if finetune_retrieval and RET_OK:
     ft_acc = ft_summary[(ft_summary.task == retrieval_task) & (ft_summary.metric == "accuracy")].set_index(
-        ["method", "multiplier", "ft_budget"])["mean"]
-    r_budgets = sorted(b for b in set(finetune[finetune.task == retrieval_task].ft_budget) if b > 0)
+        ["method", "multiplier", "ft_fraction"])["mean"]
+    r_budgets = sorted(b for b in set(finetune[finetune.task == retrieval_task].ft_fraction) if b > 0)
     floor_ft = FLOOR.get(int(ff * L_ret), floor_at(int(ff * L_ret)))
     below = [(m, b) for m in finetune_methods for b in r_budgets if ft_acc[(m, ff, b)] < floor_ft]
     lines.append(

@@ -64,10 +64,13 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .analysis import tiny_yarn_params
 from .encodings.rope import RoPEEncoding
 from .evaluate import lm_loss_at_lengths, with_rope_scaling
 from .model import KVCache, ModelConfig
 from .rope import apply_rotary
+from .runs import RunSpec
+from .train import TrainConfig
 
 __all__ = [
     "PROTOCOLS",
@@ -163,9 +166,7 @@ def _yarn(s, L, d, b, temperature: float | None = None):
 
 
 def _yarn_rescaled(s, L, d, b):
-    from .analysis import tiny_yarn_params  # the ramp rescaled by pair fraction (an ablation)
-
-    return tiny_yarn_params(d, b, L, s)
+    return tiny_yarn_params(d, b, L, s)  # the ramp rescaled by pair fraction (an ablation)
 
 
 def _llama3(s, L, d, b):
@@ -468,9 +469,6 @@ def finetune_spec(
     fresh AdamW moments; fresh batches (seed ``base_seed * 100000 + steps``). ``parent`` is the base run,
     so the cache keeps each budget's run apart and reads it back.
     """
-    from .runs import RunSpec  # runs imports the training code; keep this module light to import
-    from .train import TrainConfig
-
     lr_ratio = PI_FINETUNE["lr"] / PI_FINETUNE["pretraining_lr"] if lr_ratio is None else float(lr_ratio)
     warmup_fraction = PI_FINETUNE["warmup_steps"] / PI_FINETUNE["steps"] if warmup_fraction is None else warmup_fraction
     if not 0 < lr_ratio <= 10:

@@ -35,8 +35,16 @@ import torch
 from .data import TaskConfig, make_task
 from .gates import DEFAULT_THRESHOLDS, GateThresholds
 from .model import INIT_STD, ModelConfig, start_windows, width_scaled_init_std
-from .runs import PROGRESS_FILE_ENV, RunResult, RunSpec, SweepProgress, is_finished, run, sweep
-from .runs import _progress_default as _bar_by_default
+from .runs import (
+    PROGRESS_FILE_ENV,
+    RunResult,
+    RunSpec,
+    SweepProgress,
+    is_finished,
+    progress_bar_default,
+    run,
+    sweep,
+)
 from .stats import mean_ci
 from .train import TrainConfig
 
@@ -735,7 +743,7 @@ def run_specs(
     if jobs == 1:  # one after another here, with the same run-level progress as a sweep
         done = {k: is_finished(specs[k]) for k in keys}
         report = SweepProgress(
-            len(keys), sum(done.values()), bar=_bar_by_default(), status_file=os.environ.get(PROGRESS_FILE_ENV)
+            len(keys), sum(done.values()), bar=progress_bar_default(), status_file=os.environ.get(PROGRESS_FILE_ENV)
         )
         results = {}
         try:

@@ -666,7 +666,7 @@ class SweepProgress:
                 atomic_write_text(self._file, self.line() + "\n")
 
 
-def _progress_default() -> bool:
+def progress_bar_default() -> bool:
     """The bar's default: on, except in a notebook that ``run_all.py`` executes (``$ROPELIB_NOTEBOOK`` set),
     where stderr is recorded into the executed notebook (run_all shows the progress file instead)."""
     return not os.environ.get("ROPELIB_NOTEBOOK")
@@ -735,7 +735,7 @@ def sweep(
     pending = {spec.hash(): spec for spec in specs if not finished[spec.hash()]}
     report = SweepProgress(
         total=len(finished), cached=len(finished) - len(pending),
-        bar=_progress_default() if progress is None else progress, status_file=os.environ.get(PROGRESS_FILE_ENV),
+        bar=progress_bar_default() if progress is None else progress, status_file=os.environ.get(PROGRESS_FILE_ENV),
     )  # fmt: skip
     try:
         if pending and executor is None:
