@@ -46,6 +46,7 @@ def pilot_spec(
     steps: int,
     lr: float,
     init_std: float,
+    n_layers: int,
     start_token: bool,
     seed: int,
 ):
@@ -55,7 +56,9 @@ def pilot_spec(
     task = dataclasses.replace(
         task, train_length=train_length, batch_size=batch_size, steps=steps, lrs=(), sweep_steps=0
     )  # a pilot trains at the rate it is given: no sweep
-    setup = dataclasses.replace(setup, tasks=(task,), seeds=(seed,), init_std=init_std, sinusoid_scale=None)
+    setup = dataclasses.replace(
+        setup, tasks=(task,), seeds=(seed,), init_std=init_std, n_layers=n_layers, sinusoid_scale=None
+    )
     spec = X.base_spec(setup, encoding, task.name, seed, "cpu", lr=lr)
     if not start_token:
         spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, bos_token_id=None))
@@ -71,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, nargs="+", help="step counts (default: the profile's)")
     parser.add_argument("--lr", type=float, nargs="+", help="learning rates (default: the profile's lr)")
     parser.add_argument("--init-std", type=float, nargs="+", help="init std (default: the profile's)")
+    parser.add_argument("--n-layers", type=int, nargs="+", help="layer counts (default: the profile's)")
     parser.add_argument("--no-start-token", action="store_true", help="also train without the start token")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one thread each)")
@@ -91,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "steps": args.steps or [task.steps],
         "lr": args.lr or [setup.lr],
         "init_std": args.init_std or [setup.init_std],
+        "n_layers": args.n_layers or [setup.n_layers],
         "start_token": [True, False] if args.no_start_token else [True],
     }
     combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
@@ -104,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = X.run_specs(specs, jobs=args.jobs)
     print(f"{len(runs)} pilot runs in {time.time() - t0:.0f} s ({args.cache_dir})")
     print(
-        f"{'encoding':<11} {'L':>4} {'B':>3} {'steps':>5} {'tokens':>8} {'lr':>7} {'init':>6} {'start':>5} "
+        f"{'encoding':<11} {'layers':>6} {'L':>4} {'B':>3} {'steps':>5} {'tokens':>8} {'lr':>7} {'init':>6} {'start':>5} "
         f"{'val ppl':>8} {'gain':>6} {'train s':>7}"
     )
     for i, c in enumerate(combos):
@@ -112,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         q = protocols.lm_quality(r, split="validation", cached=_no_cache)
         tokens = c["train_length"] * c["batch_size"] * c["steps"]
         print(
-            f"{c['encoding']:<11} {c['train_length']:>4} {c['batch_size']:>3} {c['steps']:>5} {tokens:>8} "
+            f"{c['encoding']:<11} {c['n_layers']:>6} {c['train_length']:>4} {c['batch_size']:>3} {c['steps']:>5} {tokens:>8} "
             f"{c['lr']:>7.3g} {c['init_std']:>6.3f} {str(c['start_token']):>5} {q['ppl']:>8.2f} "
             f"{q['context_gain']:>6.3f} {float(r.metadata['train_time_s']):>7.0f}"
         )

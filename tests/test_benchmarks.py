@@ -115,8 +115,8 @@ def test_rerun_stability_reports_flips_between_two_results_folders(tmp_path):
 
 @pytest.mark.slow
 def test_pilot_lm_trains_each_combination_into_its_own_cache(tmp_path):
-    """One line per combination of the values given (here 2 encodings x with/without start token), scored
-    on the validation split, then the n-gram references; the project's run cache is not used."""
+    """One line per combination of the values given (here 2 encodings x with/without start token, at one
+    layer), scored on the validation split, then the n-gram references; the project's run cache is not used."""
     out = _run(
         "benchmarks/pilot_lm.py",
         "--profile",
@@ -127,14 +127,21 @@ def test_pilot_lm_trains_each_combination_into_its_own_cache(tmp_path):
         "--steps",
         "3",
         "--no-start-token",
+        "--n-layers",
+        "1",
         "--jobs",
         "1",
         "--cache-dir",
         str(tmp_path / "pilot"),
     )
     rows = [ln.split() for ln in out.splitlines() if ln.startswith(("rope ", "nope "))]
-    assert [(r[0], r[7]) for r in rows] == [("rope", "True"), ("rope", "False"), ("nope", "True"), ("nope", "False")]
-    assert all(1.0 < float(r[8]) < 200.0 for r in rows)  # a perplexity, not a loss
+    assert [(r[0], r[1], r[8]) for r in rows] == [
+        ("rope", "1", "True"),
+        ("rope", "1", "False"),
+        ("nope", "1", "True"),
+        ("nope", "1", "False"),
+    ]
+    assert all(1.0 < float(r[9]) < 200.0 for r in rows)  # a perplexity, not a loss
     assert "n-gram references (validation): order 2" in out
     assert len(list((tmp_path / "pilot" / "runs").iterdir())) == 4
     bad = subprocess.run(
