@@ -39,6 +39,7 @@ import pandas as pd
 
 from . import results as R
 from .paths import figures_dir
+from .stats import ci_order
 
 __all__ = [
     "VERDICTS",
@@ -231,11 +232,7 @@ def compare(a: Estimate, b: Estimate, *, lower_is_better: bool) -> str:
         return "worse" if b.defined else "tie"
     if not b.defined:
         return "better"
-    a_lo, a_hi = a.interval
-    b_lo, b_hi = b.interval
-    if lower_is_better:
-        return "better" if a_hi < b_lo else "worse" if a_lo > b_hi else "tie"
-    return "better" if a_lo > b_hi else "worse" if a_hi < b_lo else "tie"
+    return ci_order(*a.interval, *b.interval, lower_is_better=lower_is_better)  # ropelib.stats' one rule
 
 
 def tally(outcomes: Sequence[str]) -> Verdict:

@@ -30,7 +30,7 @@ notebook 07 runs ``ropelib.audit.audit(CLAIMS, load_tables(CLAIMS))``. Rules (th
   (``05_retrieval``, ``05_without_positions``, ``06_*``) are read through their ``passed_gate`` rows
   only; the 05 summaries are over passing seeds already; ``04_summary`` is over all seeds, so where only
   some seeds passed the estimate is recomputed from the passing rows of ``04_gates.csv``. The
-  language-model task is any task of kind ``"lm"`` (``ropelib.experiments.TASK_KINDS``);
+  language-model task is any task of kind ``"lm"`` (``ropelib.base_models.TASK_KINDS``);
 * comparisons of two encodings use the seed means and their 95% CIs: "better" / "worse" only when the
   CIs do not overlap (a single seed has a point CI), else "tie". A claim judged on several such cells is
   *supported* when it wins every cell, *contradicted* when it wins none and loses at least one,

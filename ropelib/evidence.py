@@ -10,7 +10,7 @@
   ``worse_than_nope``, ``position_use`` (``05_without_positions``) and ``extension_settings``
   (notebook 06). Intervals: ``ropelib.stats.mean_ci`` (Student t) and ``accuracy_ci``.
 
-The language-model task is any task of kind ``"lm"`` (``ropelib.experiments.TASK_KINDS``).
+The language-model task is any task of kind ``"lm"`` (``ropelib.base_models.TASK_KINDS``).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from .audit import Estimate, Evidence, Verdict, compare
-from .experiments import TASK_KINDS
-from .stats import accuracy_ci, mean_ci
+from .base_models import TASK_KINDS
+from .stats import accuracy_ci, mean_ci, paired_ratio_ci
 
 __all__ = [
     "require_columns",
@@ -67,7 +67,7 @@ def single_profile(table: pd.DataFrame, label: str) -> pd.DataFrame:
 
 
 def is_lm_task(task: Any) -> bool:
-    """Whether ``task`` is a language-modelling task (kind ``"lm"`` in ``ropelib.experiments.TASK_KINDS``)."""
+    """Whether ``task`` is a language-modelling task (kind ``"lm"`` in ``ropelib.base_models.TASK_KINDS``)."""
     return TASK_KINDS.get(str(task)) == "lm"
 
 
@@ -368,12 +368,10 @@ def summary_estimate(
 def paired_speed_ratio(throughput: pd.DataFrame, encoding: str, reference: str) -> Estimate | None:
     """Mean over rounds of ``tokens/s(encoding) / tokens/s(reference)`` in ``04_throughput.csv`` (the
     encodings are interleaved within a round, so a round's ratio cancels the machine's load), with a
-    two-sided 95% Student-t CI over rounds (``ropelib.stats.mean_ci``); ``None`` when either is absent."""
+    two-sided 95% Student-t CI over rounds (``ropelib.stats.paired_ratio_ci``); ``None`` when either is absent."""
     require_columns(throughput, ("encoding", "round", "tokens_per_s"), "04_throughput")
     keys = [k for k in ("task", "seq_len", "batch_size", "round") if k in throughput.columns]
     a = throughput[throughput["encoding"] == encoding].set_index(keys)["tokens_per_s"]
     b = throughput[throughput["encoding"] == reference].set_index(keys)["tokens_per_s"]
-    ratio = (a / b).dropna().to_numpy(dtype=np.float64)
-    if ratio.size == 0:
-        return None
-    return Estimate(*mean_ci(ratio))
+    mean, low, high, n = paired_ratio_ci(a, b)
+    return Estimate(mean, low, high, n) if n else None
