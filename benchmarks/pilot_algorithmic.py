@@ -1,6 +1,6 @@
 """Pilot the copy and reverse models (Kazemnejad et al. 2023) of a profile: exact match at 1x and 2x, and their cost.
 
-"Pilot, then scale": before a profile trains copy/reverse models (``ropelib.experiments.SETUPS``), train a
+"Pilot, then scale": before a profile trains copy/reverse models (``ropelib.base_models.SETUPS``), train a
 few settings of them (seed 0 by default) and check they solve the task in distribution. Kazemnejad et al.
 2023 (arXiv 2305.19466, §3) train decoder-only models on ``[BOS] s [SEP] f(s) [EOS]`` and test on longer
 instances; here the task is ``ropelib.data``'s ``copy`` / ``reverse`` (10 symbols, instance length ``n``
@@ -12,14 +12,14 @@ drawn in ``[1, (T - 2) // 2]`` in training). Examples::
 
 The model is the profile's base model (width, layers, heads, init std by ``width_scaled_init_std``, warm-up,
 the profile's ``lr``) with the values given here changed; length-dependent encoding settings follow the
-training length by the same rules as the base models (``ropelib.experiments.encoding_config``). Every
+training length by the same rules as the base models (``ropelib.base_models.encoding_config``). Every
 combination of the values given is trained (``--jobs`` at a time, one torch thread each) into ``--cache-dir``
 (default ``build/pilot_algorithmic``, never the project's run cache), then scored by
 ``ropelib.evaluate.algorithmic_accuracy`` as notebook 05 scores it: exact match (every target token of
 ``f(s) [EOS]`` right, teacher forcing) of ``--samples`` sequences with the longest instance that fits, at the
 training length ``T`` (``n = (T - 2) // 2``, the hardest in-distribution instance) and at ``2T`` (about twice
 that instance length), with 95% Wilson intervals (``ropelib.stats.wilson_interval``); also exact match on the
-training mix of instance lengths (``ropelib.experiments.exact_match_accuracy``). Then, per setting, the cost of
+training mix of instance lengths (``ropelib.evaluate.exact_match_accuracy``). Then, per setting, the cost of
 training every encoding x task x seed of the profile at it (measured seconds per model, ``--estimate-jobs``
 parallel jobs). Nothing is written to ``results/`` or ``figures/``.
 """
@@ -39,12 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from ropelib import experiments as X  # noqa: E402
+from ropelib import base_models  # noqa: E402
 from ropelib.data import make_task  # noqa: E402
-from ropelib.evaluate import algorithmic_accuracy  # noqa: E402
+from ropelib.evaluate import algorithmic_accuracy, exact_match_accuracy  # noqa: E402
 from ropelib.stats import wilson_interval  # noqa: E402
 
-ALGORITHMIC_TASKS = tuple(t for t, kind in X.TASK_KINDS.items() if kind == "algorithmic")
+ALGORITHMIC_TASKS = tuple(t for t, kind in base_models.TASK_KINDS.items() if kind == "algorithmic")
 EVAL_SEED = 2024  # notebook 05's eval_seed
 MIX_SEED = 7  # the training-mix sample (a generator of its own, not a training batch)
 
@@ -59,12 +59,12 @@ def pilot_setup(
     d_model: int | None,
     n_layers: int | None,
     seed: int,
-) -> X.BaseSetup:
+) -> base_models.BaseSetup:
     """The profile's ``BaseSetup`` with one algorithmic task ``TaskSetup(task, train_length, steps, batch_size)``
     (no lr sweep), ``seed`` and, if given, another width or depth (init std and sinusoid scale then follow the
     width by the base models' rules)."""
-    setup = X.base_setup(profile)
-    task_setup = X.TaskSetup(task, train_length=train_length, steps=steps, batch_size=batch_size)
+    setup = base_models.base_setup(profile)
+    task_setup = base_models.TaskSetup(task, train_length=train_length, steps=steps, batch_size=batch_size)
     return dataclasses.replace(
         setup,
         tasks=(task_setup,),
@@ -108,9 +108,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.train_length, args.batch_size, args.steps, args.samples = [16], [4], [3], 8
     try:
-        unknown = [e for e in args.encoding if e not in X.ENCODING_VARIANTS]
+        unknown = [e for e in args.encoding if e not in base_models.ENCODING_VARIANTS]
         if unknown:
-            raise ValueError(f"unknown encoding(s) {unknown}; allowed: {', '.join(X.ENCODING_VARIANTS)}")
+            raise ValueError(f"unknown encoding(s) {unknown}; allowed: {', '.join(base_models.ENCODING_VARIANTS)}")
         bad_tasks = [t for t in args.task if t not in ALGORITHMIC_TASKS]
         if bad_tasks:
             raise ValueError(f"unknown task(s) {bad_tasks}; allowed: {', '.join(ALGORITHMIC_TASKS)}")
@@ -120,7 +120,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         short = [L for L in args.train_length if L < 4]
         if short:
             raise ValueError(f"--train-length {short}: a copy/reverse window needs T >= 4")
-        X.base_setup(args.profile)
+        base_models.base_setup(args.profile)
     except ValueError as exc:
         parser.error(str(exc))
     return args
@@ -128,7 +128,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    base = X.base_setup(args.profile)
+    base = base_models.base_setup(args.profile)
     grid = {
         "train_length": args.train_length,
         "batch_size": args.batch_size,
@@ -153,14 +153,14 @@ def main(argv: list[str] | None = None) -> int:
                 n_layers=c["n_layers"],
                 seed=args.seed,
             )
-            specs[i] = X.base_spec(setup, c["encoding"], c["task"], args.seed, "cpu", lr=c["lr"])
+            specs[i] = base_models.base_spec(setup, c["encoding"], c["task"], args.seed, "cpu", lr=c["lr"])
     except ValueError as exc:
         print(f"pilot_algorithmic.py: error: {exc}", file=sys.stderr)
         return 2
     torch.set_num_threads(1)
     os.environ["ROPELIB_CACHE_DIR"] = str(args.cache_dir.resolve())  # the pilot's own run cache (workers too)
     t0 = time.time()
-    runs = X.run_specs(specs, jobs=args.jobs)
+    runs = base_models.run_specs(specs, jobs=args.jobs)
     print(
         f"{len(runs)} pilot runs in {time.time() - t0:.0f} s ({args.cache_dir}; {sum(r.cached for r in runs.values())}"
         f" read back from it), exact match of {args.samples} sequences per cell, 95% Wilson intervals"
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         task = make_task(specs[i].task)
         L = c["train_length"]
         t1 = time.time()
-        mix = X.exact_match_accuracy(r.model, task, L, args.samples, seed=MIX_SEED)
+        mix = exact_match_accuracy(r.model, task, L, args.samples, seed=MIX_SEED)
         df = algorithmic_accuracy(r.model, task, [L, 2 * L], n_samples=args.samples, seed=EVAL_SEED)
         eval_s = time.time() - t1
         cells = []

@@ -2,7 +2,7 @@
 
 "Pilot, then scale": before a profile's language-model settings change, train a few variants of one base
 model (seed 0 by default) and compare them on the validation split. This is the script behind the pilot
-numbers in the comment above ``ropelib.experiments.SETUPS``. Examples::
+numbers in the comment above ``ropelib.base_models.SETUPS``. Examples::
 
     python benchmarks/pilot_lm.py --encoding learned --init-std 0.02 0.069 --steps 1200
     python benchmarks/pilot_lm.py --encoding nope --no-start-token --steps 1200 2000
@@ -29,8 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from ropelib import experiments as X  # noqa: E402
-from ropelib import protocols  # noqa: E402
+from ropelib import base_models, protocols  # noqa: E402
 
 
 def _no_cache(name, key, compute):  # pilots are scored afresh, never through the evaluation memo
@@ -38,7 +37,7 @@ def _no_cache(name, key, compute):  # pilots are scored afresh, never through th
 
 
 def pilot_spec(
-    setup: X.BaseSetup,
+    setup: base_models.BaseSetup,
     encoding: str,
     *,
     train_length: int,
@@ -59,7 +58,7 @@ def pilot_spec(
     setup = dataclasses.replace(
         setup, tasks=(task,), seeds=(seed,), init_std=init_std, n_layers=n_layers, sinusoid_scale=None
     )
-    spec = X.base_spec(setup, encoding, task.name, seed, "cpu", lr=lr)
+    spec = base_models.base_spec(setup, encoding, task.name, seed, "cpu", lr=lr)
     if not start_token:
         spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, bos_token_id=None))
     return spec
@@ -81,10 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=Path("build/pilot-cache"))
     args = parser.parse_args(argv)
     try:
-        setup = X.base_setup(args.profile)
-        unknown = [e for e in args.encoding if e not in X.ENCODING_VARIANTS]
+        setup = base_models.base_setup(args.profile)
+        unknown = [e for e in args.encoding if e not in base_models.ENCODING_VARIANTS]
         if unknown:
-            raise ValueError(f"unknown encoding(s) {unknown}; allowed: {', '.join(X.ENCODING_VARIANTS)}")
+            raise ValueError(f"unknown encoding(s) {unknown}; allowed: {', '.join(base_models.ENCODING_VARIANTS)}")
         task = setup.task(protocols.lm_task(setup))
     except ValueError as exc:
         parser.error(str(exc))
@@ -106,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     os.environ["ROPELIB_CACHE_DIR"] = str(args.cache_dir.resolve())  # the pilot's own run cache (workers too)
     t0 = time.time()
-    runs = X.run_specs(specs, jobs=args.jobs)
+    runs = base_models.run_specs(specs, jobs=args.jobs)
     print(f"{len(runs)} pilot runs in {time.time() - t0:.0f} s ({args.cache_dir})")
     print(
         f"{'encoding':<11} {'layers':>6} {'L':>4} {'B':>3} {'steps':>5} {'tokens':>8} {'lr':>7} {'init':>6} {'start':>5} "

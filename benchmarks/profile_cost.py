@@ -1,4 +1,4 @@
-"""How long would the base models of a profile (notebooks 04–06, ``ropelib.experiments.SETUPS``) take to
+"""How long would the base models of a profile (notebooks 04–06, ``ropelib.base_models.SETUPS``) take to
 train on this machine? An estimate from measured training steps, before committing hours to ``full``.
 
 For each task of the profile's ``BaseSetup`` it builds the real ``RunSpec`` of every encoding (seed 0),
@@ -23,7 +23,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ropelib import experiments as X
+from ropelib import base_models
 from ropelib.data import make_task
 from ropelib.model import ToyTransformer, select_device
 
@@ -63,7 +63,7 @@ def time_per_step(spec, device: torch.device, steps: int, warmup: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="full", choices=list(X.SETUPS))
+    parser.add_argument("--profile", default="full", choices=list(base_models.SETUPS))
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     parser.add_argument("--encodings", nargs="+", default=None, help="a subset (default: the profile's)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per (task, encoding)")
@@ -74,7 +74,7 @@ def main() -> None:
         parser.error(f"--steps must be >= 1 and --warmup >= 0, got {args.steps} and {args.warmup}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    setup = X.base_setup(args.profile)
+    setup = base_models.base_setup(args.profile)
     encodings = list(setup.encodings if args.encodings is None else args.encodings)
     device = select_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
@@ -86,7 +86,7 @@ def main() -> None:
     total_s = 0.0
     for task in setup.tasks:
         for enc in encodings:
-            spec = X.base_spec(setup, enc, task.name, setup.seeds[0], str(device))
+            spec = base_models.base_spec(setup, enc, task.name, setup.seeds[0], str(device))
             dt = time_per_step(spec, device, args.steps, args.warmup)
             run_s = dt * spec.train.steps
             total_s += run_s * len(setup.seeds)

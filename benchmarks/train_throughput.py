@@ -17,7 +17,7 @@ counts once, as the output head) and the second term is attention's ``Q K^T`` an
 The achieved FLOP/s is reported as a fraction of the GEMM rate.
 
 Second comparison, the training *loop* (``--loop-only`` runs it alone): for the base models of a profile
-(``ropelib.experiments.SETUPS``, default ``default``: the ``books`` task at train length 128, batch 8,
+(``ropelib.base_models.SETUPS``, default ``default``: the ``books`` task at train length 128, batch 8,
 d_model 64, 2 layers, 4 heads; RoPE and ALiBi), the real spec of each encoding (``base_spec``, seed 0,
 ``--loop-steps`` steps, so warm-up and cosine are over those steps) is trained twice per round, on one
 torch thread:
@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ropelib import experiments as X
+from ropelib import base_models
 from ropelib.data import make_task
 from ropelib.encodings import ENCODINGS
 from ropelib.model import ModelConfig, ToyTransformer, select_device, start_windows
@@ -256,11 +256,13 @@ def loop_comparison(args: argparse.Namespace) -> dict[str, float]:
 
 
 def _loop_comparison(args: argparse.Namespace) -> dict[str, float]:
-    setup = X.base_setup(args.loop_profile)
+    setup = base_models.base_setup(args.loop_profile)
     device = select_device(args.device)
     specs = {}
     for enc in args.loop_encodings:
-        spec = X.base_spec(setup, enc, args.loop_task, setup.seeds[0], device=str(device), steps=args.loop_steps)
+        spec = base_models.base_spec(
+            setup, enc, args.loop_task, setup.seeds[0], device=str(device), steps=args.loop_steps
+        )
         specs[enc] = dataclasses.replace(spec, train=dataclasses.replace(spec.train, checkpoint_every=0))
     first = next(iter(specs.values()))
     task = make_task(first.task)
@@ -354,7 +356,9 @@ def main(argv: list[str] | None = None) -> None:
     loop.add_argument("--no-loop", action="store_true", help="skip the training-loop comparison")
     loop.add_argument("--loop-steps", type=int, default=40, help="training steps per loop per round")
     loop.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median reported)")
-    loop.add_argument("--loop-profile", default="default", choices=list(X.SETUPS), help="base models of this profile")
+    loop.add_argument(
+        "--loop-profile", default="default", choices=list(base_models.SETUPS), help="base models of this profile"
+    )
     loop.add_argument("--loop-task", default="books", help="a language-model task of that profile")
     loop.add_argument("--loop-encodings", nargs="+", default=["rope", "alibi"])
     loop.add_argument("--device", default="cpu", help="device of the loop comparison: cpu | cuda | mps | auto")

@@ -25,11 +25,11 @@
 # appears in training). **Passkey retrieval**: three digits hidden in filler, reproduced after a query,
 # a task whose *position-blind floor* — the best exact match of any predictor that sees only which
 # tokens occurred, not their order — is $1/3! = 1/6$. Which models, sizes and step counts each profile
-# trains is defined once, in `ropelib.experiments.SETUPS`, so notebooks 05 and 06 load exactly these runs
+# trains is defined once, in `ropelib.base_models.SETUPS`, so notebooks 05 and 06 load exactly these runs
 # from the run cache (`ropelib.runs`) instead of training again.
 #
-# **Two choices every model shares**, both settled by a pilot (its numbers are in the comment above
-# `ropelib.experiments.SETUPS`; `benchmarks/pilot_lm.py` reruns it). First, weights start at GPT-2's
+# **Three choices every model shares**, all settled by pilots (their numbers are in the comment above
+# `ropelib.base_models.SETUPS`; `benchmarks/pilot_lm.py` reruns it). First, weights start at GPT-2's
 # standard deviation carried to our width by the fan-in rule, $0.02\sqrt{768/d_{model}}$
 # (`ropelib.model.width_scaled_init_std`: 0.069 at $d_{model} = 64$). GPT-2's own 0.02 was chosen for
 # width 768; at width 64 it starts every query–key product about 12× smaller, and with it the models
@@ -40,7 +40,11 @@
 # training and in every evaluation alike). Without one, NoPE has nothing to count positions from —
 # Kazemnejad et al.'s construction of absolute positions in a NoPE model (Theorem 1) attends to the
 # start token — and it stayed at bigram level at every init we tried; with one it learns. Every encoding
-# gets the same token.
+# gets the same token. Third, the decoder has three layers: with two, NoPE learned but barely used its
+# context (its loss fell 0.10 nats from the first eighth of the window to the second half, against the
+# gate's 0.15; twice the tokens gave 0.156 at twice the time), with three it reached 0.16–0.19 in the
+# pilot at 1.5 times the time. A NoPE model has to infer positions from the causal mask before a later
+# layer can use them.
 #
 # The comparison is only fair if every encoding gets its paper's settings for this training length and
 # its own learning rate, and it only means something if the models *learned*. So, in order:
@@ -54,7 +58,7 @@
 # 5. training throughput, and where each model's attention goes.
 
 # %% tags=["parameters"]
-profile = "default"  # smoke | default | full: also selects the models (ropelib.experiments.SETUPS)
+profile = "default"  # smoke | default | full: also selects the models (ropelib.base_models.SETUPS)
 device = "auto"  # auto | cpu | cuda | mps
 jobs = 2  # training processes in parallel (CPU: the core count; one GPU: 1)
 cpu_threads = 1  # torch intra-op threads of this process on CPU (more oversubscribes a busy machine)
@@ -85,8 +89,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from ropelib import experiments as X
-from ropelib import memo, protocols, published, results, stats
+from ropelib import base_models, memo, protocols, published, results, stats
 from ropelib.data import make_task
 from ropelib.model import select_device, start_windows
 from ropelib.plotting import color_for, palette_for, plot_training_curves, savefig, set_theme
@@ -102,7 +105,7 @@ pd.set_option("display.precision", 3)
 torch_device = select_device(device)
 if torch_device.type == "cpu":
     torch.set_num_threads(cpu_threads)
-setup = X.base_setup(profile)
+setup = base_models.base_setup(profile)
 ENCODINGS = list(setup.encodings)
 TASKS = [t.name for t in setup.tasks]
 SEEDS = list(setup.seeds)
@@ -124,12 +127,12 @@ setup.to_frame()
 # Several encodings have settings tied to a length: T5's buckets and their maximum distance, FIRE's
 # threshold, xPos' scale base, the range randomized positions are drawn from. Left at the values their
 # papers used for 512–2048-token training, they would be wrong for ours (a T5 bucket that no training
-# distance reaches, a FIRE threshold that never engages). `X.encoding_settings` lists what each encoding
+# distance reaches, a FIRE threshold that never engages). `base_models.encoding_settings` lists what each encoding
 # gets at each training length, the rule that scales it and where the rule comes from; the rows are
 # read from the same function that builds the models.
 
 # %%
-settings = pd.concat([X.encoding_settings(setup, t.train_length).assign(task=t.name, train_length=t.train_length)
+settings = pd.concat([base_models.encoding_settings(setup, t.train_length).assign(task=t.name, train_length=t.train_length)
                       for t in setup.tasks], ignore_index=True)
 settings["value"] = settings["value"].map(lambda v: v if v is None or isinstance(v, (int, float, str)) else str(v))
 write_table(settings, "04_settings")
@@ -161,14 +164,14 @@ else:
 # %% [markdown]
 # ## 3. Train (or read back) every model
 #
-# `X.base_specs` builds one `RunSpec` per (encoding, task, seed) with the chosen rate; `X.run_specs`
+# `base_models.base_specs` builds one `RunSpec` per (encoding, task, seed) with the chosen rate; `base_models.run_specs`
 # trains the ones not yet in the run cache, `jobs` at a time. A second execution of this notebook reads
 # them all back.
 
 # %%
-specs = X.base_specs(setup, device, lrs=lrs)
+specs = base_models.base_specs(setup, device, lrs=lrs)
 t0 = time.time()
-runs = X.run_specs(specs, jobs=jobs)
+runs = base_models.run_specs(specs, jobs=jobs)
 train_wall_s = time.time() - t0
 n_trained = sum(not r.cached for r in runs.values())
 print(f"{n_trained} models trained and {len(runs) - n_trained} read from the cache in {train_wall_s:.0f} s "
@@ -204,7 +207,7 @@ runs_df.pivot_table(index="encoding", columns="task", values="num_parameters", a
 # ## 4. Training curves
 #
 # Training loss (rolling mean over `smooth_steps` steps) by step; the line is the mean over seeds, the
-# band its 95% t-interval (`X.mean_ci`).
+# band its 95% t-interval (`stats.mean_ci`).
 
 # %%
 curves = pd.concat(
@@ -218,7 +221,7 @@ write_table(curves.loc[keep, ["encoding", "task", "seed", "step", "loss", "val_l
 
 curves["smoothed"] = curves.groupby(["encoding", "task", "seed"]).loss.transform(
     lambda s: s.rolling(smooth_steps, min_periods=1).mean())
-band = X.aggregate_seeds(curves, ["task", "encoding", "step"], "smoothed")
+band = stats.aggregate_seeds(curves, ["task", "encoding", "step"], "smoothed")
 
 # ropelib.plotting.plot_training_curves: bands clipped at zero loss, one legend outside the panels
 fig = plot_training_curves(band, tasks=TASKS, encodings=ENCODINGS,
@@ -291,7 +294,7 @@ quality = pd.DataFrame(quality)
 write_table(quality, "04_in_distribution")
 
 throughput = runs_df.assign(metric="tokens_per_s", value=runs_df.tokens_per_s)[["encoding", "task", "seed", "metric", "value"]]
-summary = X.aggregate_seeds(pd.concat([quality[quality.metric != "accuracy"], throughput], ignore_index=True),
+summary = stats.aggregate_seeds(pd.concat([quality[quality.metric != "accuracy"], throughput], ignore_index=True),
                             ["encoding", "task", "metric"], "value")
 acc_rows = []
 for (enc, task), g in gates[gates.kind == "retrieval"].groupby(["encoding", "task"]):
@@ -356,7 +359,7 @@ plt.show()
 # vector has norm $\sqrt{d_{model}/2}$: taken as is, the position vectors would be $1/(\sigma\sqrt 2)$
 # times the token vectors (about 10× here) and the first layer would see mostly position. So the base
 # models multiply the sinusoids by `setup.sinusoid_scale` $= \sigma\sqrt 2$
-# (`X.sinusoid_scale_for`), which starts their entries at the RMS of the token embeddings (the balance
+# (`base_models.sinusoid_scale_for`), which starts their entries at the RMS of the token embeddings (the balance
 # Vaswani et al. keep). The table (`protocols.position_norms`) compares typical vector norms of the
 # trained models.
 #
@@ -457,7 +460,7 @@ plt.show()
 # Mean attention distance of each head: the attention-weighted average of (query position − key
 # position), over `attention_samples` sequences of the training length (language model: test windows;
 # retrieval: fresh samples; `protocols.attention_inputs`), measured by `protocols.attention_distance_table`
-# (`X.attention_distance` for each model). Uniform causal attention over a window of $L$ tokens gives
+# (`attention_stats.attention_distance` for each model). Uniform causal attention over a window of $L$ tokens gives
 # $(L-1)/4$ on average over queries; attending to the current token gives 0.
 
 # %%
@@ -466,7 +469,7 @@ att = protocols.attention_distance_table(runs, setup, n_samples=attention_sample
 write_table(att, "04_attention_distance")
 
 att_model = att.groupby(["encoding", "task", "seed", "layer"], as_index=False).mean_distance.mean()
-att_summary = X.aggregate_seeds(att_model, ["task", "encoding", "layer"], "mean_distance")
+att_summary = stats.aggregate_seeds(att_model, ["task", "encoding", "layer"], "mean_distance")
 n_layers = int(att.layer.max()) + 1
 fig, axes = plt.subplots(1, len(TASKS), figsize=(5.2 * len(TASKS), 3.6), squeeze=False, layout="constrained")
 for ax, task in zip(axes[0], TASKS):
@@ -543,7 +546,7 @@ if near:
         f"* {', '.join(near)}: below the order-{setup.gates.lm_baseline_order} n-gram, so they learned more than "
         f"trigram statistics, but their context gain ({s_gain.loc[near, 'mean'].min():.3f}–{s_gain.loc[near, 'mean'].max():.3f} "
         f"nats, seed means) falls short of the {setup.gates.context_gain_nats:g}-nat gate: they are failed by the "
-        f"rule, narrowly. In the pilots (ropelib.experiments.SETUPS) more steps barely raise it: the gain levels "
+        f"rule, narrowly. In the pilots (ropelib.base_models.SETUPS) more steps barely raise it: the gain levels "
         f"off near the gate.")
 if flat:
     lines.append(f"* {', '.join(flat)}: no better than an n-gram of order {setup.gates.lm_baseline_order} and "

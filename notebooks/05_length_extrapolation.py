@@ -29,7 +29,7 @@
 # cache miss this notebook trains them.
 
 # %% tags=["parameters"]
-profile = "default"  # smoke | default | full: also selects the models (ropelib.experiments.SETUPS)
+profile = "default"  # smoke | default | full: also selects the models (ropelib.base_models.SETUPS)
 device = "auto"  # auto | cpu | cuda | mps
 jobs = 2  # training processes in parallel on a cache miss (one GPU: 1)
 cpu_threads = 2  # torch intra-op threads of this process for the evaluations (training workers use one each)
@@ -65,8 +65,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from ropelib import experiments as X
-from ropelib import extrapolation, memo, protocols, published, results
+from ropelib import base_models, extrapolation, memo, protocols, published, results, stats
 from ropelib.data import make_task
 from ropelib.evaluate import algorithmic_accuracy, lengths_for, lm_loss_at_lengths, loss_by_position, retrieval_accuracy, unsupported_reason
 from ropelib.model import select_device
@@ -84,7 +83,7 @@ pd.set_option("display.precision", 3)
 torch_device = select_device(device)
 if torch_device.type == "cpu":
     torch.set_num_threads(cpu_threads)
-setup = X.base_setup(profile)
+setup = base_models.base_setup(profile)
 ENCODINGS = list(setup.encodings)
 SEEDS = list(setup.seeds)
 LM_TASKS = setup.tasks_of_kind("lm")
@@ -99,7 +98,7 @@ def write_table(df: pd.DataFrame, name: str) -> None:
 
 
 specs, _ = protocols.tuned_specs(setup, device, jobs=jobs)
-runs = X.run_specs(specs, jobs=jobs)
+runs = base_models.run_specs(specs, jobs=jobs)
 n_trained = sum(not r.cached for r in runs.values())
 gates = protocols.gate_models(runs, setup)
 gate_samples, gate_seed = setup.gate_samples, protocols.GATE_SEED
@@ -211,7 +210,7 @@ write_table(pos, "05_loss_by_position")
 
 late_vs_all = pd.Series(dtype=float)
 if len(pos):
-    pos_summary = X.aggregate_seeds(pos[pos.passed_gate], ["encoding", "position_lo", "position_hi"], "loss")
+    pos_summary = stats.aggregate_seeds(pos[pos.passed_gate], ["encoding", "position_lo", "position_hi"], "loss")
     L = setup.task(LM_TASKS[0]).train_length
     # inside the training length a causal model sees in a long window exactly what it sees in a window of L
     inside = pos_summary[pos_summary.position_hi <= L]
@@ -272,7 +271,7 @@ alg_cols = ["encoding", "task", "seed", "run_hash", "passed_gate", "train_length
 alg = pd.concat(alg_rows, ignore_index=True)[alg_cols] if alg_rows else pd.DataFrame(columns=alg_cols)
 write_table(alg, "05_algorithmic")
 if not ALG_TASKS:
-    print(f"The {profile} profile trains no copy/reverse models (budget: see ropelib.experiments.SETUPS); "
+    print(f"The {profile} profile trains no copy/reverse models (budget: see ropelib.base_models.SETUPS); "
           f"the Kazemnejad comparison below uses {', '.join(RET_TASKS)} accuracy instead.")
 
 # %%
@@ -309,20 +308,20 @@ kaz_claims = claims[claims.source == "kazemnejad2023"]
 # per seed: perplexity relative to the same model's perplexity at 1x (same protocol)
 at_1x = lm_ok[lm_ok.multiplier == 1.0].set_index(["encoding", "seed", "mode"]).ppl.rename("ppl_1x")
 lm_ratio = lm_ok.join(at_1x, on=["encoding", "seed", "mode"]).assign(ratio=lambda d: d.ppl / d.ppl_1x)
-ratio_summary = X.aggregate_seeds(lm_ratio, ["encoding", "multiplier", "mode"], "ratio")
+ratio_summary = stats.aggregate_seeds(lm_ratio, ["encoding", "multiplier", "mode"], "ratio")
 tables = []
 for mode in ("nonoverlap", "sliding"):
     ours = (lm_summary[lm_summary["mode"] == mode]
             .rename(columns={"ppl_mean": "mean", "ppl_ci_low": "ci_low", "ppl_ci_high": "ci_high"}))
-    tables.append(X.ordering_table(alibi_claims, ours[ours.multiplier > 1], metric=f"ppl_{mode}", lower_is_better=True))
+    tables.append(stats.ordering_table(alibi_claims, ours[ours.multiplier > 1], metric=f"ppl_{mode}", lower_is_better=True))
     ours_r = ratio_summary[(ratio_summary["mode"] == mode) & (ratio_summary.multiplier > 1)]
-    tables.append(X.ordering_table(alibi_ratio_claims, ours_r, metric=f"ppl_ratio_{mode}", lower_is_better=True))
+    tables.append(stats.ordering_table(alibi_ratio_claims, ours_r, metric=f"ppl_ratio_{mode}", lower_is_better=True))
 kaz_task = ALG_TASKS if ALG_TASKS else RET_TASKS
 kaz_seed = (acc_seed[acc_seed.task.isin(kaz_task) & acc_seed.passed_gate.astype(bool)]
             .groupby(["encoding", "seed", "multiplier"], as_index=False).accuracy.mean())
-kaz_ours = X.aggregate_seeds(kaz_seed, ["encoding", "multiplier"], "accuracy")
+kaz_ours = stats.aggregate_seeds(kaz_seed, ["encoding", "multiplier"], "accuracy")
 kaz_ours = kaz_ours[kaz_ours.multiplier > 1]
-kaz = X.ordering_table(kaz_claims, kaz_ours, metric="accuracy", lower_is_better=False)
+kaz = stats.ordering_table(kaz_claims, kaz_ours, metric="accuracy", lower_is_better=False)
 kaz["note"] = kaz["note"] + f"; measured on {'+'.join(kaz_task)}"
 orderings = pd.concat(tables + [kaz], ignore_index=True)
 # a side with no passing model is not a result: say so instead of "no value"

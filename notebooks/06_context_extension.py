@@ -36,7 +36,7 @@
 #
 # The published PI numbers are shown beside ours as data with their source, not as prose.
 #
-# The base models, their tasks and training lengths come from `ropelib.experiments` (one definition
+# The base models, their tasks and training lengths come from `ropelib.base_models` (one definition
 # for notebooks 04–06) and their learning rates from the sweep of `ropelib.protocols` (tuned on the
 # validation split, as in 04), so this notebook only sets what it evaluates. Every number reported
 # here is measured on the **test** split of the language-model task; LongRoPE's search uses the
@@ -110,11 +110,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from ropelib import analysis as A
-from ropelib import context_extension as CE
-from ropelib import experiments as X
-from ropelib import memo, published, results
-from ropelib import protocols as P
+from ropelib import analysis, base_models, context_extension, memo, protocols, published, results, stats
 from ropelib.data import make_task
 from ropelib.evaluate import lm_loss_at_lengths, loss_by_position, retrieval_accuracy
 from ropelib.model import select_device
@@ -172,7 +168,7 @@ def no_gated_data(ax, task: str) -> None:
 def summarize(df: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
     """Mean and 95% Student-t CI of `value` (perplexity, loss) per group `by`, over the rows whose base
     model passed its gate (`passed_gate`); a group where none passed is kept, with NaN and n_seeds 0."""
-    return X.aggregate_seeds(df.assign(**{value: df[value].where(df.passed_gate.astype(bool))}), by, value)
+    return stats.aggregate_seeds(df.assign(**{value: df[value].where(df.passed_gate.astype(bool))}), by, value)
 
 
 def accuracy_summary(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -208,15 +204,15 @@ def accuracy_summary(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 # %%
 t0 = now()
-setup = X.base_setup(profile)
+setup = base_models.base_setup(profile)
 seeds = list(setup.seeds) if seeds is None else list(seeds)
-LM_TASK = P.lm_task(setup)  # the setup's language-modelling task
+LM_TASK = protocols.lm_task(setup)  # the setup's language-modelling task
 retrieval_task = setup.tasks_of_kind("retrieval")[0]
 TASKS = [LM_TASK, retrieval_task]
 # the sweep of RoPE alone: the same runs (same specs, same hashes) and the same choice as 04's sweep of every encoding
 rope_setup = dataclasses.replace(setup, encodings=("rope",))
-tuned, sweep_table = P.tuned_specs(rope_setup, device, jobs=jobs, encodings=["rope"], tasks=TASKS, seeds=seeds)
-runs = X.run_specs(tuned, jobs=jobs)  # ("rope", task, seed) -> RunResult
+tuned, sweep_table = protocols.tuned_specs(rope_setup, device, jobs=jobs, encodings=["rope"], tasks=TASKS, seeds=seeds)
+runs = base_models.run_specs(tuned, jobs=jobs)  # ("rope", task, seed) -> RunResult
 BASE_SPECS = {(t, s): spec for (_, t, s), spec in tuned.items()}
 bases = {(t, s): r for (_, t, s), r in runs.items()}  # (task, seed) -> RunResult
 TRAIN_LEN = {t: setup.task(t).train_length for t in TASKS}
@@ -238,7 +234,7 @@ pd.DataFrame(
 
 # %%
 t0 = now()
-gates = P.gate_models(runs, setup, split=SPLIT)  # the setup's thresholds (setup.gates) and gate samples
+gates = protocols.gate_models(runs, setup, split=SPLIT)  # the setup's thresholds (setup.gates) and gate samples
 PASSED = {(r.task, int(r.seed)): bool(r.passed) for r in gates.itertuples()}  # (task, seed) -> passed its gate
 OK_SEEDS = {t: [s for s in seeds if PASSED[(t, s)]] for t in TASKS}  # the seeds whose numbers are used
 lap("gates", t0)
@@ -278,14 +274,14 @@ def gate_of(task: str, seed: int) -> bool:
 # %%
 t0 = now()
 lm_config = BASE_SPECS[(LM_TASK, seeds[0])].task
-val_tokens = P.split_tokens(lm_config, "validation")  # (N,)
+val_tokens = protocols.split_tokens(lm_config, "validation")  # (N,)
 search_rows = []
 for seed in seeds:
     base = bases[(LM_TASK, seed)]
     for s in factors:
         found = cached("06_longrope_search", {"run": base.hash, "factor": float(s), "windows": longrope_windows,
                                               "split": "validation", "device": torch_device.type},
-                       lambda: CE.longrope_search(base.model, val_tokens, float(s), L, max_windows=longrope_windows))
+                       lambda: context_extension.longrope_search(base.model, val_tokens, float(s), L, max_windows=longrope_windows))
         search_rows.append(found.drop(columns="chosen").assign(task=LM_TASK, seed=seed, run_hash=base.hash[:16],
                                                                factor=float(s), train_length=L,
                                                                passed_gate=gate_of(LM_TASK, seed)))
@@ -304,7 +300,7 @@ for f, (lo, hi) in RAMP.items():
     pi_loss = float(g[(g.lo == -1) & (g.hi == 0)]["loss"].iloc[0])
     plain_loss = float(g[(g.lo == N_PAIRS - 1) & (g.hi == N_PAIRS)]["loss"].iloc[0])
     ramp_rows.append({"factor": f, "lo": lo, "hi": hi,
-                      "factors λ_i": ", ".join(f"{v:.2f}" for v in CE.longrope_factors(N_PAIRS, f, lo, hi)),
+                      "factors λ_i": ", ".join(f"{v:.2f}" for v in context_extension.longrope_factors(N_PAIRS, f, lo, hi)),
                       "val ppl (chosen)": math.exp(float(g["loss"].min())), "val ppl (PI end)": math.exp(pi_loss),
                       "val ppl (plain end)": math.exp(plain_loss), "candidates": len(g)})
 longrope_table = pd.DataFrame(ramp_rows)
@@ -333,12 +329,12 @@ def options(method: str, s: float) -> dict:
 
 def method_keys(method: str, s: float, train_length: int) -> dict | None:
     """HF rope keys of `method` at factor `s` for a base model trained at `train_length` (None: plain RoPE)."""
-    return CE.method_keys(method, float(s), int(train_length), HEAD_DIM, BASE, **options(method, s))
+    return context_extension.method_keys(method, float(s), int(train_length), HEAD_DIM, BASE, **options(method, s))
 
 
 def extended(result, method: str, s: float):
     """The base run's model with `method` at factor `s`, set up for the method's protocol."""
-    return CE.extend(result.model, method, float(s), result.spec.train.seq_len, **options(method, s))
+    return context_extension.extend(result.model, method, float(s), result.spec.train.seq_len, **options(method, s))
 
 
 def settings(method: str) -> list[float]:
@@ -346,9 +342,9 @@ def settings(method: str) -> list[float]:
     return [1.0] if method == "none" else [float(s) for s in factors]
 
 
-unknown = sorted((set(methods) | set(finetune_methods)) - set(CE.METHODS))
+unknown = sorted((set(methods) | set(finetune_methods)) - set(context_extension.METHODS))
 if unknown:
-    raise ValueError(f"unknown method(s) {unknown}; known: {', '.join(CE.METHODS)}")
+    raise ValueError(f"unknown method(s) {unknown}; known: {', '.join(context_extension.METHODS)}")
 method_rows = []
 for task in TASKS:
     for method in methods:
@@ -356,9 +352,9 @@ for task in TASKS:
             n = int(s * TRAIN_LEN[task])
             keys = method_keys(method, s, TRAIN_LEN[task]) or {"rope_type": "default", "rope_theta": BASE}
             _, attn = rope_frequencies(keys, HEAD_DIM, seq_len=n)  # as used for an input of s * L tokens
-            ratio = A.pair_scale_factors(keys, HEAD_DIM, seq_len=n)  # theta_i' / theta_i per pair
+            ratio = analysis.pair_scale_factors(keys, HEAD_DIM, seq_len=n)  # theta_i' / theta_i per pair
             method_rows.append({
-                "task": task, "method": method, "protocol": CE.METHODS[method].protocol, "factor": s,
+                "task": task, "method": method, "protocol": context_extension.METHODS[method].protocol, "factor": s,
                 "train_length": TRAIN_LEN[task], "head_dim": HEAD_DIM, "rope_theta": BASE,
                 "rope_keys": json.dumps(keys, sort_keys=True), "attention_factor": attn,
                 "pairs_unchanged": int(np.isclose(ratio, 1.0, rtol=1e-5).sum()),
@@ -380,17 +376,17 @@ methods_table[methods_table.task == LM_TASK].drop(columns=["task", "rope_keys", 
 
 # %%
 s_mid = float(finetune_factor)
-tiny = A.tiny_yarn_params(HEAD_DIM, BASE, L, s_mid)
-lam = A.wavelengths(HEAD_DIM, BASE)
+tiny = analysis.tiny_yarn_params(HEAD_DIM, BASE, L, s_mid)
+lam = analysis.wavelengths(HEAD_DIM, BASE)
 pairs_full_turn = int(np.sum(lam <= L))
 ramp_table = pd.DataFrame(
     [
         {"setting": name, "beta_fast": bf, "beta_slow": bs,
-         "ramp low (pair)": A.yarn_correction_range(HEAD_DIM, BASE, L, bf, bs)[0],
-         "ramp high (pair)": A.yarn_correction_range(HEAD_DIM, BASE, L, bf, bs)[1],
-         "pairs kept (γ=1)": int(np.sum(A.yarn_ramp(HEAD_DIM, BASE, L, bf, bs) == 1.0)),
-         "pairs interpolated (γ=0)": int(np.sum(A.yarn_ramp(HEAD_DIM, BASE, L, bf, bs) == 0.0))}
-        for name, bf, bs in [("yarn", A.YARN_REFERENCE["beta_fast"], A.YARN_REFERENCE["beta_slow"]),
+         "ramp low (pair)": analysis.yarn_correction_range(HEAD_DIM, BASE, L, bf, bs)[0],
+         "ramp high (pair)": analysis.yarn_correction_range(HEAD_DIM, BASE, L, bf, bs)[1],
+         "pairs kept (γ=1)": int(np.sum(analysis.yarn_ramp(HEAD_DIM, BASE, L, bf, bs) == 1.0)),
+         "pairs interpolated (γ=0)": int(np.sum(analysis.yarn_ramp(HEAD_DIM, BASE, L, bf, bs) == 0.0))}
+        for name, bf, bs in [("yarn", analysis.YARN_REFERENCE["beta_fast"], analysis.YARN_REFERENCE["beta_slow"]),
                              ("yarn_rescaled", tiny["beta_fast"], tiny["beta_slow"])]
     ]
 ).set_index("setting")
@@ -399,7 +395,7 @@ print(f"head_dim {HEAD_DIM} ({HEAD_DIM // 2} pairs), base {BASE:g}, L = {L}: {pa
 display(ramp_table)
 
 shown_pairs = [m for m in methods if m not in ("none", "dynamic_cache", "dynamic_recompute", "dynamic_f1")]
-pair_factor = {m: A.pair_scale_factors(method_keys(m, s_mid, L), HEAD_DIM, seq_len=int(s_mid * L))
+pair_factor = {m: analysis.pair_scale_factors(method_keys(m, s_mid, L), HEAD_DIM, seq_len=int(s_mid * L))
                for m in shown_pairs}  # {method: (HEAD_DIM/2,)}
 fig = plot_pair_factors(pair_factor, title=f"Per-pair frequency factor at s = {s_mid:g}, L = {L}",
                         full_turn_pair=pairs_full_turn)
@@ -423,7 +419,7 @@ plt.show()
 
 # %%
 t0 = now()
-test_tokens = P.split_tokens(lm_config, SPLIT)  # (N,)
+test_tokens = protocols.split_tokens(lm_config, SPLIT)  # (N,)
 print(f"{LM_TASK}: {SPLIT} split of {test_tokens.numel():,} tokens; at most {eval_tokens} scored per cell")
 
 
@@ -431,7 +427,7 @@ def ident(result, method: str = "none", s: float = 1.0, keys: dict | None = None
     """What identifies an evaluated model for the evaluation cache (ropelib.memo): the trained run's hash,
     the RoPE keys applied to it at evaluation time and the protocol it is run with."""
     keys = method_keys(method, s, result.spec.train.seq_len) if keys is None else keys
-    return {"run": result.hash, "rope": keys, "protocol": CE.METHODS[method].protocol, "device": torch_device.type}
+    return {"run": result.hash, "rope": keys, "protocol": context_extension.METHODS[method].protocol, "device": torch_device.type}
 
 
 def perplexity(model, length: int, model_id: dict) -> dict:
@@ -548,11 +544,11 @@ for seed in seeds:
     base = bases[(LM_TASK, seed)]
     for s in factors:
         for c in yarn_temperatures:
-            keys = CE.method_keys("yarn", float(s), L, HEAD_DIM, BASE, temperature=float(c))
-            model = CE.extend(base.model, "yarn", float(s), L, temperature=float(c))
+            keys = context_extension.method_keys("yarn", float(s), L, HEAD_DIM, BASE, temperature=float(c))
+            model = context_extension.extend(base.model, "yarn", float(s), L, temperature=float(c))
             for length in (L, int(s * L)):
                 temp_rows.append({"task": LM_TASK, "seed": seed, "run_hash": base.hash[:16], "factor": float(s),
-                                  "coefficient": float(c), "attention_factor": CE.yarn_attention_factor(float(s), float(c)),
+                                  "coefficient": float(c), "attention_factor": context_extension.yarn_attention_factor(float(s), float(c)),
                                   "train_length": L, "length": length, "multiplier": length / L,
                                   **perplexity(model, length, ident(base, "yarn", s, keys=keys)),
                                   "passed_gate": gate_of(LM_TASK, seed)})
@@ -777,7 +773,7 @@ plt.show()
 # (`none`: the model simply sees longer sequences), for budgets set as **fractions of its own
 # pre-training tokens** (`finetune_fractions`), one run per budget from the base model
 # (`ropelib.context_extension.finetune_spec`). PI fine-tuned LLaMA-7B for 1000 steps of 64 × 8192
-# tokens after 1.0T tokens of pre-training: `CE.pi_budget_fraction()` ≈ 0.05 %, the first budget here;
+# tokens after 1.0T tokens of pre-training: `context_extension.pi_budget_fraction()` ≈ 0.05 %, the first budget here;
 # its 200-step checkpoint, where its Table 3 is already within 2.5 % of its final perplexity, is about
 # 0.01 %. The schedule follows PI §3.1 with a decay added: linear warm-up over PI's 2 % of the steps
 # (at least one), cosine decay to 10 % of the peak, no weight decay, AdamW restarted, fresh batches
@@ -795,10 +791,10 @@ ft_tasks = TASKS if finetune_retrieval else [LM_TASK]
 fractions = sorted(float(f) for f in finetune_fractions)
 if not fractions or len(set(fractions)) != len(fractions) or not all(0 < f <= 1 for f in fractions):
     raise ValueError(f"finetune_fractions must be distinct numbers in (0, 1], got {finetune_fractions!r}")
-not_trainable = [m for m in finetune_methods if not CE.METHODS[m].finetunable]
+not_trainable = [m for m in finetune_methods if not context_extension.METHODS[m].finetunable]
 if not_trainable:
     raise ValueError(f"cannot fine-tune {not_trainable}: their frequencies depend on the input length; "
-                     f"fine-tunable: {', '.join(m for m, r in CE.METHODS.items() if r.finetunable)}")
+                     f"fine-tunable: {', '.join(m for m, r in context_extension.METHODS.items() if r.finetunable)}")
 ff = float(finetune_factor)
 ratios = sorted(float(r) for r in finetune_lr_ratios)
 if not ratios or len(set(ratios)) != len(ratios) or not all(0 < r <= 10 for r in ratios):
@@ -817,9 +813,9 @@ for task in ft_tasks:
         keys = method_keys(method, ff, tune_base.train.seq_len)
         for f in fractions:
             for r in ratios:
-                sweep_specs[(task, method, f, r)] = CE.finetune_spec(tune_base, keys, factor=ff, fraction=f, lr_ratio=r,
+                sweep_specs[(task, method, f, r)] = context_extension.finetune_spec(tune_base, keys, factor=ff, fraction=f, lr_ratio=r,
                                                                      batch_size=finetune_batch_size, device=device)
-sweep_runs = X.run_specs(sweep_specs, jobs=jobs)
+sweep_runs = base_models.run_specs(sweep_specs, jobs=jobs)
 
 
 def held_out(task: str, result) -> dict:
@@ -870,12 +866,12 @@ for task in ft_tasks:
         for method in finetune_methods:
             keys = method_keys(method, ff, base_spec.train.seq_len)
             for f in fractions:
-                spec = CE.finetune_spec(base_spec, keys, factor=ff, fraction=f, lr_ratio=LR_RATIO[(task, method, f)],
+                spec = context_extension.finetune_spec(base_spec, keys, factor=ff, fraction=f, lr_ratio=LR_RATIO[(task, method, f)],
                                         batch_size=finetune_batch_size, device=device)
                 key = (task, seed, method, spec.train.steps)
                 if key not in ft_specs:
                     ft_specs[key], ft_budget[key] = spec, f
-ft_runs = X.run_specs(ft_specs, jobs=jobs)
+ft_runs = base_models.run_specs(ft_specs, jobs=jobs)
 ft_counts: dict[tuple, tuple[int, int]] = {}  # (task, seed, method, ft_steps, length) -> (exact matches, sequences)
 
 
@@ -895,7 +891,7 @@ for task in ft_tasks:
     Lt = TRAIN_LEN[task]
     for seed in seeds:
         base = bases[(task, seed)]
-        pre_tokens = CE.pretraining_tokens(BASE_SPECS[(task, seed)])
+        pre_tokens = context_extension.pretraining_tokens(BASE_SPECS[(task, seed)])
         for method in finetune_methods:
             steps_list = [0] + sorted(k[3] for k in ft_specs if k[:3] == (task, seed, method))
             for steps in steps_list:
@@ -941,8 +937,8 @@ ft_view
 # %%
 # Chen et al. 2023 (PI), arXiv 2306.15595, Tables 1 and 3 — data with its source in ropelib.published
 PI_SOURCE, PI_TABLE3, PI_NO_EXTENSION_MIN = published.PI_SOURCE, published.PI_TABLE3, published.PI_NO_EXTENSION_MIN
-PI_FRACTION = CE.pi_budget_fraction()  # PI's 1000 steps relative to LLaMA-7B's pre-training
-pi_per_step = PI_FRACTION / CE.PI_FINETUNE["steps"]
+PI_FRACTION = context_extension.pi_budget_fraction()  # PI's 1000 steps relative to LLaMA-7B's pre-training
+pi_per_step = PI_FRACTION / context_extension.PI_FINETUNE["steps"]
 pi_frame = pd.DataFrame({"source": PI_SOURCE, "method": "linear", "ft_fraction": [k * pi_per_step for k in PI_TABLE3],
                          "ppl": list(PI_TABLE3.values())})
 ours = ft_summary[(ft_summary.task == LM_TASK) & (ft_summary.metric == "ppl") & (ft_summary.multiplier == ff)]
@@ -1057,7 +1053,7 @@ if LM_OK:
     pi_vs_none = {f: ppl_at[("linear", f)] / ppl_at[("none", f)] for f in fs}
     alibi_rope = {L_: row["rope"] for L_, row in published.ALIBI_TABLE1.items()}
     alibi_mults = {L_ / published.ALIBI_TRAIN_LENGTH: v for L_, v in alibi_rope.items()}
-    alibi_mult = X.nearest_multiplier(max(fs), [m for m in alibi_mults if m > 1])
+    alibi_mult = stats.nearest_multiplier(max(fs), [m for m in alibi_mults if m > 1])
     alibi_ratio = alibi_mults[alibi_mult] / alibi_mults[1.0]
     first_bin = by_pos_ok[by_pos_ok.position_lo == 0].groupby("method")["loss"].mean()
     pi_worse = all(v > 1 + TIE for v in pi_vs_none.values())
@@ -1102,7 +1098,7 @@ if LM_OK:
         )
     if {"yarn", "yarn_rescaled"} <= set(ext_methods):
         slow = lam > L  # pairs that never complete a turn within L
-        kept_rescaled = int((slow & (A.yarn_ramp(HEAD_DIM, BASE, L, tiny["beta_fast"], tiny["beta_slow"]) > 0)).sum())
+        kept_rescaled = int((slow & (analysis.yarn_ramp(HEAD_DIM, BASE, L, tiny["beta_fast"], tiny["beta_slow"]) > 0)).sum())
         lines.append(
             f"* **YaRN's ramp: the paper's criterion, not a rescaled one.** Perplexity at s·L, `yarn` (β = 32, 1 rotations) "
             f"vs `yarn_rescaled`: " + ", ".join(f"{ppl_at[('yarn', f)]:.2f} vs {ppl_at[('yarn_rescaled', f)]:.2f}" for f in fs)

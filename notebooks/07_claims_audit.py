@@ -6,8 +6,9 @@
 # paraphrased in our words, with the section it comes from, and judged against this collection's own
 # measurements — the tables notebooks 04–06 wrote to `results/` and quantities computed with
 # `ropelib` — next to what the literature reports. The claims, the evidence and the rules that turn
-# numbers into verdicts live in `ropelib/claims.py` (tested in `tests/test_claims.py`); this notebook
-# only reads computed results (through `ropelib.results`, which checks every table against its schema).
+# numbers into verdicts live in `ropelib/claims.py` and the claim modules beside it (tested in
+# `tests/test_claims.py`), the audit machinery in `ropelib/audit.py`; this notebook only reads computed
+# results (through `ropelib.results`, which checks every table against its schema).
 #
 # **Only models that learned their task count.** Every trained model passed or failed a gate in
 # notebook 04 (`results/04_gates.csv`): a language model (the `books` task) must beat a Kneser–Ney
@@ -40,7 +41,9 @@ score_length = 64
 from IPython.display import Markdown, display
 import pandas as pd
 
+from ropelib import audit as A
 from ropelib import claims as C
+from ropelib import evidence as E
 from ropelib import published
 from ropelib.provenance import show_provenance
 
@@ -49,13 +52,13 @@ pd.set_option("display.precision", 4)
 pd.set_option("display.max_colwidth", 200)
 pd.set_option("display.width", 200)
 
-thresholds = C.Thresholds(quality_tolerance=quality_tolerance, retention_fraction=retention_fraction,
+thresholds = A.Thresholds(quality_tolerance=quality_tolerance, retention_fraction=retention_fraction,
                           min_learned_accuracy=min_learned_accuracy)
-tables = C.load_tables(profile=profile)
-results = C.audit(tables, thresholds=thresholds,
+tables = A.load_tables(C.CLAIMS, profile=profile)
+results = A.audit(C.CLAIMS, tables, thresholds=thresholds,
                   context={"length": score_length, "d_model": check_head_dim, "head_dim": check_head_dim, "seed": seed})
-verdict_csv = C.write_verdicts(results, profile)
-display(Markdown(C.verdict_markdown(results)))
+verdict_csv = A.write_verdicts(results, profile)
+display(Markdown(A.verdict_markdown(results)))
 
 # %% [markdown]
 # ## Where the numbers come from
@@ -76,7 +79,7 @@ display(sources)
 
 gates = tables["04_gates.csv"]
 if gates is None:
-    print(C.missing_verdict("04_gates.csv"))
+    print(A.missing_verdict("04_gates.csv"))
 else:
     gated = gates[gates["kind"].isin(["lm", "retrieval"])].assign(passed=lambda d: d["passed"].astype(str) == "True")
     passed_view = gated.groupby(["encoding", "task"], sort=False)["passed"].agg(
@@ -103,11 +106,11 @@ for r in results:
         f"### {c.id} — {c.short}\n\n"
         f"*Section of the post:* {c.section}  \n"
         f"*The claim, paraphrased:* {c.paraphrase}\n\n"
-        f"**Verdict: {r.verdict}.** {r.evidence.get('summary', '')}\n\n"
+        f"**Verdict: {r.verdict}.** {r.evidence.summary}\n\n"
         f"*Figures:* {links}  \n"
         f"*Literature:* {c.literature}"
     ))
-    evidence = C.evidence_frame(r)
+    evidence = A.evidence_frame(r)
     if len(evidence):
         display(evidence)
 
@@ -124,9 +127,9 @@ for r in results:
 # %%
 lm = tables["05_lm_summary.csv"]
 if lm is None:
-    print(C.missing_verdict("05_lm_summary.csv"))
+    print(A.missing_verdict("05_lm_summary.csv"))
 else:
-    ours = pd.concat({enc: C.ppl_ratios(lm, enc) for enc in sorted(lm["encoding"].unique())}, names=["encoding"])
+    ours = pd.concat({enc: E.ppl_ratios(lm, enc) for enc in sorted(lm["encoding"].unique())}, names=["encoding"])
     ours = ours.reset_index(level=0)
     ours_table = ours[ours["mode"] == "nonoverlap"].pivot(index="encoding", columns="multiplier", values="ratio")
     ours_table.columns = [f"{m:g}x" for m in ours_table.columns]
@@ -152,10 +155,10 @@ alibi_table
 # %%
 zero_shot, finetune = tables["06_zero_shot_ppl.csv"], tables["06_finetune.csv"]
 if zero_shot is None and finetune is None:
-    print(C.missing_verdict("06_zero_shot_ppl.csv"))
+    print(A.missing_verdict("06_zero_shot_ppl.csv"))
     settings = None
 else:
-    settings = C.extension_settings(zero_shot, finetune)
+    settings = E.extension_settings(zero_shot, finetune)
     if settings.empty:
         print("no context-extension result of a RoPE model that passed its gate (see the gates above)")
     else:
@@ -169,14 +172,14 @@ settings
 # ## What this shows
 
 # %%
-by_category = {cat: [r.claim.id for r in results if r.category == cat] for cat in C.VERDICTS}
+by_category = {cat: [r.claim.id for r in results if r.category == cat] for cat in A.VERDICTS}
 counts = ", ".join(f"{len(ids)} {cat} ({', '.join(ids) or '—'})" for cat, ids in by_category.items())
 res = {r.claim.id: r for r in results}
 lines = [f"* Of the {len(results)} claims audited: {counts}."]
 for cid in ("C4", "C9", "C1", "C2", "C5", "C10", "C3", "C7", "C8", "C6"):
-    lines.append(f"* {cid} ({res[cid].claim.short}): **{res[cid].verdict}** — {res[cid].evidence.get('summary', '')}.")
+    lines.append(f"* {cid} ({res[cid].claim.short}): **{res[cid].verdict}** — {res[cid].evidence.summary}.")
 if lm is not None:
-    weak, sin_ppl, nope_ppl = C.worse_than_nope(lm, "sinusoidal")
+    weak, sin_ppl, nope_ppl = E.worse_than_nope(lm, "sinusoidal")
     if weak:
         lines.append(f"* Caveat on every comparison with sinusoidal positions: our sinusoidal model is worse than a model "
                      f"with no positional encoding at its own training length (ppl {sin_ppl:.2f} vs NoPE {nope_ppl:.2f}, "

@@ -33,7 +33,7 @@
 # perplexity ratio depends on the multiple of $L$ alone, and the curves for different $L$ fall on one.
 
 # %% tags=["parameters"]
-profile = "default"  # smoke | default | full: also selects the models (ropelib.experiments.SETUPS)
+profile = "default"  # smoke | default | full: also selects the models (ropelib.base_models.SETUPS)
 device = "auto"  # auto | cpu | cuda | mps
 jobs = 2  # training processes in parallel on a cache miss (one GPU: 1)
 cpu_threads = 2  # torch intra-op threads of this process for the evaluations
@@ -77,7 +77,7 @@ import torch
 from IPython.display import Markdown, display
 
 from ropelib import attention_stats as attn_stats
-from ropelib import experiments, extrapolation, length_sweep, memo, protocols, results, rope_variants
+from ropelib import base_models, extrapolation, length_sweep, memo, protocols, results, rope_variants
 from ropelib.data import make_task
 from ropelib.model import select_device
 from ropelib.plotting import color_for, savefig, set_theme
@@ -92,7 +92,7 @@ pd.set_option("display.precision", 3)
 torch_device = select_device(device)
 if torch_device.type == "cpu":
     torch.set_num_threads(cpu_threads)
-setup = experiments.base_setup(profile)
+setup = base_models.base_setup(profile)
 LM_TASK = protocols.lm_task(setup)
 L = setup.task(LM_TASK).train_length
 HEAD_DIM = setup.d_model // setup.n_heads
@@ -201,7 +201,7 @@ plt.show()
 
 # %%
 base_specs, _ = protocols.tuned_specs(setup, device, jobs=jobs)
-base_runs = experiments.run_specs(base_specs, jobs=jobs)
+base_runs = base_models.run_specs(base_specs, jobs=jobs)
 base_gates = protocols.gate_models(base_runs, setup, cached=cached)
 BASE_PASSED = protocols.passed_keys(base_gates)
 def evaluable(r, train_length: int) -> bool:

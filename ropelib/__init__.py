@@ -5,12 +5,14 @@ Submodules (one concept each):
 * the models: ``rope`` (RoPE and its scaling family), ``encodings`` (every positional encoding behind one
   interface), ``model`` (toy transformer), ``data`` (tasks and corpora), ``train``, ``runs`` (cached,
   resumable runs and sweeps), ``fingerprint`` (the training code in every run hash);
-* evaluation and protocols: ``evaluate``, ``memo`` (the evaluation cache), ``experiments`` (the base
+* evaluation and protocols: ``evaluate``, ``memo`` (the evaluation cache), ``base_models`` (the base
   models of notebooks 04-06), ``protocols`` (learning-rate sweeps, gates' inputs, 04's checks), ``gates``,
-  ``ngram`` (n-gram baselines), ``stats``, ``extrapolation`` (05), ``context_extension`` (06),
+  ``ngram`` (n-gram baselines), ``stats`` (intervals, paired ratios, orderings), ``extrapolation`` (05),
+  ``context_extension`` (06),
   ``rope_variants``, ``attention_stats`` and ``length_sweep`` (08), ``ablation``;
-* results and the audit: ``results`` (table schemas), ``published`` (published numbers), ``claims`` (the
-  audit of notebook 07);
+* results and the audit: ``results`` (table schemas), ``published`` (published numbers), ``audit`` (the
+  audit machinery of notebook 07), ``evidence`` (the gated numbers it reads), ``claims`` (the claims,
+  with ``claims_extrapolation``, ``claims_long_context``, ``claims_in_distribution``);
 * closed forms and references: ``analysis``, ``model_configs`` (published RoPE settings);
 * output: ``plotting`` (shared style and ``savefig``), ``gallery`` (figure gallery and HTML pages),
   ``provenance``, ``paths``.

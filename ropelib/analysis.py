@@ -22,6 +22,10 @@ training (original) length, ``s`` the scale factor, pair ``i = 0 … d/2 - 1``, 
   ``ropelib.rope.rope_frequencies`` (so the notebooks plot what the library computes).
 * ``toeplitz_deviation`` / ``position_scores`` — the relative-position property (RoFormer §3.2,
   eq. 16): a score matrix over (query position m, key position n) is constant along diagonals.
+* ``blog_formula_table`` / ``blog_formula_deviations`` / ``relative_position_check`` — the closed-form
+  checks of the audited post's claims C4 and C9 (``ropelib.claims``): its "RoPE" formula is the
+  sinusoidal table of Vaswani et al. 2017 (arXiv 1706.03762 §3.5), and only rotating q and k (not
+  adding the vectors) makes scores depend on ``m - n`` alone (RoFormer §3.2, eq. 16).
 * ``tiny_yarn_params`` — a YaRN setting for tiny models whose ramp covers the same fraction of pairs as
   YaRN's defaults do for Llama 2 (docs/references.md §4.4, "tiny-model caveat").
 
@@ -30,12 +34,16 @@ Everything is float64 NumPy unless stated; frequencies are computed from integer
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
+
+from .encodings import make_encoding
+from .encodings.sinusoidal import sinusoidal_table
 
 __all__ = [
     "inv_frequencies",
@@ -58,6 +66,9 @@ __all__ = [
     "score_statistics",
     "toeplitz_deviation",
     "position_scores",
+    "blog_formula_table",
+    "blog_formula_deviations",
+    "relative_position_check",
     "tiny_yarn_params",
     "YARN_REFERENCE",
 ]
@@ -536,3 +547,54 @@ def position_scores(
         if bias is not None:
             logits = logits + bias.to(logits.dtype)  # (H, T, T)
     return logits
+
+
+# ---------------------------------------------------------------------------------------------
+# closed-form checks of the audited post (notebook 07, claims C4 and C9)
+# ---------------------------------------------------------------------------------------------
+def blog_formula_table(n_positions: int, d_model: int) -> np.ndarray:
+    """The post's "RoPE" formula, evaluated literally (float64 ``(n_positions, d_model)``):
+    ``pos_embedding(p) = [sin(p / 10000^(2j/d_model)), cos(p / 10000^(2j/d_model))]`` for pairs
+    ``j = 0 … d_model/2 - 1``, the sin/cos of each pair side by side."""
+    if not isinstance(n_positions, int) or isinstance(n_positions, bool) or n_positions < 1:
+        raise ValueError(f"n_positions must be a positive integer, got {n_positions!r}")
+    if not isinstance(d_model, int) or isinstance(d_model, bool) or d_model < 2 or d_model % 2:
+        raise ValueError(f"d_model must be an even integer >= 2, got {d_model!r}")
+    position = np.arange(n_positions, dtype=np.float64)[:, None]  # (P, 1)
+    j = np.arange(d_model // 2, dtype=np.float64)[None, :]  # (1, d/2)
+    angle = position / 10000.0 ** (2.0 * j / d_model)  # (P, d/2)
+    return np.stack([np.sin(angle), np.cos(angle)], axis=-1).reshape(n_positions, d_model)
+
+
+def blog_formula_deviations(n_positions: int, d_model: int) -> dict[str, float]:
+    """Largest absolute difference between ``blog_formula_table`` and ``"sinusoidal"``: the sinusoidal
+    table of ``ropelib.encodings`` (Vaswani et al. §3.5), and ``"rope_angles"``: the sin/cos of RoPE's
+    own angles ``p theta_i`` (``ropelib.rope.rope_frequencies``, base 10000, same pair layout)."""
+    blog = blog_formula_table(n_positions, d_model)  # (P, d)
+    sin_table = sinusoidal_table(n_positions, d_model).double().numpy()  # (P, d)
+    inv_freq, _ = _frequencies({"rope_type": "default", "rope_theta": 10_000.0}, d_model, None)  # (d/2,)
+    angle = np.arange(n_positions, dtype=np.float64)[:, None] * inv_freq[None, :]  # (P, d/2)
+    rope_pairs = np.stack([np.sin(angle), np.cos(angle)], axis=-1).reshape(n_positions, d_model)
+    return {"sinusoidal": float(np.abs(blog - sin_table).max()), "rope_angles": float(np.abs(blog - rope_pairs).max())}
+
+
+@functools.lru_cache(maxsize=8)
+def relative_position_check(length: int = 64, head_dim: int = 32, seed: int = 0) -> dict[str, float]:
+    """Relative Toeplitz deviation of one fixed (q, k) scored at every (m, n) through each encoding.
+
+    ``position_scores`` + ``toeplitz_deviation(relative=True)`` for ``rope`` (rotates q, k),
+    ``sinusoidal`` (adds the sin/cos table to the token vectors) and ``learned`` (a freshly initialised
+    table, seeded). 0 = the score depends on ``m - n`` only (RoFormer §3.2, eq. 16).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(head_dim, generator=gen)  # (D,)
+    k = torch.randn(head_dim, generator=gen)  # (D,)
+    out = {}
+    for name in ("rope", "sinusoidal", "learned"):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            extra = {"max_positions": length} if name == "learned" else {}
+            enc = make_encoding(name, n_heads=1, head_dim=head_dim, d_model=head_dim, **extra)
+        scores = position_scores(enc, q, k, length)[0]  # (T, T)
+        out[name] = toeplitz_deviation(scores, relative=True)
+    return out

@@ -22,6 +22,9 @@ language model, fresh passkey sequences for retrieval):
   partial rotary), each as its mean and its spread over keys (standard deviation across the keys of a
   query, the part that moves attention), for keys nearer than ``L`` and keys at ``>= L``.
 
+* ``attention_distance`` — per layer and head, the attention-weighted mean distance ``i - j`` over all
+  queries of the windows (notebook 04's summary of the trained models at their training length).
+
 All inputs go through ``ropelib.model.start_windows`` (a model's start token, as in training). Shapes:
 attention ``(B, H, T, T)`` per layer; queries are rows, keys columns.
 """
@@ -36,12 +39,13 @@ import pandas as pd
 import torch
 
 from . import memo
-from .data import IGNORE_INDEX
+from .evaluate import exact_match_counts
 from .model import start_windows
 
 __all__ = [
     "attention_maps",
     "attention_profile",
+    "attention_distance",
     "needle_attention",
     "rope_band_scores",
     "band_of_pairs",
@@ -86,6 +90,18 @@ def attention_maps(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor
 def _distance(T: int) -> torch.Tensor:
     pos = torch.arange(T)
     return pos[:, None] - pos[None, :]  # (T, T) query minus key; negative above the diagonal
+
+
+@torch.no_grad()
+def attention_distance(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+    """Mean attention distance ``(n_layers, n_heads)`` of ``model`` on inputs ``x`` (B, T) long, ``T >= 2``.
+
+    For query ``i`` the attention-weighted mean of ``i - j`` over keys ``j <= i``, averaged over the
+    queries and the batch (tokens). Uniform causal attention at query ``i`` gives ``i / 2``; attention
+    to the token itself gives 0."""
+    attn = attention_maps(model, x)  # list of (B, H, T, T)
+    dist = _distance(x.shape[1]).clamp(min=0).double()  # (T, T) query minus key, 0 above the diagonal
+    return np.stack([(a * dist).sum(-1).mean(dim=(0, 2)).numpy() for a in attn])  # (L, H)
 
 
 @torch.no_grad()
@@ -159,11 +175,9 @@ def needle_attention(
     query = torch.where(is_key, order, -1).max(-1).values  # (B,)
     k = task.n_digits
     span = (order >= needle_start[:, None]) & (order <= needle_start[:, None] + k)  # (B, T)
-    device = next(model.parameters()).device
     model.eval()
-    pred = model(start_windows(model, x).to(device)).argmax(-1).cpu()
-    scored = batch.y != IGNORE_INDEX
-    accuracy = float(((pred == batch.y) | ~scored).all(-1).double().mean())
+    rows_ok, _, _ = exact_match_counts(model, batch)
+    accuracy = rows_ok / x.shape[0]
     b = torch.arange(x.shape[0])
     # tokens between the needle's last digit and the query (the task's own ``distance`` when it gives one)
     distance = batch.meta.get("distance", query - needle_start - k - 1).double()  # (B,)

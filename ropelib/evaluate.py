@@ -31,7 +31,9 @@ ValueError with ``strict=True``): positions are never clamped.
 Retrieval and algorithmic accuracy are exact match under teacher forcing: a row counts as correct
 when the argmax prediction equals the target at every scored position. This equals greedy decoding
 of the answer (if every teacher-forced argmax is right, greedy decoding follows the same path; if one
-is wrong, greedy decoding goes wrong there), at the cost of one forward pass.
+is wrong, greedy decoding goes wrong there), at the cost of one forward pass. ``exact_match_counts``
+is that count on one batch (every exact-match score of the package goes through it);
+``exact_match_accuracy`` scores fresh samples of a task's training distribution.
 
 RoPE context extension (Chen et al. 2023, arXiv 2306.15595 — ``linear``; bloc97 2023 — ``ntk``,
 ``dynamic``; Peng et al. 2023, arXiv 2309.00071 — ``yarn``; Meta Llama 3 — ``llama3``) is applied
@@ -51,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import IGNORE_INDEX
 from .encodings import encoding_params
 from .model import start_windows
 from .train import batch_generator
@@ -64,6 +67,8 @@ __all__ = [
     "loss_by_position",
     "retrieval_accuracy",
     "algorithmic_accuracy",
+    "exact_match_counts",
+    "exact_match_accuracy",
     "with_rope_scaling",
     "unsupported_reason",
 ]
@@ -123,10 +128,12 @@ def unsupported_reason(model: nn.Module, length: int) -> str | None:
 
 
 def _token_nll(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-token negative log-likelihood (B, T); 0 where ``y == -100``. The windows ``x`` get the model's
+    """Per-token negative log-likelihood (B, T); 0 where ``y == IGNORE_INDEX``. The windows ``x`` get the model's
     start token, if it has one (``ropelib.model.start_windows``)."""
     logits = model(start_windows(model, x))  # (B, T, V) float32
-    nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100, reduction="none")
+    nll = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
+    )
     return nll.view_as(y)  # (B, T)
 
 
@@ -229,10 +236,10 @@ def lm_loss_at_lengths(
                     seq = tokens[chunk[:, None] + offsets[None, :]]  # (b, L+1)
                     x, y = seq[:, :-1].clone(), seq[:, 1:].clone()  # (b, L) each
                     later = chunk > 0  # every window but the first scores only its last S targets
-                    y[later, : L - S] = -100
+                    y[later, : L - S] = IGNORE_INDEX
                     nll = _token_nll(model, x.to(device), y.to(device))  # (b, L)
                     total += float(nll.double().sum())
-                    count += int((y != -100).sum())
+                    count += int((y != IGNORE_INDEX).sum())
                 loss = total / count
                 row.update(loss=loss, ppl=math.exp(loss), n_tokens=count, n_windows=len(starts), min_context=L - S + 1)
             rows.append(row)
@@ -288,20 +295,44 @@ def loss_by_position(
 
 
 @torch.no_grad()
-def _exact_match(model: nn.Module, batch: Any, batch_size: int) -> tuple[int, int, int]:
-    """(rows with every scored prediction right, scored tokens right, scored tokens): counts."""
+def exact_match_counts(model: nn.Module, batch: Any, batch_size: int | None = None) -> tuple[int, int, int]:
+    """``(rows_ok, tokens_ok, n_tokens)`` of ``batch`` (``x``, ``y`` (B, T) long; ``y == IGNORE_INDEX``
+    where not scored): the rows whose every scored argmax prediction (teacher forcing, the model's
+    start token prepended) is right, the scored tokens predicted right, and the scored tokens.
+
+    The rows go through the model ``batch_size`` at a time (``None``: all at once). The model is run as
+    it is: callers put it in eval mode."""
     device = _device_of(model)
+    n = batch.x.shape[0]
+    step = n if batch_size is None else _check_positive_int("batch_size", batch_size)
     rows_ok, tokens_ok, n_tokens = 0, 0, 0
-    for i in range(0, batch.x.shape[0], batch_size):
-        x = batch.x[i : i + batch_size].to(device)  # (b, T)
-        y = batch.y[i : i + batch_size].to(device)  # (b, T)
+    for i in range(0, n, step):
+        x = batch.x[i : i + step].to(device)  # (b, T)
+        y = batch.y[i : i + step].to(device)  # (b, T)
         pred = model(start_windows(model, x)).argmax(-1)  # (b, T)
-        scored = y != -100
+        scored = y != IGNORE_INDEX
         right = (pred == y) & scored
         rows_ok += int((right | ~scored).all(-1).sum())
         tokens_ok += int(right.sum())
         n_tokens += int(scored.sum())
     return rows_ok, tokens_ok, n_tokens
+
+
+@torch.no_grad()
+def exact_match_accuracy(model: nn.Module, task: Any, length: int, n_samples: int, seed: int) -> float:
+    """Fraction of ``n_samples`` sequences of ``length`` from the task's *training* distribution
+    (random depth, distance or instance length; generator seeded with ``seed``) whose every scored
+    prediction (argmax, teacher forcing) is right: ``exact_match_counts`` in one batch, in eval mode."""
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+    batch = task.sample(n_samples, length, torch.Generator().manual_seed(int(seed)))
+    was_training = model.training
+    model.eval()
+    try:
+        rows_ok, _, _ = exact_match_counts(model, batch)
+    finally:
+        model.train(was_training)
+    return rows_ok / n_samples
 
 
 def _eval_rows(model, task, lengths, control, values, n_samples, seed, batch_size, fits, strict):
@@ -337,7 +368,7 @@ def _eval_rows(model, task, lengths, control, values, n_samples, seed, batch_siz
                 else:
                     g = batch_generator(seed, "eval", task.name, L, control, v)
                     batch = task.sample(n_samples, L, g, **{control: v})
-                    rows_ok, tokens_ok, n_tokens = _exact_match(model, batch, batch_size)
+                    rows_ok, tokens_ok, n_tokens = exact_match_counts(model, batch, batch_size)
                     row.update(
                         accuracy=rows_ok / n_samples, token_accuracy=tokens_ok / max(n_tokens, 1), n_correct=rows_ok
                     )

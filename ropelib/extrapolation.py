@@ -30,13 +30,12 @@ import torch
 
 from . import memo
 from .ablation import without_positions
-from .data import IGNORE_INDEX, make_task
-from .evaluate import lengths_for, lm_loss_at_lengths, retrieval_accuracy
-from .experiments import TASK_KINDS, BaseSetup, aggregate_seeds
-from .model import start_windows
+from .base_models import TASK_KINDS, BaseSetup
+from .data import make_task
+from .evaluate import exact_match_accuracy, lengths_for, lm_loss_at_lengths, retrieval_accuracy
 from .protocols import GATE_SEED, split_tokens
 from .runs import RunResult
-from .stats import accuracy_ci
+from .stats import accuracy_ci, aggregate_seeds
 
 __all__ = [
     "LM_COLUMNS",
@@ -335,13 +334,9 @@ def positions_removed(
         else:
             task_obj = make_task(r.spec.task)
 
-            @torch.no_grad()
             def ablated(r: RunResult = r, L: int = L, task_obj: Any = task_obj) -> float:
-                batch = task_obj.sample(setup.gate_samples, L, torch.Generator().manual_seed(GATE_SEED))
-                model_device = next(r.model.parameters()).device
                 with without_positions(r.model):
-                    pred = r.model(start_windows(r.model, batch.x).to(model_device)).argmax(-1).cpu()  # (B, T)
-                return float(((pred == batch.y) | (batch.y == IGNORE_INDEX)).all(-1).double().mean())
+                    return exact_match_accuracy(r.model, task_obj, L, setup.gate_samples, GATE_SEED)
 
             value, metric = float(g.accuracy), "accuracy"
         stripped = cached(

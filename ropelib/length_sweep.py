@@ -8,7 +8,7 @@ al. 2021 (ALiBi, arXiv 2108.12409, §4, Figure 1) train at 512, 1024 and 3072 to
 results in multiples of ``L`` this way; Kazemnejad et al. 2023 (arXiv 2305.19466) compare encodings
 across training lengths on algorithmic tasks.
 
-Each model is the profile's base language model of one encoding (``ropelib.experiments.base_spec``,
+Each model is the profile's base language model of one encoding (``ropelib.base_models.base_spec``,
 its tuned learning rate) trained at another length with the **same number of tokens**: batch size
 ``tokens_per_step / L`` for the same number of steps, so only the length changes. At the profile's own
 length the model *is* the base model (same spec, same cache entry). Every model passes the same gates
@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from . import memo
-from .experiments import BaseSetup, base_spec, run_specs
+from .base_models import BaseSetup, base_spec, run_specs
 from .extrapolation import lm_length_grid
 from .protocols import gate_models, lm_task
 from .runs import RunResult, RunSpec

@@ -424,7 +424,7 @@ def plot_training_curves(
 ) -> Figure:
     """Notebook 04's ``training_curves``: per task, the seed-mean training loss by step with its 95% band,
     clipped at zero (a cross-entropy is never negative). ``band``: ``task, encoding, step, mean, ci_low,
-    ci_high`` (``ropelib.experiments.aggregate_seeds``). One legend outside the panels."""
+    ci_high`` (``ropelib.stats.aggregate_seeds``). One legend outside the panels."""
     _require(band, ["task", "encoding", "step", "mean", "ci_low", "ci_high"], "band")
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks) + 1.4, 4), squeeze=False, layout="constrained")
     for ax, task in zip(axes[0], tasks):

@@ -10,7 +10,7 @@ audit) judge the same models by the same numbers:
   grid (``TaskSetup.lrs``), seed-0 runs at each rate (``TaskSetup.sweep_steps`` steps), scored on
   *validation* data (``validation_loss``), the lowest loss wins (ties: the smaller rate). Reporting
   uses the *test* split.
-* ``tuned_specs(setup, ...)`` — the base-model specs with those rates (``experiments.base_specs``).
+* ``tuned_specs(setup, ...)`` — the base-model specs with those rates (``base_models.base_specs``).
 * ``ngram_reference(task, split)`` — interpolated Kneser–Ney n-grams of orders 1–5 fitted on the
   task's training split and scored on ``split`` (``ropelib.ngram``).
 * ``lm_quality(run, split)`` — perplexity at the training length over the *whole* split
@@ -50,10 +50,11 @@ import pandas as pd
 import torch
 
 from . import memo
+from .attention_stats import attention_distance
+from .base_models import TASK_KINDS, BaseSetup, base_spec, base_specs, run_specs
 from .data import IGNORE_INDEX, TaskConfig, make_task
 from .encodings.sinusoidal import sinusoidal_encoding
-from .evaluate import lm_loss_at_lengths, loss_by_position
-from .experiments import TASK_KINDS, BaseSetup, attention_distance, base_spec, base_specs, run_specs
+from .evaluate import exact_match_counts, lm_loss_at_lengths, loss_by_position
 from .gates import context_gain, gate_table
 from .model import ToyTransformer, select_device, start_windows
 from .ngram import ngram_baselines
@@ -240,7 +241,7 @@ def tune_learning_rates(
 def tuned_specs(
     setup: BaseSetup, device: str = "auto", jobs: int = 1, cached: Cache = memo.cached, **select: Any
 ) -> tuple[dict[tuple[str, str, int], RunSpec], pd.DataFrame]:
-    """``(specs, sweep_table)``: ``experiments.base_specs`` with the learning rates of
+    """``(specs, sweep_table)``: ``base_models.base_specs`` with the learning rates of
     ``tune_learning_rates`` (``select``: ``encodings=``, ``tasks=``, ``seeds=`` as there)."""
     lrs, table = tune_learning_rates(setup, device, jobs=jobs, cached=cached)
     return base_specs(setup, device, lrs=lrs, **select), table
@@ -293,11 +294,8 @@ def retrieval_quality(
 
     def compute() -> dict[str, float]:
         batch = task.sample(n_samples, L, torch.Generator().manual_seed(int(seed)))
-        device = next(run.model.parameters()).device
         run.model.eval()
-        pred = run.model(start_windows(run.model, batch.x).to(device)).argmax(-1).cpu()  # (B, T)
-        scored = batch.y != IGNORE_INDEX
-        correct = int(((pred == batch.y) | ~scored).all(-1).sum())
+        correct, _, _ = exact_match_counts(run.model, batch)
         floor = task.position_blind_floor(L) if getattr(task, "digit_filler", False) else task.position_blind_floor()
         return {"correct": correct, "n": int(n_samples), "accuracy": correct / n_samples, "floor": float(floor)}
 
@@ -435,7 +433,7 @@ def sinusoid_scale_table(
     """What the scale of the added sinusoids is worth (notebook 04, §5): test loss at ``multipliers`` × the
     training length ``L`` of the seed-``setup.seeds[0]`` language models whose sinusoidal table (Vaswani et
     al. 2017, §3.5) is multiplied by each of ``scales`` (1 = the table as is), beside the base sinusoidal
-    model (``setup.sinusoid_scale``, ``experiments.sinusoid_scale_for``) and NoPE — the ALiBi paper's
+    model (``setup.sinusoid_scale``, ``base_models.sinusoid_scale_for``) and NoPE — the ALiBi paper's
     observation that sinusoidal models blow up past ``L`` (Press et al. 2021, arXiv 2108.12409, Table 1:
     ``published.ALIBI_TABLE1``), tested against the scale.
 
@@ -637,7 +635,7 @@ def attention_distance_table(
     cached: Cache = memo.cached,
 ) -> pd.DataFrame:
     """Mean attention distance of every head of every model of ``runs`` (keyed ``(encoding, task, seed)``)
-    at its training length ``L``: ``experiments.attention_distance`` (the attention-weighted mean of query
+    at its training length ``L``: ``attention_stats.attention_distance`` (the attention-weighted mean of query
     minus key position; uniform causal attention gives ``(L - 1) / 4`` on average over queries, attention to
     the token itself 0) on ``attention_inputs(task, L, n_samples, seed, setup.lm_eval_tokens)``. Evaluations
     go through ``cached`` under ``"04_attention_distance"``. One row per (model, layer, head), columns

@@ -15,7 +15,7 @@ Liu et al. bound the extrapolation by that pair's period, ``T_extra = 2 pi b^(d_
   frequencies, zero the rest, so the slow pairs that would meet unseen angles become position-free).
 
 ``ROPE_VARIANTS`` is the registry (one record per variant, everything that varies in it). Each variant
-is the profile's RoPE language model (``ropelib.experiments.base_spec``) with its ``rope_theta`` /
+is the profile's RoPE language model (``ropelib.base_models.base_spec``) with its ``rope_theta`` /
 ``rope_type`` / ``partial_rotary_factor`` changed and nothing else; its learning rate is tuned on
 validation data by the same sweep as the base models (``tune_variant_lrs``), and every model passes the
 RoPE gates of ``ropelib.protocols.gate_models`` before its numbers are used. The ``base_1e4`` variant *is*
@@ -42,7 +42,7 @@ import pandas as pd
 
 from . import memo
 from .analysis import critical_dimension, unseen_angle_limit
-from .experiments import BaseSetup, base_spec, run_specs
+from .base_models import BaseSetup, base_spec, run_specs
 from .extrapolation import lm_length_grid
 from .protocols import SWEEP_SEED, gate_models, lm_task, validation_loss
 from .rope import RoPE, RopeConfig

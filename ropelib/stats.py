@@ -1,4 +1,6 @@
-"""Confidence intervals that stay inside the range of the quantity they bound.
+"""Statistics over seeds: confidence intervals, paired ratios and orderings with their test.
+
+Intervals that stay inside the range of the quantity they bound:
 
 * ``wilson_interval``: the Wilson score interval of a binomial proportion (Wilson 1927, "Probable
   inference, the law of succession, and statistical inference", JASA 22:209-212). With ``p = k/n`` and
@@ -16,10 +18,18 @@
   resample the seeds with replacement, then the samples within each resampled seed with replacement,
   and take the mean over seeds of the per-seed accuracy; the interval is the ``(1 ± confidence)/2``
   quantiles of those bootstrap means, so it lies in ``[0, 1]`` by construction.
-* ``mean_ci``: the Student-t interval of a mean over seeds, for unbounded quantities (loss, perplexity).
-  Same behaviour as ``ropelib.experiments.mean_ci``.
+* ``mean_ci``: the two-sided Student-t interval of a mean over seeds (``scipy.stats.t``), for unbounded
+  quantities (loss, perplexity); ``aggregate_seeds`` applies it per group of a tidy table;
+  ``paired_ratio_ci`` applies it to the ratios of paired measurements (e.g. the throughputs of two
+  encodings timed in the same round, whose ratio cancels the machine's load).
+
+Orderings:
+
 * ``ci_separated``: whether two intervals are disjoint (the ordering rule "better only when the CIs do
-  not overlap").
+  not overlap"); ``ci_order`` the resulting verdict ``better`` / ``worse`` / ``tie``.
+* ``ordering_table``: each published ordering "``better`` beats ``worse``" (``ropelib.published``)
+  checked against our seed means, with that test; ``nearest_multiplier`` maps a published length ratio
+  to the nearest of ours on a log scale.
 """
 
 from __future__ import annotations
@@ -30,13 +40,19 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 __all__ = [
     "wilson_interval",
     "accuracy_ci",
     "mean_ci",
+    "aggregate_seeds",
+    "paired_ratio_ci",
     "ci_separated",
+    "ci_order",
+    "nearest_multiplier",
+    "ordering_table",
 ]
 
 
@@ -191,7 +207,6 @@ def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, f
     (NaN, ±inf) are dropped (``n`` counts the rest). ``n == 0``: all NaN; ``n == 1``: the value and a
     NaN interval; all values equal: the interval collapses to the mean. ``confidence`` must be a float
     in (0, 1). For unbounded quantities (loss, perplexity); for accuracies use ``accuracy_ci``.
-    Same behaviour as ``ropelib.experiments.mean_ci``.
     """
     if not (isinstance(confidence, float) and 0.0 < confidence < 1.0):
         raise ValueError(f"confidence must be a float in (0, 1), got {confidence!r}")
@@ -208,6 +223,48 @@ def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, f
         return mean, mean, mean, n
     low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sem)
     return mean, float(low), float(high), n
+
+
+def aggregate_seeds(
+    df: pd.DataFrame, by: Sequence[str], value: str, confidence: float = 0.95, prefix: str = ""
+) -> pd.DataFrame:
+    """Mean and confidence interval of column ``value`` over the rows of each group ``by`` (the seeds).
+
+    Returns one row per group with the ``by`` columns and ``n_seeds``, ``{prefix}mean``,
+    ``{prefix}ci_low``, ``{prefix}ci_high`` (``mean_ci``), groups in sorted order."""
+    missing = [c for c in [*by, value] if c not in df.columns]
+    if missing:
+        raise ValueError(f"column(s) {missing} not in the table; its columns: {list(df.columns)}")
+    rows = []
+    for key, group in df.groupby(list(by), sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        mean, low, high, n = mean_ci(group[value].to_numpy(dtype=float), confidence)
+        rows.append(
+            {
+                **dict(zip(by, key)),
+                "n_seeds": n,
+                f"{prefix}mean": mean,
+                f"{prefix}ci_low": low,
+                f"{prefix}ci_high": high,
+            }
+        )
+    return pd.DataFrame(rows, columns=[*by, "n_seeds", f"{prefix}mean", f"{prefix}ci_low", f"{prefix}ci_high"])
+
+
+def paired_ratio_ci(a: pd.Series, b: pd.Series, confidence: float = 0.95) -> tuple[float, float, float, int]:
+    """``(mean, ci_low, ci_high, n)`` of the ratios ``a[k] / b[k]`` of paired measurements: ``mean_ci``
+    (Student-t) over the pairs.
+
+    ``a`` and ``b`` are Series indexed by the pairing key (e.g. the round in which both were measured);
+    a key present in only one of them, or whose ratio is not finite (NaN, a zero ``b``), is left out,
+    and ``n`` counts the pairs kept (0: all NaN). Pairing first removes what the two measurements share
+    (a machine's load in a throughput round) before the interval is taken over the pairs."""
+    if not isinstance(a, pd.Series) or not isinstance(b, pd.Series):
+        raise ValueError(
+            f"a and b must be pandas Series indexed by the pairing key, got {type(a).__name__}, {type(b).__name__}"
+        )
+    ratio = (a / b).dropna()  # aligned on the index: keys in only one of them give NaN
+    return mean_ci(ratio.to_numpy(dtype=np.float64), confidence)
 
 
 # -- ordering -----------------------------------------------------------------------------------------
@@ -230,3 +287,104 @@ def ci_separated(a_low: float, a_high: float, b_low: float, b_high: float) -> bo
     if b_low > b_high:
         raise ValueError(f"interval b is reversed: b_low={b_low!r} > b_high={b_high!r}")
     return bool(a_high < b_low or b_high < a_low)
+
+
+def ci_order(a_low: float, a_high: float, b_low: float, b_high: float, *, lower_is_better: bool) -> str:
+    """``"better"`` when ``a``'s interval lies entirely on the good side of ``b``'s (below it when
+    ``lower_is_better``, above it otherwise), ``"worse"`` when entirely on the bad side, else ``"tie"``
+    (overlapping or touching intervals: ``ci_separated``, whose ValueErrors it shares)."""
+    if not ci_separated(a_low, a_high, b_low, b_high):
+        return "tie"
+    a_below = a_high < b_low
+    return "better" if a_below == bool(lower_is_better) else "worse"
+
+
+def nearest_multiplier(target: float, available: Iterable[float]) -> float:
+    """The value of ``available`` closest to ``target`` on a log scale (length ratios)."""
+    available = [float(a) for a in available]
+    if not available or target <= 0:
+        raise ValueError(f"need positive target and at least one available multiplier, got {target!r}, {available}")
+    return min(available, key=lambda a: abs(math.log(a / target)))
+
+
+def ordering_table(
+    claims: pd.DataFrame,
+    ours: pd.DataFrame,
+    *,
+    metric: str,
+    lower_is_better: bool,
+    multipliers: Iterable[float] | None = None,
+) -> pd.DataFrame:
+    """Check each published claim "``better`` beats ``worse``" against our seed means.
+
+    ``claims``: rows of ``ropelib.published.published_orderings()`` (one source). ``ours``: a summary
+    with columns ``encoding, multiplier, mean, ci_low, ci_high`` for one metric. Each published length
+    ratio is mapped to the nearest of our ``multipliers`` (log scale; default: those in ``ours``); when
+    several map to the same one, the closest is kept. Returns ``05_orderings.csv`` columns (without
+    ``profile``): ``source, comparison, better, worse, multiplier, metric, better_value, worse_value,
+    published_better, published_worse, reproduced, note``. ``reproduced`` is ``True``/``False``, or NaN
+    where we have no finite value for one side (e.g. ``learned`` past its table); ``note`` says
+    ``significant`` when the two 95% intervals do not overlap (``ci_separated``), ``within CI``
+    otherwise (the order of the means is then not resolved by the seeds)."""
+    need = {"encoding", "multiplier", "mean", "ci_low", "ci_high"}
+    if not need <= set(ours.columns):
+        raise ValueError(f"ours must have columns {sorted(need)}, got {list(ours.columns)}")
+    avail = sorted(set(ours["multiplier"])) if multipliers is None else sorted(set(multipliers))
+    columns = [
+        "source",
+        "comparison",
+        "better",
+        "worse",
+        "multiplier",
+        "metric",
+        "better_value",
+        "worse_value",
+        "published_better",
+        "published_worse",
+        "reproduced",
+        "note",
+    ]
+    if not avail:  # nothing of ours to compare (e.g. no model passed its gate)
+        return pd.DataFrame(columns=columns)
+    nearest = {float(pm): nearest_multiplier(float(pm), avail) for pm in set(claims["published_multiplier"])}
+    mapped: dict[float, float] = {}  # published ratio -> our multiplier (one published ratio per ours)
+    for m in set(nearest.values()):
+        closest = min((pm for pm, q in nearest.items() if q == m), key=lambda pm: abs(math.log(pm / m)))
+        mapped[closest] = m
+    index = {(r.encoding, float(r.multiplier)): r for r in ours.itertuples()}
+    rows = []
+    for c in claims.itertuples():
+        if c.published_multiplier not in mapped:
+            continue
+        m = mapped[c.published_multiplier]
+        b, w = index.get((c.better, m)), index.get((c.worse, m))
+        if b is None or w is None:
+            continue  # an encoding we did not train
+        bv, wv = float(b.mean), float(w.mean)
+        if not (math.isfinite(bv) and math.isfinite(wv)):
+            reproduced, note = math.nan, "no value (cannot run at this length)"
+        else:
+            reproduced = bool(bv < wv) if lower_is_better else bool(bv > wv)
+            if not all(math.isfinite(v) for v in (b.ci_low, b.ci_high, w.ci_low, w.ci_high)):
+                note = "no CI (fewer than 2 seeds)"
+            elif ci_separated(float(b.ci_low), float(b.ci_high), float(w.ci_low), float(w.ci_high)):
+                note = "significant"
+            else:
+                note = "within CI"
+        rows.append(
+            {
+                "source": c.source,
+                "comparison": f"{c.better} > {c.worse}",
+                "better": c.better,
+                "worse": c.worse,
+                "multiplier": m,
+                "metric": metric,
+                "better_value": bv,
+                "worse_value": wv,
+                "published_better": c.published_better,
+                "published_worse": c.published_worse,
+                "reproduced": reproduced,
+                "note": note,
+            }
+        )
+    return pd.DataFrame(rows, columns=columns)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ropelib import attention_stats as S
+from ropelib import base_models
 from ropelib.data import make_task
 from ropelib.model import ModelConfig, ToyTransformer
 from ropelib.runs import RunResult
@@ -143,3 +144,40 @@ def test_grids(dict_cache):
     assert set(needle.length) == {16, 32}
     with pytest.raises(ValueError, match="no window"):
         S.lm_windows(tokens[:10], 16, 2)
+
+
+# -- mean attention distance ------------------------------------------------------------------------
+
+
+class _FixedAttention(torch.nn.Module):
+    """A stand-in model whose attention is given: 'self' (the diagonal) or 'first' (key 0)."""
+
+    def __init__(self, kind: str, n_layers: int = 2, n_heads: int = 3):
+        super().__init__()
+        self.kind, self.n_layers, self.n_heads = kind, n_layers, n_heads
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x, return_attention=False):
+        B, T = x.shape
+        a = torch.eye(T) if self.kind == "self" else torch.zeros(T, T).index_fill_(1, torch.tensor([0]), 1.0)
+        attn = [a.expand(B, self.n_heads, T, T) for _ in range(self.n_layers)]
+        return torch.zeros(B, T, 5), attn
+
+
+def test_attention_distance_known_patterns():
+    x = torch.zeros(2, 9, dtype=torch.long)
+    assert np.allclose(S.attention_distance(_FixedAttention("self"), x), 0.0)
+    first = S.attention_distance(_FixedAttention("first"), x)
+    assert first.shape == (2, 3)
+    assert np.allclose(first, np.mean(np.arange(9)))  # query i looks back i tokens: mean 4
+
+
+def test_attention_distance_of_a_real_model_is_within_bounds():
+    torch.manual_seed(0)
+    model = ToyTransformer(base_models.base_spec(base_models.base_setup("smoke"), "alibi", "books", 0).model)
+    x = torch.randint(0, model.config.vocab_size, (2, 16))
+    d = S.attention_distance(model, x)
+    assert d.shape == (model.config.n_layers, model.config.n_heads)
+    assert (d >= 0).all() and (d <= 15 / 2 + 1e-6).all()  # query i can look back at most i: mean 7.5
+    with pytest.raises(ValueError, match="torch.long"):
+        S.attention_distance(model, x.float())

@@ -2,7 +2,7 @@
 
 Reads the committed ``results/06_*.csv`` (not the redirected test results dir; set
 ``ROPELIB_CHECK_RESULTS_DIR`` to check the tables of another run, e.g. a smoke run written to a
-sandbox) and checks, against ``ropelib.experiments`` / ``ropelib.protocols`` (which base runs exist,
+sandbox) and checks, against ``ropelib.base_models`` / ``ropelib.protocols`` (which base runs exist,
 which task is the language model) and ``ropelib.analysis`` / ``ropelib.rope`` (what each method's
 frequencies must be):
 
@@ -41,8 +41,8 @@ import pytest
 import yaml
 
 from ropelib import analysis as A
+from ropelib import base_models
 from ropelib import context_extension as CE
-from ropelib import experiments as X
 from ropelib import protocols as P
 from ropelib.rope import rope_frequencies
 
@@ -90,7 +90,7 @@ def tables() -> dict[str, pd.DataFrame]:
 def setup(tables):
     profiles = set().union(*(set(t["profile"]) for t in tables.values()))
     assert len(profiles) == 1, f"06 tables come from mixed profiles {profiles}"
-    setup = X.base_setup(profiles.pop())
+    setup = base_models.base_setup(profiles.pop())
     expected = {P.lm_task(setup), setup.tasks_of_kind("retrieval")[0]}
     found = set().union(*(set(t["task"]) for t in tables.values()))
     if not found <= expected:
@@ -131,7 +131,7 @@ def candidate_hashes(setup, task: str, seed: int) -> dict[str, float]:
     have been trained with: the task's sweep grid (``TaskSetup.lrs``; the chosen one is 04's) or, without
     a grid, the setup's ``lr``."""
     rates = setup.task(task).lrs or (setup.lr,)
-    return {X.base_spec(setup, "rope", task, seed, lr=lr).hash()[:16]: lr for lr in rates}
+    return {base_models.base_spec(setup, "rope", task, seed, lr=lr).hash()[:16]: lr for lr in rates}
 
 
 def check_base_runs(setup, task: str, hashes_by_seed: dict[int, set[str]]) -> None:
@@ -225,7 +225,7 @@ def test_finetune_complete(tables, setup, lm, params):
         assert steps[0] == 0 and len(steps) >= 2
         assert set(t.ft_budget) - {0.0} <= set(budgets), task
         for seed in setup.seeds:
-            base = X.base_spec(setup, "rope", task, seed)
+            base = base_models.base_spec(setup, "rope", task, seed)
             pre = CE.pretraining_tokens(base)
             for method in methods:
                 cells = t[(t.seed == seed) & (t.method == method)]

@@ -225,9 +225,9 @@ def test_pi_budget_is_about_five_hundredths_of_a_percent():
 
 
 def test_finetune_spec_follows_the_budget_and_schedule():
-    from ropelib import experiments as X
+    from ropelib import base_models
 
-    base = X.base_spec(X.base_setup("smoke"), "rope", "books", 0)
+    base = base_models.base_spec(base_models.base_setup("smoke"), "rope", "books", 0)
     tokens = CE.pretraining_tokens(base)
     spec = CE.finetune_spec(
         base,

@@ -17,9 +17,11 @@ import ropelib.encodings  # noqa: F401  (registers every encoding)
 import ropelib.encodings.alibi  # noqa: F401
 import ropelib.encodings.learned  # noqa: F401
 import ropelib.encodings.rope  # noqa: F401
-from ropelib.data import make_task
+from ropelib.data import IGNORE_INDEX, make_task
 from ropelib.evaluate import (
     algorithmic_accuracy,
+    exact_match_accuracy,
+    exact_match_counts,
     lengths_for,
     lm_loss_at_lengths,
     loss_by_position,
@@ -455,3 +457,61 @@ def test_loss_by_position_beyond_the_training_length(chars, tokens):
     assert curve.shape == (4 * train_length,) and np.isfinite(curve).all()
     loss = lm_loss_at_lengths(model, tokens, [4 * train_length], max_windows=4).loss[0]
     assert curve.mean() == pytest.approx(loss, rel=1e-6)
+
+
+# -- exact match on the training distribution ------------------------------------------------------
+
+
+class _Oracle(torch.nn.Module):
+    """Predicts the targets of the batch the task draws with ``seed`` (optionally wrong on row 0)."""
+
+    def __init__(self, task, length, n, seed, wrong_row=None):
+        super().__init__()
+        batch = task.sample(n, length, torch.Generator().manual_seed(seed))
+        y = batch.y.clone()
+        if wrong_row is not None:
+            scored = (y[wrong_row] != IGNORE_INDEX).nonzero()[0, 0]
+            y[wrong_row, scored] = (y[wrong_row, scored] + 1) % task.vocab_size
+        self.logits = torch.nn.functional.one_hot(y.clamp(min=0), task.vocab_size).float()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return self.logits
+
+
+def test_exact_match_accuracy_counts_whole_answers():
+    task = make_task("passkey", n_digits=2)
+    assert exact_match_accuracy(_Oracle(task, 16, 8, 7), task, 16, 8, seed=7) == 1.0
+    assert exact_match_accuracy(_Oracle(task, 16, 8, 7, wrong_row=0), task, 16, 8, seed=7) == 7 / 8
+    assert exact_match_accuracy(_Oracle(task, 16, 8, 7), task, 16, 8, seed=8) < 1.0  # other samples
+    with pytest.raises(ValueError, match="n_samples"):
+        exact_match_accuracy(_Oracle(task, 16, 8, 7), task, 16, 0, seed=7)
+
+
+class _NextToken(torch.nn.Module):
+    """Predicts ``(x + 1) % vocab`` at every position (whatever the batch size)."""
+
+    def __init__(self, vocab: int = 7):
+        super().__init__()
+        self.vocab = vocab
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return torch.nn.functional.one_hot((x + 1) % self.vocab, self.vocab).float()
+
+
+def test_exact_match_counts_rows_tokens_and_ignores_unscored():
+    from types import SimpleNamespace
+
+    x = torch.arange(5 * 4).reshape(5, 4) % 7  # (B=5, T=4)
+    y = (x + 1) % 7  # every prediction right ...
+    y[:, 0] = IGNORE_INDEX  # ... the first position of every row not scored
+    y[1, 2] = (y[1, 2] + 1) % 7  # row 1: one scored token wrong
+    y[3, 0] = (x[3, 0] + 3) % 7  # row 3: a wrong target at a position that is now scored
+    batch = SimpleNamespace(x=x, y=y)
+    n_tokens = 5 * 3 + 1
+    assert exact_match_counts(_NextToken(), batch) == (3, n_tokens - 2, n_tokens)
+    for size in (1, 2, 5, 64):  # chunking does not change the counts
+        assert exact_match_counts(_NextToken(), batch, batch_size=size) == (3, n_tokens - 2, n_tokens)
+    with pytest.raises(ValueError, match="batch_size"):
+        exact_match_counts(_NextToken(), batch, batch_size=0)

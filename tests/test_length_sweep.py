@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 import torch
 
-from ropelib import experiments as X
+from ropelib import base_models
 from ropelib import length_sweep as LS
 from ropelib.model import ToyTransformer
 from ropelib.runs import RunResult
 
 
 def test_length_setup_keeps_tokens_per_step():
-    setup = X.base_setup("default")
+    setup = base_models.base_setup("default")
     ts = setup.task("books")
     for L in (32, 64, 128, 256):
         t = LS.length_setup(setup, L).task("books")
@@ -32,11 +32,11 @@ def test_length_setup_keeps_tokens_per_step():
 
 
 def test_length_specs_at_the_profile_length_are_the_base_models():
-    setup = X.base_setup("default")
+    setup = base_models.base_setup("default")
     lrs = {("rope", "books"): 1e-2, ("nope", "books"): 5e-3}
     specs = LS.length_specs(setup, ["rope", "nope"], [32, 64], seeds=[0], lrs=lrs, device="cpu")
     assert set(specs) == {(e, L, 0) for e in ("rope", "nope") for L in (32, 64)}
-    assert specs[("rope", 64, 0)].hash() == X.base_spec(setup, "rope", "books", 0, "cpu", lr=1e-2).hash()
+    assert specs[("rope", 64, 0)].hash() == base_models.base_spec(setup, "rope", "books", 0, "cpu", lr=1e-2).hash()
     s32 = specs[("nope", 32, 0)]
     assert (s32.train.seq_len, s32.train.batch_size, s32.train.lr) == (32, 32, 5e-3)
     # length-dependent encoding settings follow the length (learned: a table of exactly L rows)
@@ -94,7 +94,7 @@ def test_collapse_table():
 
 
 def test_gate_and_grid_on_untrained_models(dict_cache):
-    setup = X.base_setup("smoke")
+    setup = base_models.base_setup("smoke")
     specs = LS.length_specs(setup, ["rope"], [16, 32], seeds=[0], device="cpu")
     runs = {}
     for i, (k, spec) in enumerate(specs.items()):
@@ -123,7 +123,7 @@ def test_gate_lengths_uses_the_profiles_early_window(monkeypatch):
         return pd.DataFrame({"encoding": [k[0] for k in runs], "task": "books", "seed": [k[2] for k in runs]})
 
     monkeypatch.setattr(LS, "gate_models", fake_gate_models)
-    setup = X.base_setup("default")
+    setup = base_models.base_setup("default")
     runs = {("rope", L, 0): None for L in (32, 64, 256)}
     out = LS.gate_lengths(runs, setup, cached=None)
     assert seen == [(32, 8), (64, 8), (256, 8)] and list(out.train_length) == [32, 64, 256]

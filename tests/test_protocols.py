@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from ropelib import experiments as X
-from ropelib import extrapolation, protocols
+from ropelib import base_models, extrapolation, protocols
 from ropelib.gates import GateThresholds
 from ropelib.model import ToyTransformer
 from ropelib.runs import RunResult
@@ -37,7 +36,7 @@ def _memo():
 
 @pytest.fixture(scope="module")
 def setup():
-    s = X.base_setup("smoke")
+    s = base_models.base_setup("smoke")
     # two encodings, LM and retrieval, lenient thresholds except where a test says otherwise
     return replace(s, encodings=("nope", "rope"), tasks=s.tasks[:2], lm_eval_tokens=512, gate_samples=8)
 
@@ -45,7 +44,7 @@ def setup():
 @pytest.fixture(scope="module")
 def runs(setup):
     out = {}
-    for i, (key, spec) in enumerate(X.base_specs(setup, "cpu").items()):
+    for i, (key, spec) in enumerate(base_models.base_specs(setup, "cpu").items()):
         torch.manual_seed(i)
         model = ToyTransformer(spec.model).eval()
         out[key] = RunResult(spec=spec, hash=spec.hash(), model=model, history=[], path=Path("."), metadata={})
@@ -143,12 +142,12 @@ def test_tune_learning_rates_picks_the_lowest_validation_loss(setup, monkeypatch
     lrs, table = protocols.tune_learning_rates(setup)
     assert lrs == {("nope", "books"): 0.01, ("rope", "books"): 0.01}
     assert len(table) == 4 and table.chosen.sum() == 2 and set(table.steps) == {setup.task("books").sweep_steps}
-    specs = X.base_specs(setup, lrs=lrs)
+    specs = base_models.base_specs(setup, lrs=lrs)
     assert all(s.train.lr == 0.01 for (e, t, _), s in specs.items() if t == "books")
     # the winner at the full budget is the base model of the sweep seed: same spec, same hash
     full = replace(setup, tasks=(replace(setup.tasks[0], sweep_steps=0), setup.tasks[1]))
     sweep = protocols.sweep_specs(full)
-    base = X.base_specs(full, lrs=lrs)
+    base = base_models.base_specs(full, lrs=lrs)
     assert sweep[("rope", "books", 0.01)].hash() == base[("rope", "books", protocols.SWEEP_SEED)].hash()
 
 

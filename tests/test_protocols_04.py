@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from ropelib import experiments as X
-from ropelib import protocols
+from ropelib import attention_stats, base_models, protocols
 from ropelib.evaluate import lm_loss_at_lengths
 from ropelib.model import ToyTransformer
 from ropelib.runs import RunResult
@@ -45,13 +44,13 @@ def _result(spec, seed: int = 0) -> RunResult:
 
 @pytest.fixture(scope="module")
 def setup():
-    s = X.base_setup("smoke")  # d_model 32, 2 layers, 2 heads; books L = 32, passkey L = 16
+    s = base_models.base_setup("smoke")  # d_model 32, 2 layers, 2 heads; books L = 32, passkey L = 16
     return replace(s, encodings=("nope", "sinusoidal", "learned"), tasks=s.tasks[:2], lm_eval_tokens=512)
 
 
 @pytest.fixture(scope="module")
 def runs(setup):
-    return {k: _result(spec, i) for i, (k, spec) in enumerate(X.base_specs(setup, "cpu").items())}
+    return {k: _result(spec, i) for i, (k, spec) in enumerate(base_models.base_specs(setup, "cpu").items())}
 
 
 # -- sinusoid norm and the position-vector sizes ------------------------------------------------------
@@ -171,7 +170,7 @@ def test_sinusoid_scale_table_without_nope_and_bad_input(setup, runs):
 
 
 def test_training_throughput_one_row_per_round_and_encoding(setup, one_thread):
-    specs = X.base_specs(setup, "cpu")
+    specs = base_models.base_specs(setup, "cpu")
     task, seed = "passkey", setup.seeds[0]
     ts = setup.task(task)
     ticks = iter(np.arange(0.0, 100.0, 0.25))  # every reading of the clock 0.25 s after the last
@@ -192,7 +191,7 @@ def test_training_throughput_one_row_per_round_and_encoding(setup, one_thread):
 
 
 def test_training_throughput_rejects_bad_input(setup):
-    specs = X.base_specs(setup, "cpu")
+    specs = base_models.base_specs(setup, "cpu")
     for kwargs, match in (
         ({"rounds": 0}, "rounds"),
         ({"steps": True}, "steps"),
@@ -240,13 +239,14 @@ def test_attention_distance_of_uniform_attention_is_a_quarter_window(setup, runs
     att = protocols.attention_distance_table(flat, setup, n_samples=2, cached=RecordingCache())
     L = att.task.map({t.name: t.train_length for t in setup.tasks})
     assert np.allclose(att.mean_distance, (L - 1) / 4)
-    # the trained-shape random models are not uniform, and the table is experiments.attention_distance
+    # the trained-shape random models are not uniform, and the table is attention_stats.attention_distance
     cache = RecordingCache()
     att = protocols.attention_distance_table(runs, setup, n_samples=2, seed=5, cached=cache)
     assert list(att.columns) == protocols.ATTENTION_DISTANCE_COLUMNS
     assert len(att) == len(runs) * setup.n_layers * setup.n_heads
     r = runs[("learned", "passkey", 1)]
-    ref = X.attention_distance(r.model, protocols.attention_inputs(r.spec.task, 16, 2, 5))  # (layers, heads)
+    x = protocols.attention_inputs(r.spec.task, 16, 2, 5)
+    ref = attention_stats.attention_distance(r.model, x)  # (layers, heads)
     got = att[(att.encoding == "learned") & (att.task == "passkey") & (att.seed == 1)]
     assert np.allclose(got.mean_distance, ref.ravel()) and not np.allclose(ref, 15 / 4)
     assert {name for name, _ in cache.calls} == {"04_attention_distance"}

@@ -2,13 +2,13 @@
 
 Reads the committed ``results/`` (not ``ropelib.paths.results_dir()``, which the test suite redirects);
 set ``ROPELIB_CHECK_RESULTS_DIR`` to check the tables of another run instead (e.g. a smoke run written
-to a sandbox), as ``tests/test_context_extension.py`` does. Checks, against ``ropelib.experiments`` and
+to a sandbox), as ``tests/test_context_extension.py`` does. Checks, against ``ropelib.base_models`` and
 ``ropelib.protocols`` (no training):
 
 * every table has the columns of ``ropelib.results.SCHEMA`` (documented in ``results/README.md``) and
   one profile;
 * the learning-rate sweep (``04_lr_sweep.csv``) is the one ``protocols.sweep_specs`` builds today and
-  chose the lowest validation loss; the base models' run hashes are ``experiments.base_specs(setup,
+  chose the lowest validation loss; the base models' run hashes are ``base_models.base_specs(setup,
   lrs=<the chosen rates>)`` — what ``protocols.tuned_specs`` returns — so the tables belong to the
   current experiment definitions;
 * ``04_gates.csv`` has one row per model, with a pass/fail that agrees with its checks, and every
@@ -33,7 +33,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ropelib import experiments as X
+from ropelib import base_models
 from ropelib import protocols as P
 from ropelib import results as R
 from ropelib.evaluate import lengths_for
@@ -70,8 +70,8 @@ def profile(tables) -> str:
 
 
 @pytest.fixture(scope="module")
-def setup(profile, tables) -> X.BaseSetup:
-    setup = X.base_setup(profile)
+def setup(profile, tables) -> base_models.BaseSetup:
+    setup = base_models.base_setup(profile)
     found = set(tables["04_runs.csv"].task)
     if found != {t.name for t in setup.tasks}:
         pytest.fail(
@@ -97,7 +97,7 @@ def lrs(tables) -> dict[tuple[str, str], float]:
 
 @pytest.fixture(scope="module")
 def specs(setup, lrs):
-    return X.base_specs(setup, lrs=lrs)
+    return base_models.base_specs(setup, lrs=lrs)
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +174,7 @@ def test_04_gates_one_row_per_model(tables, setup, specs, lm_task):
     g = tables["04_gates.csv"]
     assert len(g) == len(specs) and {_key(r) for r in g.itertuples()} == set(specs)
     assert all(r.run_hash == specs[_key(r)].hash()[:16] for r in g.itertuples()), f"04_gates hashes: {RERUN}"
-    assert all(r.kind == X.TASK_KINDS[r.task] for r in g.itertuples())
+    assert all(r.kind == base_models.TASK_KINDS[r.task] for r in g.itertuples())
     gated = g[g.kind.isin(["lm", "retrieval"])]
     ok = gated.passed.map(_bool)
     assert gated.passed.map(lambda v: _bool(v) or str(v).strip().lower() == "false").all(), "passed must be a bool"
@@ -218,7 +218,7 @@ def test_04_ngram_references(tables, setup, lm_task):
 def test_04_settings_are_what_the_models_are_built_with(tables, setup):
     st = tables["04_settings.csv"]
     for t in setup.tasks:
-        want = X.encoding_settings(setup, t.train_length)
+        want = base_models.encoding_settings(setup, t.train_length)
         got = st[st.task == t.name]
         assert (got.train_length == t.train_length).all()
         assert list(zip(got.encoding, got.parameter, got.rule)) == list(zip(want.encoding, want.parameter, want.rule))
@@ -233,10 +233,10 @@ def test_04_in_distribution_is_the_gates_measurements(tables, setup, passed):
     metrics = {"lm": {"loss", "ppl", "context_gain"}, "retrieval": {"accuracy"}, "algorithmic": {"accuracy"}}
     for task in {t.name for t in setup.tasks}:
         sub = ind[ind.task == task]
-        assert set(sub.metric) == metrics[X.TASK_KINDS[task]], task
+        assert set(sub.metric) == metrics[base_models.TASK_KINDS[task]], task
         assert {_key(r) for r in sub.itertuples()} == {k for k in keys if k[1] == task}
     _check_passed_gate(ind, passed, "04_in_distribution")
-    gated = ind[ind.task.map(X.TASK_KINDS).isin(["lm", "retrieval"])]
+    gated = ind[ind.task.map(base_models.TASK_KINDS).isin(["lm", "retrieval"])]
     assert gated.value.notna().all()
     for r in gated.itertuples():
         column = "context_gain_per_seed" if r.metric == "context_gain" else r.metric  # the gate judges the seed mean
@@ -252,7 +252,7 @@ def test_04_summary_agrees_with_every_seed(tables, setup, passed):
     n_seeds = len(setup.seeds)
     for r in summary.itertuples():
         assert r.n_passed == sum(
-            passed[(r.encoding, r.task, s)] and X.TASK_KINDS[r.task] != "algorithmic" for s in setup.seeds
+            passed[(r.encoding, r.task, s)] and base_models.TASK_KINDS[r.task] != "algorithmic" for s in setup.seeds
         ), (r.encoding, r.task, r.metric)
         if r.metric == "tokens_per_s":
             values = runs[(runs.encoding == r.encoding) & (runs.task == r.task)].tokens_per_s
@@ -296,8 +296,8 @@ def test_04_sinusoid_scale_table(tables, setup, lrs, lm_task):
 
     sc = tables["04_sinusoid_scale.csv"]
     seed, L = setup.seeds[0], setup.task(lm_task).train_length
-    base = X.base_spec(setup, "sinusoidal", lm_task, seed, lr=lrs.get(("sinusoidal", lm_task)))
-    nope = X.base_spec(setup, "nope", lm_task, seed, lr=lrs.get(("nope", lm_task)))
+    base = base_models.base_spec(setup, "sinusoidal", lm_task, seed, lr=lrs.get(("sinusoidal", lm_task)))
+    nope = base_models.base_spec(setup, "nope", lm_task, seed, lr=lrs.get(("nope", lm_task)))
     sin = sc[sc.encoding == "sinusoidal"]
     assert base.hash()[:DIR_HASH_CHARS] in set(sin.run_hash), f"04_sinusoid_scale: base model hash: {RERUN}"
     assert set(sc[sc.encoding == "nope"].run_hash) == {nope.hash()[:DIR_HASH_CHARS]}
@@ -422,7 +422,7 @@ def test_05_without_positions_covers_every_model(tables, setup, specs, passed):
     want = {(e, t, s) for e in setup.encodings for t in tasks for s in setup.seeds}
     assert len(wp) == len(want) and {_key(r) for r in wp.itertuples()} == want
     assert all(r.run_hash == specs[_key(r)].hash()[:16] for r in wp.itertuples())
-    assert all(r.kind == X.TASK_KINDS[r.task] for r in wp.itertuples())
+    assert all(r.kind == base_models.TASK_KINDS[r.task] for r in wp.itertuples())
     assert (wp.metric == wp.kind.map({"lm": "ppl", "retrieval": "accuracy"})).all()
     assert (wp.length == wp.train_length).all()
     assert all(r.train_length == setup.task(r.task).train_length for r in wp.itertuples())

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ropelib import analysis as A
-from ropelib import experiments as X
+from ropelib import base_models
 from ropelib import rope_variants as V
 from ropelib.model import ToyTransformer
 from ropelib.runs import RunResult
@@ -86,7 +86,7 @@ def test_predictions_at_head_dim_16_and_length_64():
 
 
 def test_variant_frequencies_are_the_models():
-    setup = X.base_setup("smoke")
+    setup = base_models.base_setup("smoke")
     for name in V.ROPE_VARIANTS:
         spec = V.variant_spec(setup, name, 0, "cpu")
         model = ToyTransformer(spec.model)
@@ -95,8 +95,8 @@ def test_variant_frequencies_are_the_models():
 
 
 def test_variant_specs_differ_only_in_rope_keys():
-    setup = X.base_setup("smoke")
-    base = X.base_spec(setup, "rope", "books", 0, "cpu", lr=3e-3)
+    setup = base_models.base_setup("smoke")
+    base = base_models.base_spec(setup, "rope", "books", 0, "cpu", lr=3e-3)
     assert V.variant_spec(setup, "base_1e4", 0, "cpu", lr=3e-3).hash() == base.hash()  # same cache entry
     v = V.variant_spec(setup, "base_500", 0, "cpu", lr=3e-3)
     assert v.hash() != base.hash()
@@ -114,7 +114,7 @@ def test_variant_specs_differ_only_in_rope_keys():
 
 @pytest.fixture(scope="module")
 def runs():
-    setup = replace(X.base_setup("smoke"), lm_eval_tokens=512)
+    setup = replace(base_models.base_setup("smoke"), lm_eval_tokens=512)
     out = {}
     for i, (key, spec) in enumerate(V.variant_specs(setup, ["base_10", "p_rope_0.25"], device="cpu").items()):
         torch.manual_seed(i)

@@ -5,14 +5,28 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import stats
 
-from ropelib import experiments as X
-from ropelib.stats import accuracy_ci, ci_separated, mean_ci, wilson_interval
+import ropelib
+from ropelib import published
+from ropelib.stats import (
+    accuracy_ci,
+    aggregate_seeds,
+    ci_order,
+    ci_separated,
+    mean_ci,
+    nearest_multiplier,
+    ordering_table,
+    paired_ratio_ci,
+    wilson_interval,
+)
 
 #: Phi^{-1}(0.975), typed in (not from scipy) so the reference below is independent of the module
 Z95 = 1.959963984540054
@@ -226,8 +240,12 @@ def test_mean_ci_drops_non_finite_values(values, expected):
     np.testing.assert_allclose(np.array(got[:3], dtype=float), np.array(expected[:3], dtype=float), rtol=1e-12)
 
 
-def test_experiments_uses_the_same_mean_ci():
-    assert X.mean_ci is mean_ci  # one implementation (experiments re-exports it)
+def test_one_implementation_of_each_statistic():
+    """Every Student-t interval, seed aggregation and ordering of the package is the one in ropelib.stats."""
+    package = Path(ropelib.__file__).parent
+    for name in ("mean_ci", "aggregate_seeds", "ci_separated", "ordering_table", "nearest_multiplier"):
+        defining = sorted(p.name for p in package.rglob("*.py") if f"def {name}(" in p.read_text(encoding="utf-8"))
+        assert defining == ["stats.py"], (name, defining)
 
 
 def test_mean_ci_is_the_t_interval():
@@ -271,3 +289,229 @@ def test_ci_separated():
 def test_ci_separated_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
         ci_separated(*args)
+
+
+# -- Student-t mean CI over seeds, per group of a table -------------------------------------------------
+
+
+def test_mean_ci_matches_scipy_and_the_formula():
+    x = [1.0, 2.0, 3.0, 4.0]
+    mean, low, high, n = mean_ci(x)
+    ref = stats.t.interval(0.95, 3, loc=2.5, scale=stats.sem(x))
+    assert n == 4 and mean == pytest.approx(2.5)
+    assert (low, high) == pytest.approx(ref)
+    half = stats.t.ppf(0.975, 3) * np.std(x, ddof=1) / 2.0
+    assert high - mean == pytest.approx(half)
+    assert (low, high) == pytest.approx((0.4457397432, 4.5542602568))  # t_{0.975,3} = 3.18245
+
+
+def test_mean_ci_edge_cases():
+    assert mean_ci([2.0, float("nan"), 4.0])[:2] == (3.0, pytest.approx(3.0 - 12.706204736 * 1.0))
+    mean, low, high, n = mean_ci([5.0])
+    assert (mean, n) == (5.0, 1) and math.isnan(low) and math.isnan(high)
+    assert mean_ci([0.5, 0.5, 0.5]) == (0.5, 0.5, 0.5, 3)
+    assert mean_ci([float("nan")])[3] == 0 and math.isnan(mean_ci([])[0])
+    with pytest.raises(ValueError, match="confidence"):
+        mean_ci([1.0, 2.0], confidence=95)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(-1e3, 1e3), min_size=2, max_size=12), st.floats(0.5, 0.99))
+def test_mean_ci_brackets_the_mean_and_widens_with_confidence(values, confidence):
+    mean, low, high, n = mean_ci(values, confidence)
+    assert n == len(values)
+    assert low <= mean + 1e-9 and mean <= high + 1e-9
+    _, low99, high99, _ = mean_ci(values, 0.995)
+    assert low99 <= low + 1e-9 and high <= high99 + 1e-9
+
+
+def test_aggregate_seeds_per_group():
+    df = pd.DataFrame(
+        {
+            "encoding": ["a", "a", "a", "b", "b", "b"],
+            "length": [8, 8, 8, 8, 8, 8],
+            "seed": [0, 1, 2, 0, 1, 2],
+            "loss": [1.0, 2.0, 3.0, 5.0, 5.0, float("nan")],
+        }
+    )
+    out = aggregate_seeds(df, ["encoding", "length"], "loss", prefix="loss_")
+    assert list(out.columns) == ["encoding", "length", "n_seeds", "loss_mean", "loss_ci_low", "loss_ci_high"]
+    a = out[out.encoding == "a"].iloc[0]
+    assert a.n_seeds == 3 and a.loss_mean == 2.0
+    assert (a.loss_ci_low, a.loss_ci_high) == pytest.approx(
+        stats.t.interval(0.95, 2, loc=2.0, scale=stats.sem([1, 2, 3]))
+    )
+    b = out[out.encoding == "b"].iloc[0]
+    assert b.n_seeds == 2 and b.loss_mean == 5.0 and b.loss_ci_low == 5.0
+    with pytest.raises(ValueError, match=r"\['ppl'\] not in the table"):
+        aggregate_seeds(df, ["encoding"], "ppl")
+
+
+# -- published orderings beside ours -----------------------------------------------------------------
+
+
+def test_nearest_multiplier_log_scale():
+    assert nearest_multiplier(1012 / 512, [1, 1.5, 2, 4, 8]) == 2
+    assert nearest_multiplier(2512 / 512, [1, 1.5, 2, 4, 8]) == 4
+    assert nearest_multiplier(3.0, [2, 4]) == 4  # log(3/2) > log(4/3)
+    with pytest.raises(ValueError):
+        nearest_multiplier(2.0, [])
+
+
+def _ours(values: dict[tuple[str, float], tuple[float, float, float]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"encoding": e, "multiplier": m, "mean": v[0], "ci_low": v[1], "ci_high": v[2]}
+            for (e, m), v in values.items()
+        ]
+    )
+
+
+def test_ordering_table_flags_reproduced_significant_and_missing():
+    claims = published.published_orderings()
+    alibi = claims[claims.source == "alibi_table1"]
+    ours = _ours(
+        {
+            ("alibi", 2.0): (5.0, 4.9, 5.1),
+            ("t5", 2.0): (5.5, 5.0, 6.0),
+            ("rope", 2.0): (5.2, 5.0, 6.0),
+            ("sinusoidal", 2.0): (9.0, 8.0, 10.0),
+            ("alibi", 8.0): (5.0, 4.9, 5.1),
+            ("t5", 8.0): (7.0, 6.0, 8.0),
+            ("rope", 8.0): (math.nan, math.nan, math.nan),
+            ("sinusoidal", 8.0): (20.0, 19.0, 21.0),
+        }
+    )
+    t = ordering_table(alibi, ours, metric="ppl_nonoverlap", lower_is_better=True)
+    # our multipliers are {2, 8}: 1012/512 -> 2x; 2512/512, 5512/512 and 15512/512 all map to 8x on a log
+    # scale, and 5512/512 (the closest) is kept, so each multiplier carries the 6 pairs of 4 encodings
+    assert t.groupby("multiplier").size().to_dict() == {2.0: 6, 8.0: 6}
+    assert set(t.loc[t.multiplier == 8.0, "published_better"]) <= set(published.ALIBI_TABLE1[5512].values())
+    row = t[(t.multiplier == 2.0) & (t.better == "alibi") & (t.worse == "t5")].iloc[0]
+    assert row.reproduced == True and row.note == "within CI"  # noqa: E712  [4.9, 5.1] overlaps [5.0, 6.0]
+    row = t[(t.multiplier == 2.0) & (t.better == "rope") & (t.worse == "sinusoidal")].iloc[0]
+    assert row.reproduced == True and row.note == "significant"  # noqa: E712
+    row = t[(t.multiplier == 2.0) & (t.better == "t5") & (t.worse == "rope")].iloc[0]
+    assert row.reproduced == False  # noqa: E712  ours: rope 5.2 < t5 5.5
+    row = t[(t.multiplier == 8.0) & (t.better == "rope") & (t.worse == "sinusoidal")].iloc[0]
+    assert math.isnan(row.reproduced) and row.note.startswith("no value")
+
+
+def test_ordering_table_details():
+    claims = pd.DataFrame(
+        [
+            {
+                "source": "s",
+                "better": "a",
+                "worse": "b",
+                "metric": "ppl",
+                "published_better": 1.0,
+                "published_worse": 2.0,
+                "published_length": 20,
+                "published_multiplier": 2.0,
+            },
+            {
+                "source": "s",
+                "better": "a",
+                "worse": "c",
+                "metric": "ppl",
+                "published_better": 1.0,
+                "published_worse": 3.0,
+                "published_length": 20,
+                "published_multiplier": 2.0,
+            },
+            {
+                "source": "s",
+                "better": "b",
+                "worse": "c",
+                "metric": "ppl",
+                "published_better": 2.0,
+                "published_worse": 3.0,
+                "published_length": 20,
+                "published_multiplier": 2.0,
+            },
+            {
+                "source": "s",
+                "better": "a",
+                "worse": "b",
+                "metric": "ppl",
+                "published_better": 1.0,
+                "published_worse": 2.0,
+                "published_length": 22,
+                "published_multiplier": 2.2,
+            },
+        ]
+    )
+    ours = _ours({("a", 2.0): (1.0, 0.9, 1.1), ("b", 2.0): (3.0, 2.0, 4.0), ("c", 2.0): (2.5, 0.0, 5.0)})
+    t = ordering_table(claims, ours, metric="m", lower_is_better=True)
+    assert len(t) == 3  # the 2.2 claim maps to 2x too, but 2.0 is closer and is kept
+    got = {(r.better, r.worse): (r.reproduced, r.note) for r in t.itertuples()}
+    assert got[("a", "b")] == (True, "significant")
+    assert got[("a", "c")] == (True, "within CI")
+    assert got[("b", "c")] == (False, "within CI")
+    higher = ordering_table(claims, ours, metric="m", lower_is_better=False)
+    assert dict(zip(zip(higher.better, higher.worse), higher.reproduced))[("a", "b")] is False
+    nan = _ours({("a", 2.0): (1.0, 0.9, 1.1), ("b", 2.0): (math.nan,) * 3, ("c", 2.0): (1.0, math.nan, math.nan)})
+    t = ordering_table(claims, nan, metric="m", lower_is_better=True)
+    row = t[(t.better == "a") & (t.worse == "b")].iloc[0]
+    assert math.isnan(row.reproduced) and "no value" in row.note
+    row = t[(t.better == "a") & (t.worse == "c")].iloc[0]
+    assert row.reproduced is False and row.note.startswith("no CI")
+    with pytest.raises(ValueError, match="columns"):
+        ordering_table(claims, ours.drop(columns="ci_low"), metric="m", lower_is_better=True)
+
+
+# -- paired ratios and the ordering verdict ------------------------------------------------------------
+
+
+def test_paired_ratio_ci_is_the_t_interval_of_the_pairs():
+    a = pd.Series([2.0, 4.0, 6.0, 9.0], index=[0, 1, 2, 3])  # e.g. tokens/s per round
+    b = pd.Series([1.0, 2.0, 2.0], index=[0, 1, 2])  # round 3 missing: not a pair
+    mean, low, high, n = paired_ratio_ci(a, b)
+    ref = stats.t.interval(0.95, 2, loc=7 / 3, scale=stats.sem([2.0, 2.0, 3.0]))
+    assert n == 3 and mean == pytest.approx(7 / 3) and (low, high) == pytest.approx(ref)
+    assert paired_ratio_ci(a, b, 0.5)[1] > low  # a narrower interval at lower confidence
+
+
+def test_paired_ratio_ci_pairs_by_key_not_by_position():
+    load = pd.Series([10.0, 20.0, 30.0], index=["r0", "r1", "r2"])  # the machine's load moves both alike
+    a, b = 2.0 * load, load
+    assert paired_ratio_ci(a, b) == (2.0, 2.0, 2.0, 3)  # the load cancels within each pair
+    shuffled = b.iloc[[2, 0, 1]]  # same pairs, other order: the same answer
+    assert paired_ratio_ci(a, shuffled) == (2.0, 2.0, 2.0, 3)
+    unpaired = pd.Series(b.to_numpy()[[2, 0, 1]], index=b.index)  # other pairs: the ratios now vary
+    assert paired_ratio_ci(a, unpaired)[1] < 2.0
+
+
+def test_paired_ratio_ci_edge_cases_and_errors():
+    a = pd.Series([3.0, 5.0], index=[0, 1])
+    assert paired_ratio_ci(a, pd.Series([1.0, 0.0], index=[0, 1]))[::3] == (3.0, 1)  # a zero b: no finite ratio
+    mean, low, high, n = paired_ratio_ci(a, pd.Series([2.0], index=[7]))  # no common key
+    assert n == 0 and math.isnan(mean) and math.isnan(low) and math.isnan(high)
+    with pytest.raises(ValueError, match="pandas Series"):
+        paired_ratio_ci([3.0, 5.0], a)
+    with pytest.raises(ValueError, match="confidence"):
+        paired_ratio_ci(a, a, confidence=95)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "lower", "expected"),
+    [
+        ((1.0, 2.0), (3.0, 4.0), True, "better"),
+        ((1.0, 2.0), (3.0, 4.0), False, "worse"),
+        ((3.0, 4.0), (1.0, 2.0), True, "worse"),
+        ((3.0, 4.0), (1.0, 2.0), False, "better"),
+        ((1.0, 3.0), (2.0, 4.0), True, "tie"),
+        ((1.0, 2.0), (2.0, 3.0), False, "tie"),  # touching ends overlap
+        ((0.5, 0.5), (0.7, 0.9), True, "better"),  # a point interval
+    ],
+)
+def test_ci_order_verdicts(a, b, lower, expected):
+    assert ci_order(*a, *b, lower_is_better=lower) == expected
+
+
+def test_ci_order_rejects_what_ci_separated_rejects():
+    with pytest.raises(ValueError, match="not NaN"):
+        ci_order(math.nan, 1.0, 2.0, 3.0, lower_is_better=True)
+    with pytest.raises(ValueError, match="reversed"):
+        ci_order(2.0, 1.0, 3.0, 4.0, lower_is_better=True)

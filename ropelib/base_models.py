@@ -1,21 +1,17 @@
-"""The base models of notebooks 04–06 and the statistics they share.
+"""The base models of notebooks 04–06: which toy models the length-extrapolation notebooks train.
 
-One place defines *which* toy models the length-extrapolation notebooks train, so that notebook 04
-(training), 05 (length extrapolation) and 06 (context extension of the RoPE models) build identical
-``RunSpec`` s and hit the same run-cache entries (``ropelib.runs``): ``base_setup(profile)`` gives the
-frozen ``BaseSetup`` of a profile, ``base_specs(setup, device)`` every spec keyed by
-``(encoding, task, seed)``.
+One place defines them, so that notebook 04 (training), 05 (length extrapolation) and 06 (context
+extension of the RoPE models) build identical ``RunSpec`` s and hit the same run-cache entries
+(``ropelib.runs``): ``base_setup(profile)`` gives the frozen ``BaseSetup`` of a profile,
+``base_specs(setup, device)`` every spec keyed by ``(encoding, task, seed)``, ``run_specs`` trains them
+(or reads them back), and ``encoding_config`` / ``encoding_settings`` scale each encoding's
+length-dependent settings to the training length, with their sources.
 
 The comparison follows Press et al. 2021 (ALiBi, arXiv 2108.12409, §4: same model, same budget, only
 the positional encoding differs, trained short and evaluated long) and Kazemnejad et al. 2023
 (arXiv 2305.19466, §3: decoder-only models on algorithmic tasks, NoPE included). Randomized positions
-are Ruoss et al. 2023 (arXiv 2305.16843, §3) around RoPE.
-
-Statistics: ``mean_ci`` (from ``ropelib.stats``) is the two-sided Student-t confidence interval of a
-mean over seeds (``scipy.stats.t``), ``aggregate_seeds`` applies it per group of a tidy table (for
-accuracies use ``ropelib.stats.accuracy_ci``, whose interval stays in [0, 1]). ``attention_distance``
-measures where attention goes; ``ordering_table`` sets our seed means beside the published orderings
-of ``ropelib.published``.
+are Ruoss et al. 2023 (arXiv 2305.16843, §3) around RoPE. The statistics over the seeds of these models
+are in ``ropelib.stats``.
 """
 
 from __future__ import annotations
@@ -23,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -34,7 +30,7 @@ import torch
 
 from .data import TaskConfig, make_task
 from .gates import DEFAULT_THRESHOLDS, GateThresholds
-from .model import INIT_STD, ModelConfig, start_windows, width_scaled_init_std
+from .model import INIT_STD, ModelConfig, width_scaled_init_std
 from .runs import (
     PROGRESS_FILE_ENV,
     RunResult,
@@ -45,7 +41,6 @@ from .runs import (
     run,
     sweep,
 )
-from .stats import mean_ci
 from .train import TrainConfig
 
 __all__ = [
@@ -62,12 +57,6 @@ __all__ = [
     "base_spec",
     "base_specs",
     "run_specs",
-    "mean_ci",
-    "aggregate_seeds",
-    "attention_distance",
-    "exact_match_accuracy",
-    "nearest_multiplier",
-    "ordering_table",
 ]
 
 #: the encodings of the comparison (labels = names in ``ropelib.encodings.ENCODINGS``), in table order
@@ -770,172 +759,3 @@ def run_specs(
     for k, r in results.items():
         r.cached = was_finished[k]
     return results
-
-
-# -- statistics over seeds -------------------------------------------------------------------------
-
-
-def aggregate_seeds(
-    df: pd.DataFrame, by: Sequence[str], value: str, confidence: float = 0.95, prefix: str = ""
-) -> pd.DataFrame:
-    """Mean and confidence interval of column ``value`` over the rows of each group ``by`` (the seeds).
-
-    Returns one row per group with the ``by`` columns and ``n_seeds``, ``{prefix}mean``,
-    ``{prefix}ci_low``, ``{prefix}ci_high`` (``mean_ci``), groups in sorted order."""
-    missing = [c for c in [*by, value] if c not in df.columns]
-    if missing:
-        raise ValueError(f"column(s) {missing} not in the table; its columns: {list(df.columns)}")
-    rows = []
-    for key, group in df.groupby(list(by), sort=True, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
-        mean, low, high, n = mean_ci(group[value].to_numpy(dtype=float), confidence)
-        rows.append(
-            {
-                **dict(zip(by, key)),
-                "n_seeds": n,
-                f"{prefix}mean": mean,
-                f"{prefix}ci_low": low,
-                f"{prefix}ci_high": high,
-            }
-        )
-    return pd.DataFrame(rows, columns=[*by, "n_seeds", f"{prefix}mean", f"{prefix}ci_low", f"{prefix}ci_high"])
-
-
-@torch.no_grad()
-def exact_match_accuracy(model: torch.nn.Module, task: Any, length: int, n_samples: int, seed: int) -> float:
-    """Fraction of ``n_samples`` sequences from the task's *training* distribution (random depth,
-    distance or instance length; generator seeded with ``seed``) whose every scored prediction
-    (argmax, teacher forcing) is right."""
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-    batch = task.sample(n_samples, length, torch.Generator().manual_seed(int(seed)))
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        pred = model(start_windows(model, batch.x).to(device)).argmax(-1).cpu()  # (B, T)
-    finally:
-        model.train(was_training)
-    scored = batch.y != -100  # (B, T)
-    ok = ((pred == batch.y) | ~scored).all(-1)  # (B,)
-    return float(ok.double().mean())
-
-
-# -- where attention goes --------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def attention_distance(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
-    """Mean attention distance ``(n_layers, n_heads)`` of ``model`` on inputs ``x`` (B, T) long.
-
-    For query ``i`` the attention-weighted mean of ``i - j`` over keys ``j <= i``, averaged over the
-    queries and the batch (tokens). Uniform causal attention at query ``i`` gives ``i / 2``; attention
-    to the token itself gives 0."""
-    if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.dtype != torch.long:
-        raise ValueError("x must be a (B, T) torch.long tensor")
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        _, attn = model(start_windows(model, x).to(device), return_attention=True)  # list of (B, H, T, T)
-    finally:
-        model.train(was_training)
-    T = x.shape[1]
-    pos = torch.arange(T, dtype=torch.float64)
-    dist = (pos[:, None] - pos[None, :]).clamp(min=0)  # (T, T) query minus key
-    out = [(a.double().cpu() * dist).sum(-1).mean(dim=(0, 2)).numpy() for a in attn]  # (H,) each
-    return np.stack(out)  # (L, H)
-
-
-# -- published orderings beside ours ---------------------------------------------------------------
-
-
-def nearest_multiplier(target: float, available: Iterable[float]) -> float:
-    """The value of ``available`` closest to ``target`` on a log scale (length ratios)."""
-    available = [float(a) for a in available]
-    if not available or target <= 0:
-        raise ValueError(f"need positive target and at least one available multiplier, got {target!r}, {available}")
-    return min(available, key=lambda a: abs(math.log(a / target)))
-
-
-def ordering_table(
-    claims: pd.DataFrame,
-    ours: pd.DataFrame,
-    *,
-    metric: str,
-    lower_is_better: bool,
-    multipliers: Iterable[float] | None = None,
-) -> pd.DataFrame:
-    """Check each published claim "``better`` beats ``worse``" against our seed means.
-
-    ``claims``: rows of ``ropelib.published.published_orderings()`` (one source). ``ours``: a summary
-    with columns ``encoding, multiplier, mean, ci_low, ci_high`` for one metric. Each published length
-    ratio is mapped to the nearest of our ``multipliers`` (log scale; default: those in ``ours``); when
-    several map to the same one, the closest is kept. Returns ``05_orderings.csv`` columns (without
-    ``profile``): ``source, comparison, better, worse, multiplier, metric, better_value, worse_value,
-    published_better, published_worse, reproduced, note``. ``reproduced`` is ``True``/``False``, or NaN
-    where we have no finite value for one side (e.g. ``learned`` past its table); ``note`` says
-    ``significant`` when the two 95% intervals do not overlap, ``within CI`` otherwise (the order of the
-    means is then not resolved by the seeds)."""
-    need = {"encoding", "multiplier", "mean", "ci_low", "ci_high"}
-    if not need <= set(ours.columns):
-        raise ValueError(f"ours must have columns {sorted(need)}, got {list(ours.columns)}")
-    avail = sorted(set(ours["multiplier"])) if multipliers is None else sorted(set(multipliers))
-    columns = [
-        "source",
-        "comparison",
-        "better",
-        "worse",
-        "multiplier",
-        "metric",
-        "better_value",
-        "worse_value",
-        "published_better",
-        "published_worse",
-        "reproduced",
-        "note",
-    ]
-    if not avail:  # nothing of ours to compare (e.g. no model passed its gate)
-        return pd.DataFrame(columns=columns)
-    nearest = {float(pm): nearest_multiplier(float(pm), avail) for pm in set(claims["published_multiplier"])}
-    mapped: dict[float, float] = {}  # published ratio -> our multiplier (one published ratio per ours)
-    for m in set(nearest.values()):
-        closest = min((pm for pm, q in nearest.items() if q == m), key=lambda pm: abs(math.log(pm / m)))
-        mapped[closest] = m
-    index = {(r.encoding, float(r.multiplier)): r for r in ours.itertuples()}
-    rows = []
-    for c in claims.itertuples():
-        if c.published_multiplier not in mapped:
-            continue
-        m = mapped[c.published_multiplier]
-        b, w = index.get((c.better, m)), index.get((c.worse, m))
-        if b is None or w is None:
-            continue  # an encoding we did not train
-        bv, wv = float(b.mean), float(w.mean)
-        if not (math.isfinite(bv) and math.isfinite(wv)):
-            reproduced, note = math.nan, "no value (cannot run at this length)"
-        else:
-            reproduced = bool(bv < wv) if lower_is_better else bool(bv > wv)
-            if not all(math.isfinite(v) for v in (b.ci_low, b.ci_high, w.ci_low, w.ci_high)):
-                note = "no CI (fewer than 2 seeds)"
-            elif b.ci_high < w.ci_low or w.ci_high < b.ci_low:
-                note = "significant"
-            else:
-                note = "within CI"
-        rows.append(
-            {
-                "source": c.source,
-                "comparison": f"{c.better} > {c.worse}",
-                "better": c.better,
-                "worse": c.worse,
-                "multiplier": m,
-                "metric": metric,
-                "better_value": bv,
-                "worse_value": wv,
-                "published_better": c.published_better,
-                "published_worse": c.published_worse,
-                "reproduced": reproduced,
-                "note": note,
-            }
-        )
-    return pd.DataFrame(rows, columns=columns)
