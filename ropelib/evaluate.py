@@ -61,7 +61,6 @@ from .train import batch_generator
 __all__ = [
     "MODES",
     "LENGTH_MULTIPLIERS",
-    "ROPE_SCALING_TYPES",
     "lengths_for",
     "lm_loss_at_lengths",
     "loss_by_position",
@@ -77,8 +76,6 @@ __all__ = [
 MODES = ("nonoverlap", "sliding")
 #: evaluation lengths as multiples of the training length
 LENGTH_MULTIPLIERS = (1.0, 1.5, 2.0, 4.0, 8.0, 16.0)
-#: RoPE scaling types ``with_rope_scaling`` is meant for (HF ``rope_type`` names, plus ``ntk``)
-ROPE_SCALING_TYPES = ("linear", "ntk", "dynamic", "yarn", "llama3")
 
 
 # -- helpers -----------------------------------------------------------------------------------------
