@@ -42,7 +42,7 @@ import sympy as sp
 import torch
 from IPython.display import Markdown, display
 
-from ropelib import analysis as A
+from ropelib import analysis
 from ropelib.encodings import make_encoding
 from ropelib.encodings.sinusoidal import sinusoidal_table
 from ropelib.plotting import color_for, savefig, set_theme
@@ -157,10 +157,10 @@ k = torch.randn(head_dim, generator=gen)
 rows, heat = [], {}
 for name, variant in rope_variants.items():
     for layout in ("half", "interleaved"):
-        S = A.position_scores(rope_encoding(variant, layout), q, k, length)[0]  # (T, T)
+        S = analysis.position_scores(rope_encoding(variant, layout), q, k, length)[0]  # (T, T)
         rows.append({"variant": name, "layout": layout,
                      "max |S|": float(S.abs().max()),
-                     "Toeplitz deviation (relative)": A.toeplitz_deviation(S, relative=True)})
+                     "Toeplitz deviation (relative)": analysis.toeplitz_deviation(S, relative=True)})
         heat[(name, layout)] = S
 rope_table = pd.DataFrame(rows).set_index(["variant", "layout"])
 worst_rope = rope_table["Toeplitz deviation (relative)"].max()
@@ -241,8 +241,8 @@ pd.DataFrame(
 # %%
 contrast = {"rope": heat[("default", "half")]}
 for name in ("sinusoidal", "learned"):
-    contrast[name] = A.position_scores(encodings[name], q, k, length)[0]
-contrast_dev = {name: A.toeplitz_deviation(S, relative=True) for name, S in contrast.items()}
+    contrast[name] = analysis.position_scores(encodings[name], q, k, length)[0]
+contrast_dev = {name: analysis.toeplitz_deviation(S, relative=True) for name, S in contrast.items()}
 
 fig, axes = plt.subplots(1, 3, figsize=(13, 4))
 for ax, (name, S) in zip(axes, contrast.items()):
@@ -269,10 +269,10 @@ w_q = torch.randn(head_dim, C, generator=gen) / math.sqrt(C)
 w_k = torch.randn(head_dim, C, generator=gen) / math.sqrt(C)
 x_tok = torch.randn(C, generator=gen)
 y_tok = torch.randn(C, generator=gen)
-S_inter = A.position_scores(rope_encoding({}, "interleaved"), x_tok @ w_q.T, y_tok @ w_k.T, length)[0]
+S_inter = analysis.position_scores(rope_encoding({}, "interleaved"), x_tok @ w_q.T, y_tok @ w_k.T, length)[0]
 w_q_half, w_k_half = interleaved_to_half(w_q, n_heads, head_dim), interleaved_to_half(w_k, n_heads, head_dim)
-S_half = A.position_scores(rope_encoding({}, "half"), x_tok @ w_q_half.T, y_tok @ w_k_half.T, length)[0]
-S_half_unpermuted = A.position_scores(rope_encoding({}, "half"), x_tok @ w_q.T, y_tok @ w_k.T, length)[0]
+S_half = analysis.position_scores(rope_encoding({}, "half"), x_tok @ w_q_half.T, y_tok @ w_k_half.T, length)[0]
+S_half_unpermuted = analysis.position_scores(rope_encoding({}, "half"), x_tok @ w_q.T, y_tok @ w_k.T, length)[0]
 layout_diff = float((S_inter - S_half).abs().max())
 layout_wrong = float((S_inter - S_half_unpermuted).abs().max())
 roundtrip = float((half_to_interleaved(w_q_half, n_heads, head_dim) - w_q).abs().max())
@@ -295,12 +295,12 @@ print(f"half_to_interleaved(interleaved_to_half(W)) == W: max diff {roundtrip:.1
 
 # %%
 dyn_enc = rope_encoding(rope_variants["dynamic"], "half")
-dyn_scores = {T: A.position_scores(dyn_enc, q, k, T)[0] for T in dynamic_lengths}
+dyn_scores = {T: analysis.position_scores(dyn_enc, q, k, T)[0] for T in dynamic_lengths}
 T0 = min(dynamic_lengths)
 dyn_rows = []
 for T, S in dyn_scores.items():
     dyn_rows.append({"input length": T,
-                     "Toeplitz deviation within the input": A.toeplitz_deviation(S, relative=True),
+                     "Toeplitz deviation within the input": analysis.toeplitz_deviation(S, relative=True),
                      f"max |S - S(length {T0})| on the first {T0} positions":
                          float((S[:T0, :T0] - dyn_scores[T0]).abs().max())})
 dyn_table = pd.DataFrame(dyn_rows).set_index("input length")
@@ -308,8 +308,8 @@ dyn_table
 
 # %%
 xpos = make_encoding("xpos", n_heads=n_heads, head_dim=head_dim, d_model=d_model)
-S_xpos = A.position_scores(xpos, q, k, length)[0]
-xpos_dev = A.toeplitz_deviation(S_xpos, relative=True)
+S_xpos = analysis.position_scores(xpos, q, k, length)[0]
+xpos_dev = analysis.toeplitz_deviation(S_xpos, relative=True)
 S_rope = heat[("default", "half")]
 dist = np.arange(length)
 fig, axes = plt.subplots(1, 2, figsize=(12, 4))

@@ -48,7 +48,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from ropelib import analysis as A
+from ropelib import analysis
 from ropelib.data import TaskConfig, make_task
 from ropelib.encodings import make_encoding
 from ropelib.encodings.alibi import alibi_slopes
@@ -76,7 +76,7 @@ r_short = np.arange(0, r_max_fig2 + 1)
 fig, ax = plt.subplots(figsize=(7, 4))
 b0_rows = []
 for d, c in zip(head_dims, sequential_colors(len(head_dims))):  # head sizes: a sequential palette, not encoding colours
-    B = A.decay_bound(r_short, d, 10_000.0)
+    B = analysis.decay_bound(r_short, d, 10_000.0)
     ax.plot(r_short, B, color=c, label=f"d = {d}")
     b0_rows.append({"d": d, "B(0) computed": B[0], "(d/2+1)/2": (d / 2 + 1) / 2,
                     f"B({r_max_fig2})": B[-1]})
@@ -100,7 +100,7 @@ b0
 
 # %%
 r_far = np.unique(np.concatenate([np.arange(0, 1024), np.geomspace(1024, r_max_far, 1500).astype(int)]))
-far_bound = {(b, d): A.decay_bound(r_far, d, b) for b in bases for d in head_dims}  # {(base, d): B(r_far)}
+far_bound = {(b, d): analysis.decay_bound(r_far, d, b) for b in bases for d in head_dims}  # {(base, d): B(r_far)}
 plateau_rows = []
 for (b, d), B in far_bound.items():
     tail = B[r_far >= r_max_far // 2]
@@ -141,8 +141,8 @@ for r in distances:
     mc_rows.append({"r": int(r), "mc mean": scores.mean(), "mc std": scores.std(ddof=1),
                     "aligned (ones) score": float((q1 * k1).sum())})
 mc = pd.DataFrame(mc_rows).set_index("r")
-exact_mean, exact_std = A.score_statistics(mc.index.values, d_mc)
-aligned_exact, _ = A.score_statistics(mc.index.values, d_mc, mean_q=1.0, mean_k=1.0, std=0.0)
+exact_mean, exact_std = analysis.score_statistics(mc.index.values, d_mc)
+aligned_exact, _ = analysis.score_statistics(mc.index.values, d_mc, mean_q=1.0, mean_k=1.0, std=0.0)
 mc["exact mean"], mc["exact std"], mc["aligned exact"] = exact_mean, exact_std, aligned_exact
 mc["95% CI half-width"] = 1.96 * mc["mc std"] / math.sqrt(n_random)
 inside = float(np.mean(np.abs(mc["mc mean"] - mc["exact mean"]) <= mc["95% CI half-width"]))
@@ -155,7 +155,7 @@ mc.iloc[:: max(1, len(mc) // 10)]
 # %%
 fig, ax = plt.subplots(figsize=(8, 4.2))
 r_idx = mc.index.values
-Bmc = A.decay_bound(r_idx, d_mc)
+Bmc = analysis.decay_bound(r_idx, d_mc)
 ax.plot(r_idx, Bmc / Bmc[0], color="black", label="bound B(r) / B(0)")
 ax.plot(r_idx, mc["aligned exact"] / mc["aligned exact"].iloc[0], color=color_for("rope"),
         label="aligned q = k = 1: score / score(0)")
@@ -283,7 +283,7 @@ fig, axes = plt.subplots(1, 2, figsize=(12, 4))
 ext_rows = []
 for name, p in ext_methods.items():
     inv, _ = rope_frequencies(p, d_l2)
-    B = A.decay_bound_from_frequencies(r_ext, torch.as_tensor(inv).double().numpy())
+    B = analysis.decay_bound_from_frequencies(r_ext, torch.as_tensor(inv).double().numpy())
     axes[0].plot(r_ext, B, lw=0.9, color=color_for(name), label=name)
     ext_rows.append({"method": name, "B(1)": B[0], "B at r≈64": B[np.searchsorted(r_ext, 64)],
                      "B at r≈L": B[np.searchsorted(r_ext, L_l2)]})
@@ -322,8 +322,8 @@ p128 = plateau.xs(10_000.0, level="base").loc[128] if 128 in head_dims else plat
 layer_far = trained[f"mean score, distance ≥ {T // 2}"]
 display(Markdown(
     f"* B(0) = (d/2+1)/2 exactly for d = {', '.join(map(str, head_dims))}. RoFormer's curve falls quickly "
-    f"(d=128, base 1e4: B(0) = {A.decay_bound(0, 128):.1f}, B(50) = {float(A.decay_bound(50, 128)):.2f}, "
-    f"B(250) = {float(A.decay_bound(250, 128)):.2f}) ...\n"
+    f"(d=128, base 1e4: B(0) = {analysis.decay_bound(0, 128):.1f}, B(50) = {float(analysis.decay_bound(50, 128)):.2f}, "
+    f"B(250) = {float(analysis.decay_bound(250, 128)):.2f}) ...\n"
     f"* ... but does not vanish: for d=128, base 1e4 it plateaus at a mean of {p128['plateau mean']:.2f} "
     f"({p128['plateau / B(0)']:.0%} of B(0)) between {r_max_far // 2} and {r_max_far} tokens, oscillating between "
     f"{p128['plateau min']:.2f} and {p128['plateau max']:.2f}. Across all bases and head dims the plateau is "

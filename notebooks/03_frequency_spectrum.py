@@ -26,7 +26,7 @@ toy_head_dim = 32
 toy_base = 10_000.0
 toy_length = 128
 toy_factor = 4.0  # extension factor the experiments use (128 -> 512)
-# the published model used for the per-method chart (a name in ropelib.model_configs)
+# the published model used for the per-method chart (a name in ropelib.published_rope)
 reference_model = "llama-2-7b"
 reference_factor = 16.0  # s = 16: Llama 2 4k -> 64k, as Yarn-Llama-2-7b-64k
 # lengths at which dynamic NTK is evaluated, in multiples of the original length
@@ -47,11 +47,10 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from ropelib import analysis as A
-from ropelib import context_extension as CE
-from ropelib.model_configs import MODEL_CONFIGS, get_model_config
+from ropelib import analysis, context_extension
 from ropelib.plotting import color_for, log_ticks, method_color, method_style, savefig, set_theme
 from ropelib.provenance import show_provenance
+from ropelib.published_rope import MODEL_CONFIGS, get_model_config
 from ropelib.rope import rope_frequencies
 
 NOTEBOOK = "03_frequency_spectrum"
@@ -77,7 +76,7 @@ def freqs(params: dict, head_dim: int, seq_len: int | None = None) -> np.ndarray
 rows = []
 for name, cfg in MODEL_CONFIGS.items():
     d, b, L = cfg.rotary_dim, cfg.rope_theta, cfg.training_length
-    lam = A.wavelengths(d, b)
+    lam = analysis.wavelengths(d, b)
     rows.append(
         {
             "model": name,
@@ -86,7 +85,7 @@ for name, cfg in MODEL_CONFIGS.items():
             "training length L": L,
             "pairs": d // 2,
             "pairs with λ ≤ L": int(np.sum(lam <= L)),
-            "critical dim (Liu et al.)": A.critical_dimension(d, b, L),
+            "critical dim (Liu et al.)": analysis.critical_dimension(d, b, L),
             "shortest λ": lam[0],
             "longest λ": lam[-1],
             "source": cfg.source,
@@ -97,8 +96,8 @@ spectrum
 
 # %%
 llama2 = get_model_config("llama-2-7b")
-llama2_dc = A.critical_dimension(llama2.rotary_dim, llama2.rope_theta, llama2.training_length)
-toy_dc = A.critical_dimension(toy_head_dim, toy_base, toy_length)
+llama2_dc = analysis.critical_dimension(llama2.rotary_dim, llama2.rope_theta, llama2.training_length)
+toy_dc = analysis.critical_dimension(toy_head_dim, toy_base, toy_length)
 print(f"Llama 2 (d={llama2.rotary_dim}, b={llama2.rope_theta:g}, L={llama2.training_length}): critical dimension {llama2_dc}")
 print(f"toy model (d={toy_head_dim}, b={toy_base:g}, L={toy_length}): critical dimension {toy_dc}")
 assert llama2_dc == 92, llama2_dc
@@ -109,7 +108,7 @@ for name, cfg in MODEL_CONFIGS.items():
     groups.setdefault((cfg.rotary_dim, cfg.rope_theta, cfg.training_length), []).append(name)
 fig, ax = plt.subplots(figsize=(8, 4.5))
 for (d, b, L), names in groups.items():
-    lam = A.wavelengths(d, b)
+    lam = analysis.wavelengths(d, b)
     frac = (np.arange(d // 2) + 0.5) / (d // 2)  # pair position as a fraction of the rotated pairs
     label = f"{', '.join(names)} (d={d}, b={b:g}, L={L})"
     ax.plot(frac, lam / L, lw=2.5 if "toy" in names else 1.2, label=label,
@@ -135,7 +134,7 @@ plt.show()
 # %%
 def unseen_share(head_dim: int, base: float, L: int, L_new: int) -> np.ndarray:
     """Share of the circle pair i reaches at length L_new but never reached in training (length L)."""
-    theta = A.inv_frequencies(head_dim, base)
+    theta = analysis.inv_frequencies(head_dim, base)
     seen = np.minimum((L - 1) * theta, 2 * math.pi)
     reached = np.minimum((L_new - 1) * theta, 2 * math.pi)
     return (reached - seen) / (2 * math.pi)
@@ -149,7 +148,7 @@ for ax, (label, d, b, L) in zip(
 ):
     for mult in (2, 4, 16):
         ax.plot(np.arange(d // 2), unseen_share(d, b, L, mult * L), marker=".", label=f"at {mult}×L")
-    ax.axvline(A.critical_dimension(d, b, L) / 2 - 0.5, color="grey", ls="--", lw=1)
+    ax.axvline(analysis.critical_dimension(d, b, L) / 2 - 0.5, color="grey", ls="--", lw=1)
     ax.set_title(f"{label} (d={d}, b={b:g}, L={L})")
     ax.set_xlabel("pair index i")
 axes[0].set_ylabel("share of the circle first reached past L")
@@ -182,14 +181,14 @@ print(f"toy model at {toy_factor:g}×L: {int(np.sum(toy_unseen > 0))} of {toy_he
 ref = get_model_config(reference_model)
 d_ref, b_ref, L_ref, s = ref.rotary_dim, ref.rope_theta, ref.training_length, reference_factor
 # the HF keys of each method: the same records notebook 06 applies to trained models (ropelib.context_extension)
-methods = {name: CE.method_keys(name, s, L_ref, d_ref, b_ref) for name in ("linear", "ntk", "dynamic", "yarn", "llama3")}
+methods = {name: context_extension.method_keys(name, s, L_ref, d_ref, b_ref) for name in ("linear", "ntk", "dynamic", "yarn", "llama3")}
 factors = {
-    name: A.pair_scale_factors(p, d_ref, seq_len=int(s * L_ref) if name == "dynamic" else None)
+    name: analysis.pair_scale_factors(p, d_ref, seq_len=int(s * L_ref) if name == "dynamic" else None)
     for name, p in methods.items()
 }
-low, high = A.yarn_correction_range(d_ref, b_ref, L_ref)
+low, high = analysis.yarn_correction_range(d_ref, b_ref, L_ref)
 print(f"{reference_model} (d={d_ref}, b={b_ref:g}, L={L_ref}), s={s:g}: YaRN correction range (low, high) = ({low}, {high})")
-print(f"NTK-aware base b' = {A.ntk_base(b_ref, s, d_ref):,.1f}; for s=2: {A.ntk_base(b_ref, 2, d_ref):,.1f}")
+print(f"NTK-aware base b' = {analysis.ntk_base(b_ref, s, d_ref):,.1f}; for s=2: {analysis.ntk_base(b_ref, 2, d_ref):,.1f}")
 if (d_ref, b_ref, L_ref, s) == (128, 10_000.0, 4096, 16.0):
     assert (low, high) == (20, 46)
 
@@ -228,7 +227,7 @@ table
 # %%
 l31 = get_model_config("llama-3.1-8b")
 p31 = l31.rope_parameters()
-split = A.llama3_split(l31.rotary_dim, p31["rope_theta"], p31["factor"], p31["low_freq_factor"],
+split = analysis.llama3_split(l31.rotary_dim, p31["rope_theta"], p31["factor"], p31["low_freq_factor"],
                        p31["high_freq_factor"], p31["original_max_position_embeddings"])
 print(f"Llama 3.1 ({l31.source}): {split}")
 assert (split["unchanged"], split["blended"], split["divided"]) == (29, 6, 29)
@@ -245,9 +244,9 @@ dyn_lengths = [int(m * L_ref) for m in dynamic_multiples]
 dyn = pd.DataFrame(
     {
         "length": dyn_lengths,
-        "base": [A.dynamic_ntk_base(b_ref, s, l, L_ref, d_ref) for l in dyn_lengths],
+        "base": [analysis.dynamic_ntk_base(b_ref, s, l, L_ref, d_ref) for l in dyn_lengths],
         "slowest pair factor": [
-            A.pair_scale_factors(methods["dynamic"], d_ref, seq_len=l)[-1] for l in dyn_lengths
+            analysis.pair_scale_factors(methods["dynamic"], d_ref, seq_len=l)[-1] for l in dyn_lengths
         ],
     }
 ).set_index("length")
@@ -256,9 +255,9 @@ dyn
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.5))
 grid = np.unique(np.geomspace(L_ref / 4, s * L_ref * 2, 60).astype(int))
-ax.plot(grid, [A.dynamic_ntk_base(b_ref, s, l, L_ref, d_ref) for l in grid], color=color_for("dynamic"),
+ax.plot(grid, [analysis.dynamic_ntk_base(b_ref, s, l, L_ref, d_ref) for l in grid], color=color_for("dynamic"),
         label=f"dynamic NTK, factor {s:g}")
-ax.axhline(A.ntk_base(b_ref, s, d_ref), color=color_for("ntk"), ls="--", label=f"static NTK, s={s:g}")
+ax.axhline(analysis.ntk_base(b_ref, s, d_ref), color=color_for("ntk"), ls="--", label=f"static NTK, s={s:g}")
 ax.axvline(L_ref, color="grey", lw=1, ls=":")
 ax.set_xscale("log")
 ax.set_yscale("log")
@@ -285,20 +284,20 @@ plt.show()
 # %%
 toy_default = {"rope_type": "yarn", "rope_theta": toy_base, "factor": toy_factor,
                "original_max_position_embeddings": toy_length}
-toy_rescaled = A.tiny_yarn_params(toy_head_dim, toy_base, toy_length, toy_factor)
-rot = A.rotations_in_context(toy_head_dim, toy_base, toy_length)
+toy_rescaled = analysis.tiny_yarn_params(toy_head_dim, toy_base, toy_length, toy_factor)
+rot = analysis.rotations_in_context(toy_head_dim, toy_base, toy_length)
 yarn_rows = []
 for label, p in [("YaRN defaults (β_fast=32, β_slow=1)", toy_default),
                  (f"rescaled (β_fast={toy_rescaled['beta_fast']:.4g}, β_slow={toy_rescaled['beta_slow']:.4g})", toy_rescaled)]:
-    lo, hi = A.yarn_correction_range(toy_head_dim, toy_base, toy_length,
+    lo, hi = analysis.yarn_correction_range(toy_head_dim, toy_base, toy_length,
                                      p.get("beta_fast", 32.0), p.get("beta_slow", 1.0))
-    f = A.pair_scale_factors(p, toy_head_dim)
+    f = analysis.pair_scale_factors(p, toy_head_dim)
     yarn_rows.append({"ramp": label, "low": lo, "high": hi,
                       "pairs kept (factor 1)": int(np.sum(np.isclose(f, 1.0))),
                       "pairs blended": int(np.sum(~np.isclose(f, 1.0) & ~np.isclose(f, 1 / toy_factor))),
                       "pairs interpolated (1/s)": int(np.sum(np.isclose(f, 1 / toy_factor)))})
 yarn_table = pd.DataFrame(yarn_rows).set_index("ramp")
-ref_low, ref_high = A.yarn_correction_range(128, 10_000.0, 4096, truncate=False)
+ref_low, ref_high = analysis.yarn_correction_range(128, 10_000.0, 4096, truncate=False)
 print(f"Llama 2 reference ramp: pairs {ref_low:.1f} … {ref_high:.1f} of 64 "
       f"= {ref_low / 64:.1%} … {ref_high / 64:.1%} of the pairs")
 print(f"toy model: the fastest pair turns {rot[0]:.1f} times in {toy_length} tokens (< 32)")
@@ -308,11 +307,11 @@ yarn_table
 fig, ax = plt.subplots(figsize=(7, 3.8))
 ti = np.arange(toy_head_dim // 2)
 # the colours and styles of notebook 06's two YaRN settings: `yarn` (the paper's ramp), `yarn_rescaled` (dashed)
-ax.plot(ti, A.pair_scale_factors(toy_default, toy_head_dim), marker="o", color=method_color("yarn"),
+ax.plot(ti, analysis.pair_scale_factors(toy_default, toy_head_dim), marker="o", color=method_color("yarn"),
         ls=method_style("yarn"), label="YaRN defaults (notebook 06: yarn)")
-ax.plot(ti, A.pair_scale_factors(toy_rescaled, toy_head_dim), marker="s", color=method_color("yarn_rescaled"),
+ax.plot(ti, analysis.pair_scale_factors(toy_rescaled, toy_head_dim), marker="s", color=method_color("yarn_rescaled"),
         ls=method_style("yarn_rescaled"), label="YaRN, rescaled ramp (notebook 06: yarn_rescaled)")
-ax.plot(ti, A.pair_scale_factors({"rope_type": "linear", "rope_theta": toy_base, "factor": toy_factor}, toy_head_dim),
+ax.plot(ti, analysis.pair_scale_factors({"rope_type": "linear", "rope_theta": toy_base, "factor": toy_factor}, toy_head_dim),
         ls="--", color=color_for("linear"), label="PI")
 ax.axvline(toy_dc / 2 - 0.5, color="grey", ls="--", lw=1)
 ax.set_yscale("log")

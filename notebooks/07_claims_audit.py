@@ -41,9 +41,9 @@ score_length = 64
 from IPython.display import Markdown, display
 import pandas as pd
 
-from ropelib import audit as A
-from ropelib import claims as C
-from ropelib import evidence as E
+from ropelib import audit
+from ropelib import claims
+from ropelib import evidence
 from ropelib import published
 from ropelib.provenance import show_provenance
 
@@ -52,13 +52,13 @@ pd.set_option("display.precision", 4)
 pd.set_option("display.max_colwidth", 200)
 pd.set_option("display.width", 200)
 
-thresholds = A.Thresholds(quality_tolerance=quality_tolerance, retention_fraction=retention_fraction,
+thresholds = audit.Thresholds(quality_tolerance=quality_tolerance, retention_fraction=retention_fraction,
                           min_learned_accuracy=min_learned_accuracy)
-tables = A.load_tables(C.CLAIMS, profile=profile)
-results = A.audit(C.CLAIMS, tables, thresholds=thresholds,
+tables = audit.load_tables(claims.CLAIMS, profile=profile)
+results = audit.audit(claims.CLAIMS, tables, thresholds=thresholds,
                   context={"length": score_length, "d_model": check_head_dim, "head_dim": check_head_dim, "seed": seed})
-verdict_csv = A.write_verdicts(results, profile)
-display(Markdown(A.verdict_markdown(results)))
+verdict_csv = audit.write_verdicts(results, profile)
+display(Markdown(audit.verdict_markdown(results)))
 
 # %% [markdown]
 # ## Where the numbers come from
@@ -69,7 +69,7 @@ display(Markdown(A.verdict_markdown(results)))
 
 # %%
 sources = pd.DataFrame([
-    {"table": f"results/{name}", "written by notebook": C.TABLE_NOTEBOOK[name],
+    {"table": f"results/{name}", "written by notebook": claims.TABLE_NOTEBOOK[name],
      "present": t is not None, "rows": 0 if t is None else len(t),
      "profile": "" if t is None or "profile" not in t.columns else ", ".join(sorted(map(str, t["profile"].unique())))}
     for name, t in tables.items()
@@ -79,7 +79,7 @@ display(sources)
 
 gates = tables["04_gates.csv"]
 if gates is None:
-    print(A.missing_verdict("04_gates.csv"))
+    print(audit.missing_verdict("04_gates.csv"))
 else:
     gated = gates[gates["kind"].isin(["lm", "retrieval"])].assign(passed=lambda d: d["passed"].astype(str) == "True")
     passed_view = gated.groupby(["encoding", "task"], sort=False)["passed"].agg(
@@ -110,9 +110,9 @@ for r in results:
         f"*Figures:* {links}  \n"
         f"*Literature:* {c.literature}"
     ))
-    evidence = A.evidence_frame(r)
-    if len(evidence):
-        display(evidence)
+    evidence_table = audit.evidence_frame(r)
+    if len(evidence_table):
+        display(evidence_table)
 
 # %% [markdown]
 # ## Extrapolation beside the literature
@@ -127,9 +127,9 @@ for r in results:
 # %%
 lm = tables["05_lm_summary.csv"]
 if lm is None:
-    print(A.missing_verdict("05_lm_summary.csv"))
+    print(audit.missing_verdict("05_lm_summary.csv"))
 else:
-    ours = pd.concat({enc: E.ppl_ratios(lm, enc) for enc in sorted(lm["encoding"].unique())}, names=["encoding"])
+    ours = pd.concat({enc: evidence.ppl_ratios(lm, enc) for enc in sorted(lm["encoding"].unique())}, names=["encoding"])
     ours = ours.reset_index(level=0)
     ours_table = ours[ours["mode"] == "nonoverlap"].pivot(index="encoding", columns="multiplier", values="ratio")
     ours_table.columns = [f"{m:g}x" for m in ours_table.columns]
@@ -155,10 +155,10 @@ alibi_table
 # %%
 zero_shot, finetune = tables["06_zero_shot_ppl.csv"], tables["06_finetune.csv"]
 if zero_shot is None and finetune is None:
-    print(A.missing_verdict("06_zero_shot_ppl.csv"))
+    print(audit.missing_verdict("06_zero_shot_ppl.csv"))
     settings = None
 else:
-    settings = E.extension_settings(zero_shot, finetune)
+    settings = evidence.extension_settings(zero_shot, finetune)
     if settings.empty:
         print("no context-extension result of a RoPE model that passed its gate (see the gates above)")
     else:
@@ -172,14 +172,14 @@ settings
 # ## What this shows
 
 # %%
-by_category = {cat: [r.claim.id for r in results if r.category == cat] for cat in A.VERDICTS}
+by_category = {cat: [r.claim.id for r in results if r.category == cat] for cat in audit.VERDICTS}
 counts = ", ".join(f"{len(ids)} {cat} ({', '.join(ids) or '—'})" for cat, ids in by_category.items())
 res = {r.claim.id: r for r in results}
 lines = [f"* Of the {len(results)} claims audited: {counts}."]
 for cid in ("C4", "C9", "C1", "C2", "C5", "C10", "C3", "C7", "C8", "C6"):
     lines.append(f"* {cid} ({res[cid].claim.short}): **{res[cid].verdict}** — {res[cid].evidence.summary}.")
 if lm is not None:
-    weak, sin_ppl, nope_ppl = E.worse_than_nope(lm, "sinusoidal")
+    weak, sin_ppl, nope_ppl = evidence.worse_than_nope(lm, "sinusoidal")
     if weak:
         lines.append(f"* Caveat on every comparison with sinusoidal positions: our sinusoidal model is worse than a model "
                      f"with no positional encoding at its own training length (ppl {sin_ppl:.2f} vs NoPE {nope_ppl:.2f}, "

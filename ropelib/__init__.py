@@ -13,7 +13,7 @@ Submodules (one concept each):
 * results and the audit: ``results`` (table schemas), ``published`` (published numbers), ``audit`` (the
   audit machinery of notebook 07), ``evidence`` (the gated numbers it reads), ``claims`` (the claims,
   with ``claims_extrapolation``, ``claims_long_context``, ``claims_in_distribution``);
-* closed forms and references: ``analysis``, ``model_configs`` (published RoPE settings);
+* closed forms and references: ``analysis``, ``published_rope`` (published RoPE settings);
 * output: ``plotting`` (shared style and ``savefig``), ``gallery`` (figure gallery and HTML pages),
   ``provenance``, ``paths``.
 """

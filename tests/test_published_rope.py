@@ -1,4 +1,4 @@
-"""Tests for ropelib.model_configs: every published entry builds valid frequencies through
+"""Tests for ropelib.published_rope: every published entry builds valid frequencies through
 ropelib.rope, and the entries reproduce the derived values of docs/references.md §1, §3 and §4."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 
 from ropelib import analysis as A
 from ropelib.model import ModelConfig
-from ropelib.model_configs import MODEL_CONFIGS, TOY, PublishedRoPE, get_model_config, model_config_names
+from ropelib.published_rope import MODEL_CONFIGS, TOY, PublishedRoPE, get_model_config, model_config_names
 from ropelib.rope import rope_frequencies
 
 

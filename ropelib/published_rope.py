@@ -12,7 +12,7 @@ YaRN (arXiv 2309.00071), Llama 3 (Meta llama-models), LongRoPE (arXiv 2402.13753
 ``rope_parameters()`` gives the flat HF-style dict (``rope_type``, ``rope_theta``, scaling keys,
 ``partial_rotary_factor``) that ``ropelib.rope.rope_frequencies`` accepts.
 
-    >>> from ropelib.model_configs import get_model_config
+    >>> from ropelib.published_rope import get_model_config
     >>> cfg = get_model_config("llama-2-7b")
     >>> cfg.head_dim, cfg.rope_theta, cfg.training_length
     (128, 10000.0, 4096)
