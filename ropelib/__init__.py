@@ -15,7 +15,12 @@ Submodules (one concept each):
   with ``claims_extrapolation``, ``claims_long_context``, ``claims_in_distribution``);
 * closed forms and references: ``analysis``, ``published_rope`` (published RoPE settings);
 * output: ``plotting`` (shared style and ``savefig``), ``gallery`` (figure gallery and HTML pages),
-  ``provenance``, ``paths``.
+  ``provenance``, ``paths``;
+* the notebook pipeline behind ``run_all.py`` (nothing above imports it): ``pipeline`` (a run and the
+  command line), ``profiles`` (``profiles.yaml`` and the parameter checks), ``notebook_files`` (discovery,
+  the jupytext pair), ``output_trees`` (where a run writes, its lock and manifest), ``notebook_runs`` (one
+  notebook's run, committed as one set), ``process_tree`` (its processes), ``run_progress`` (progress lines
+  and estimates), ``fork`` (``--new``), ``run_messages`` (errors, exit codes, line formatting).
 """
 
 __version__ = "0.1.0"

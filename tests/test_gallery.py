@@ -14,11 +14,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from ropelib import gallery
+from ropelib import gallery, notebook_runs, pipeline
 from ropelib.gallery import add_alt_text, export_html, figure_names, first_sentence, notebook_title, write_gallery
+from ropelib.run_messages import EXIT_CONFIG
 
 REPO = Path(__file__).resolve().parent.parent
-import run_all  # noqa: E402  (the repository root is on sys.path: pytest's pythonpath in pyproject.toml)
 
 #: a 1x1 PNG
 PNG = base64.b64decode(
@@ -207,7 +207,7 @@ def committed(tmp_path, monkeypatch):
 
 
 def export_cli(nbs: Path, tmp_path: Path, *extra: str) -> int:
-    return run_all.main(["--export-html", "--notebooks-dir", str(nbs), "--build-dir", str(tmp_path / "build"), *extra])
+    return pipeline.main(["--export-html", "--notebooks-dir", str(nbs), "--build-dir", str(tmp_path / "build"), *extra])
 
 
 def test_export_html_converts_committed_notebooks_without_running_them(committed, tmp_path, capsys):
@@ -231,13 +231,15 @@ def test_export_html_only_and_output_dir(committed, tmp_path, capsys):
 
 
 def test_export_html_refuses_options_that_execute(committed, tmp_path, capsys):
-    assert export_cli(committed, tmp_path, "--reference") == run_all.EXIT_CONFIG
+    assert export_cli(committed, tmp_path, "--reference") == EXIT_CONFIG
     assert "--export-html executes nothing; drop --reference" in capsys.readouterr().err
-    assert export_cli(committed, tmp_path, "--only", "09") == run_all.EXIT_CONFIG
-    assert export_cli(committed, tmp_path, "--output-dir", str(committed)) == run_all.EXIT_CONFIG
+    assert export_cli(committed, tmp_path, "--only", "09") == EXIT_CONFIG
+    assert export_cli(committed, tmp_path, "--output-dir", str(committed)) == EXIT_CONFIG
     assert not (tmp_path / "build").exists()
 
 
 def test_run_all_uses_the_gallery_module():
-    """One gallery and one exporter: run_all's are ropelib.gallery's."""
-    assert run_all.write_gallery is gallery.write_gallery and run_all.export_html is gallery.export_html
+    """One gallery and one exporter: run_all's (ropelib.notebook_runs after each notebook, ropelib.pipeline for
+    --export-html) are ropelib.gallery's."""
+    assert notebook_runs.write_gallery is gallery.write_gallery and notebook_runs.export_html is gallery.export_html
+    assert pipeline.export_html is gallery.export_html

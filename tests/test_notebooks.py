@@ -36,9 +36,16 @@ def _tracked(paths: list[Path]) -> list[Path]:
 
 COMMITTED = _tracked(NOTEBOOKS)
 
-import run_all  # noqa: E402  (the repository root is on sys.path: pytest's pythonpath in pyproject.toml)
+from ropelib.notebook_files import (  # noqa: E402
+    KERNEL,
+    KERNEL_DISPLAY_NAME,
+    discover_notebooks,
+    error_of,
+    parameters_cell,
+)
+from ropelib.profiles import defined_parameters, load_profiles  # noqa: E402
 
-PROFILES = run_all.load_profiles(REPO / "profiles.yaml")
+PROFILES = load_profiles(REPO / "profiles.yaml")
 
 
 def _read(path: Path) -> nbformat.NotebookNode:
@@ -50,7 +57,7 @@ def _code_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
 
 
 def test_profiles_yaml_names_existing_notebooks():
-    stems = {p.stem for p in run_all.discover_notebooks(NOTEBOOKS_DIR)}
+    stems = {p.stem for p in discover_notebooks(NOTEBOOKS_DIR)}
     assert set(PROFILES.notebooks) <= stems, sorted(set(PROFILES.notebooks) - stems)
     assert PROFILES.names == ("smoke", "default", "full")
 
@@ -58,8 +65,8 @@ def test_profiles_yaml_names_existing_notebooks():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_parameters_cell_defines_every_profile_key(path):
     nb = _read(path)
-    assert run_all.parameters_cell(nb) is not None, f"{path.name} has no cell tagged 'parameters'"
-    defined = run_all.defined_parameters(nb)
+    assert parameters_cell(nb) is not None, f"{path.name} has no cell tagged 'parameters'"
+    defined = defined_parameters(nb)
     assert {"profile", "device"} <= defined
     for profile in PROFILES.names:
         params = PROFILES.parameters(path.stem, profile)
@@ -81,7 +88,7 @@ def test_committed_with_outputs_and_no_errors(path):
     nb = _read(path)
     code = _code_cells(nb)
     assert code and all(c.execution_count is not None for c in code), f"{path.name} is not fully executed"
-    assert run_all.error_of(nb) is None, f"{path.name} holds an error output: {run_all.error_of(nb)}"
+    assert error_of(nb) is None, f"{path.name} holds an error output: {error_of(nb)}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
@@ -90,9 +97,9 @@ def test_metadata_is_minimal(path):
     assert "papermill" not in nb.metadata and "widgets" not in nb.metadata
     # the project's kernel: the name any environment with ipykernel has, the display name `make venv` installs
     assert nb.metadata["kernelspec"] == {
-        "display_name": run_all.KERNEL_DISPLAY_NAME,
+        "display_name": KERNEL_DISPLAY_NAME,
         "language": "python",
-        "name": run_all.KERNEL,
+        "name": KERNEL,
     }
     for cell in nb.cells:
         assert not {"papermill", "execution", "ExecuteTime"} & set(cell.metadata), cell.metadata
@@ -121,7 +128,7 @@ def test_smoke_profile_executes(path, tmp_path):
         progress_bar=False,
     )
     executed = _read(out)
-    assert run_all.error_of(executed) is None
+    assert error_of(executed) is None
     assert all(c.execution_count is not None for c in _code_cells(executed))
 
 

@@ -1,6 +1,6 @@
-"""profiles.yaml is checked before any notebook starts (run_all.load_profiles / check_profile_values).
+"""profiles.yaml is checked before any notebook starts (ropelib.profiles.load_profiles / check_profile_values).
 
-Bad values (type from the notebook's parameters-cell default, ranges from run_all.PARAMETER_RANGES), YAML
+Bad values (type from the notebook's parameters-cell default, ranges from ropelib.profiles.PARAMETER_RANGES), YAML
 syntax errors and repeated keys are one-line ``ConfigError``s; ``run_all.py`` exits with code 2 on them.
 Uses the fixture notebooks of tests/fixtures/ (01_ok defines ``n_points = 5``, 03_ok ``label = "three"``)
 plus a notebook written here; no notebook executes.
@@ -20,7 +20,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
-import run_all  # noqa: E402  (the repository root is on sys.path: pytest's pythonpath in pyproject.toml)
+from ropelib.profiles import Profiles, expected_value, load_profiles, parameter_defaults  # noqa: E402
+from ropelib.run_messages import ConfigError  # noqa: E402
 
 HEADER = "profiles: [smoke, default, full]\nnotebooks:\n"
 
@@ -54,14 +55,14 @@ def nb_dir(tmp_path: Path) -> Path:
     return folder
 
 
-def _load(nb_dir: Path, body: str) -> run_all.Profiles:
+def _load(nb_dir: Path, body: str) -> Profiles:
     path = nb_dir / "profiles.yaml"
     path.write_text(HEADER + body, encoding="utf-8")
-    return run_all.load_profiles(path, notebooks_dir=nb_dir)
+    return load_profiles(path, notebooks_dir=nb_dir)
 
 
 def _error(nb_dir: Path, body: str) -> str:
-    with pytest.raises(run_all.ConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         _load(nb_dir, body)
     message = str(info.value)
     assert "\n" not in message
@@ -70,7 +71,7 @@ def _error(nb_dir: Path, body: str) -> str:
 
 # -- the repository's own file ----------------------------------------------------------------------
 def test_repository_profiles_are_valid():
-    profiles = run_all.load_profiles(REPO / "profiles.yaml", notebooks_dir=REPO / "notebooks")
+    profiles = load_profiles(REPO / "profiles.yaml", notebooks_dir=REPO / "notebooks")
     assert profiles.names == ("smoke", "default", "full")
     assert profiles.parameters("00_template", "smoke")["eval_windows"] == 2
 
@@ -132,11 +133,11 @@ def test_names_and_notebooks_it_cannot_check_are_left_to_plan(nb_dir):
     # without notebooks_dir only the layout is checked (as before)
     path = nb_dir / "profiles.yaml"
     path.write_text(HEADER + "  05_kinds:\n    smoke: {steps: two}\n", encoding="utf-8")
-    assert run_all.load_profiles(path).parameters("05_kinds", "smoke") == {"steps": "two"}
+    assert load_profiles(path).parameters("05_kinds", "smoke") == {"steps": "two"}
 
 
 def test_py_pair_newer_than_ipynb_gives_the_defaults(nb_dir):
-    """The types come from the cells that will run (run_all.effective_input), here an edited .py pair."""
+    """The types come from the cells that will run (ropelib.notebook_files.effective_input), here an edited .py pair."""
     py = nb_dir / "03_ok.py"
     py.write_text(py.read_text().replace('label = "three"', "label = 3"))
     later = (nb_dir / "03_ok.ipynb").stat().st_mtime + 10
@@ -149,16 +150,16 @@ def test_parameter_defaults_reads_literals_only():
     cell = nbformat.v4.new_code_cell("a = 1\nb: float = 2.0\nc = 2 ** 3\nd, e = 1, 2\nf = [1, 2]\nf = len('x')\n")
     cell.metadata["tags"] = ["parameters"]
     nb.cells = [cell]
-    assert run_all.parameter_defaults(nb) == {"a": 1, "b": 2.0}
+    assert parameter_defaults(nb) == {"a": 1, "b": 2.0}
 
 
 def test_expected_value_from_defaults():
-    assert run_all.expected_value("steps", 10).describe() == "a positive integer"
-    assert run_all.expected_value("seed", 0).accepts(0)  # no range for a seed
-    assert run_all.expected_value("x", [1, 2.5]).describe() == "a non-empty list of numbers"
-    assert run_all.expected_value("x", []).accepts([])  # an empty default allows an empty list
-    assert run_all.expected_value("x", None).accepts({"anything": 1})
-    assert not run_all.expected_value("x", "a").accepts(None)
+    assert expected_value("steps", 10).describe() == "a positive integer"
+    assert expected_value("seed", 0).accepts(0)  # no range for a seed
+    assert expected_value("x", [1, 2.5]).describe() == "a non-empty list of numbers"
+    assert expected_value("x", []).accepts([])  # an empty default allows an empty list
+    assert expected_value("x", None).accepts({"anything": 1})
+    assert not expected_value("x", "a").accepts(None)
 
 
 # -- YAML syntax and repeated keys -------------------------------------------------------------------
@@ -178,13 +179,13 @@ def test_duplicate_key_is_rejected(nb_dir):
 def test_bad_layouts(nb_dir):
     path = nb_dir / "profiles.yaml"
     path.write_text("- smoke\n- default\n", encoding="utf-8")
-    with pytest.raises(run_all.ConfigError, match="top-level keys"):
-        run_all.load_profiles(path)
+    with pytest.raises(ConfigError, match="top-level keys"):
+        load_profiles(path)
     path.write_text("profiles: [smoke, smoke]\nnotebooks: {}\n", encoding="utf-8")
-    with pytest.raises(run_all.ConfigError, match="lists a name twice"):
-        run_all.load_profiles(path)
-    with pytest.raises(run_all.ConfigError, match="not found"):
-        run_all.load_profiles(nb_dir / "missing.yaml")
+    with pytest.raises(ConfigError, match="lists a name twice"):
+        load_profiles(path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_profiles(nb_dir / "missing.yaml")
 
 
 # -- the command line --------------------------------------------------------------------------------

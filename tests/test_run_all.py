@@ -28,7 +28,14 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
-import run_all  # noqa: E402  (the repository root is on sys.path: pytest's pythonpath in pyproject.toml)
+from ropelib import pipeline  # noqa: E402
+from ropelib.gallery import write_gallery  # noqa: E402
+from ropelib.notebook_files import effective_input, select_notebooks  # noqa: E402
+from ropelib.notebook_runs import PROGRESS_FILE, PROGRESS_FILE_ENV, Runner  # noqa: E402
+from ropelib.output_trees import OutputTree, read_manifest  # noqa: E402
+from ropelib.profiles import defined_parameters, load_profiles  # noqa: E402
+from ropelib.run_messages import EXIT_CONFIG, EXIT_INTERRUPTED, format_seconds  # noqa: E402
+from ropelib.run_progress import estimate_left, expected_durations, heartbeat_line  # noqa: E402
 
 
 def _copy(fixture: str, dest: Path) -> Path:
@@ -183,48 +190,48 @@ def test_expected_durations_from_this_tree_else_the_committed_manifest():
     committed = {"profile": "default", "notebooks": {"01_a": {"status": "ok", "duration_s": 99.0},
                                                      "03_c": {"status": "ok", "duration_s": 30.0}}}  # fmt: skip
     names = ["01_a", "02_b", "03_c", "04_d"]
-    assert run_all.expected_durations(names, "default", tree, committed) == {
+    assert expected_durations(names, "default", tree, committed) == {
         "01_a": 10.0, "02_b": 20.0, "03_c": 30.0, "04_d": None}  # fmt: skip
     # another profile: the committed (default) durations say nothing about it
-    assert run_all.expected_durations(names, "smoke", tree, committed) == {
+    assert expected_durations(names, "smoke", tree, committed) == {
         "01_a": 10.0, "02_b": 20.0, "03_c": None, "04_d": None}  # fmt: skip
-    assert run_all.expected_durations(["01_a"], "default", {}, committed) == {"01_a": 99.0}
+    assert expected_durations(["01_a"], "default", {}, committed) == {"01_a": 99.0}
     # several committed manifests (the redirected reference's, the checkout's): the first that has it
     other = {"profile": "default", "notebooks": {"04_d": {"status": "ok", "duration_s": 7.0}}}
-    assert run_all.expected_durations(["01_a", "04_d"], "default", {}, committed, other) == {"01_a": 99.0, "04_d": 7.0}
-    assert run_all.expected_durations(["01_a"], "default", {}) == {"01_a": None}
+    assert expected_durations(["01_a", "04_d"], "default", {}, committed, other) == {"01_a": 99.0, "04_d": 7.0}
+    assert expected_durations(["01_a"], "default", {}) == {"01_a": None}
 
 
 def test_committed_manifest_gives_durations():
     """The estimate of a default run comes from the committed manifest, in the format run_all writes."""
-    committed = run_all.read_manifest(REPO / "results" / "run_manifest_default.json")
+    committed = read_manifest(REPO / "results" / "run_manifest_default.json")
     names = sorted(committed.get("notebooks", {}))
-    expected = run_all.expected_durations(names, "default", {}, committed)
+    expected = expected_durations(names, "default", {}, committed)
     assert names and all(v is not None and v > 0 for v in expected.values()), expected
-    assert set(run_all.expected_durations(names, "smoke", {}, committed).values()) == {None}
+    assert set(expected_durations(names, "smoke", {}, committed).values()) == {None}
 
 
 def test_estimate_left():
     expected = {"a": 100.0, "b": 60.0, "c": None}
-    assert run_all.estimate_left(["a", "b"], expected, {}, 1) == 160.0
-    assert run_all.estimate_left(["a", "b"], expected, {"a": 30.0}, 1) == 130.0  # a has run for 30 s
-    assert run_all.estimate_left(["a", "b"], expected, {"a": 500.0}, 1) == 60.0  # over time: 0 left, not < 0
-    assert run_all.estimate_left(["a", "b"], expected, {}, 4) == 100.0  # never less than the longest
-    assert run_all.estimate_left(["a", "b", "c"], expected, {}, 1) is None
-    assert run_all.estimate_left([], expected, {}, 1) == 0.0
-    assert run_all._fmt_s(None, "unknown") == "unknown" and run_all._fmt_s(3725.0) == "62m05s"
+    assert estimate_left(["a", "b"], expected, {}, 1) == 160.0
+    assert estimate_left(["a", "b"], expected, {"a": 30.0}, 1) == 130.0  # a has run for 30 s
+    assert estimate_left(["a", "b"], expected, {"a": 500.0}, 1) == 60.0  # over time: 0 left, not < 0
+    assert estimate_left(["a", "b"], expected, {}, 4) == 100.0  # never less than the longest
+    assert estimate_left(["a", "b", "c"], expected, {}, 1) is None
+    assert estimate_left([], expected, {}, 1) == 0.0
+    assert format_seconds(None, "unknown") == "unknown" and format_seconds(3725.0) == "62m05s"
 
 
 def test_heartbeat_shows_the_progress_a_sweep_left(tmp_path, monkeypatch):
     import ropelib.runs
 
-    assert run_all.PROGRESS_FILE_ENV == ropelib.runs.PROGRESS_FILE_ENV  # the kernel writes where run_all reads
-    tree = run_all.OutputTree(False, tmp_path / "n", tmp_path / "f", tmp_path / "r", tmp_path)
-    runner = run_all.Runner(tree, False, {}, tmp_path / "m.json")
+    assert PROGRESS_FILE_ENV == ropelib.runs.PROGRESS_FILE_ENV  # the kernel writes where run_all reads
+    tree = OutputTree(False, tmp_path / "n", tmp_path / "f", tmp_path / "r", tmp_path)
+    runner = Runner(tree, False, {}, tmp_path / "m.json")
     monkeypatch.setattr(runner, "running_for", lambda: {"04_x": 300.0, "05_y": 5.0})
     (tree.staging / "04_x").mkdir(parents=True)
-    (tree.staging / "04_x" / run_all.PROGRESS_FILE).write_text("sweep: 6 of 10 runs finished (3 cached, 3 trained)\n")
-    line = run_all.heartbeat_line(runner, {"04_x": "4/9", "05_y": "5/9"}, {"04_x": 1617.3})
+    (tree.staging / "04_x" / PROGRESS_FILE).write_text("sweep: 6 of 10 runs finished (3 cached, 3 trained)\n")
+    line = heartbeat_line(runner, {"04_x": "4/9", "05_y": "5/9"}, {"04_x": 1617.3})
     assert line == ("      ... running [4/9] 04_x for 5m00s of ~26m57s (sweep: 6 of 10 runs finished (3 cached, 3 trained)); "
                     "[5/9] 05_y for 5s of ~unknown")  # fmt: skip
 
@@ -261,7 +268,7 @@ def test_list_shows_parameters_per_profile_and_last_status(reference_run, capsys
     nb_dir, build = reference_run["nb_dir"], reference_run["build"]
     for key, value in _outputs_env(reference_run["root"]).items():
         monkeypatch.setenv(key, value)
-    rc = run_all.main(
+    rc = pipeline.main(
         [
             "--list",
             "--notebooks-dir",
@@ -289,7 +296,7 @@ def _config_error(tmp_path, capsys, *extra, profiles_text=None):
     if profiles_text is not None:
         (nb_dir / "profiles.yaml").write_text(profiles_text)
     before = {p.name: p.read_bytes() for p in nb_dir.iterdir()}
-    rc = run_all.main(
+    rc = pipeline.main(
         [
             "--notebooks-dir",
             str(nb_dir),
@@ -301,7 +308,7 @@ def _config_error(tmp_path, capsys, *extra, profiles_text=None):
         ]  # fmt: skip
     )
     err = capsys.readouterr().err
-    assert rc == run_all.EXIT_CONFIG
+    assert rc == EXIT_CONFIG
     assert {p.name: p.read_bytes() for p in nb_dir.iterdir()} == before
     assert not (tmp_path / "build").exists()  # nothing executed
     return err
@@ -344,8 +351,8 @@ def test_profile_may_not_set_injected_names(tmp_path, capsys):
 # -- helpers, unit-level --------------------------------------------------------------------------
 def test_select_notebooks_by_number_or_name():
     paths = [Path(f"/x/{n}.ipynb") for n in ("01_a", "02_b", "10_c")]
-    assert run_all.select_notebooks(paths, ["10", "01_a"]) == [paths[0], paths[2]]
-    assert run_all.select_notebooks(paths, None) == paths
+    assert select_notebooks(paths, ["10", "01_a"]) == [paths[0], paths[2]]
+    assert select_notebooks(paths, None) == paths
 
 
 def test_defined_parameters_reads_assignments_only():
@@ -353,7 +360,7 @@ def test_defined_parameters_reads_assignments_only():
     cell = nbformat.v4.new_code_cell("profile = 'x'\ndevice: str = 'cpu'\na, b = 1, 2\nprint(c)\n# d = 4")
     cell.metadata["tags"] = ["parameters"]
     nb.cells = [nbformat.v4.new_code_cell("e = 5"), cell]
-    assert run_all.defined_parameters(nb) == {"profile", "device", "a", "b"}
+    assert defined_parameters(nb) == {"profile", "device", "a", "b"}
 
 
 def test_py_pair_newer_than_ipynb_wins(tmp_path):
@@ -361,27 +368,61 @@ def test_py_pair_newer_than_ipynb_wins(tmp_path):
     py = nb_dir / "03_ok.py"
     py.write_text(py.read_text().replace("print(label, profile, device)", "print('edited')"))
     os.utime(py, (time.time() + 5, time.time() + 5))
-    nb, source = run_all.effective_input(nb_dir / "03_ok.ipynb")
+    nb, source = effective_input(nb_dir / "03_ok.ipynb")
     assert source == "py" and "print('edited')" in nb.cells[-1].source
     older = (nb_dir / "03_ok.ipynb").stat().st_mtime - 3600  # relative to the .ipynb: copies keep old mtimes
     os.utime(py, (older, older))  # older: the .ipynb wins
-    nb, source = run_all.effective_input(nb_dir / "03_ok.ipynb")
+    nb, source = effective_input(nb_dir / "03_ok.ipynb")
     assert source == "ipynb" and "print(label, profile, device)" in nb.cells[-1].source
 
 
 def test_output_dir_redirects_targets(tmp_path):
     nb_dir = _copy("notebooks", tmp_path / "nbs")
     out = tmp_path / "out"
-    args = run_all.parse_args(
+    args = pipeline.parse_args(
         ["--notebooks-dir", str(nb_dir), "--profile", "full", "--only", "01", "03", "--output-dir", str(out)]
     )
-    jobs = run_all.plan(args, run_all.load_profiles(nb_dir / "profiles.yaml"))
+    jobs = pipeline.plan(args, load_profiles(nb_dir / "profiles.yaml"))
     assert [(j.source, j.target) for j in jobs] == [
         (nb_dir / "01_ok.ipynb", out / "notebooks" / "01_ok.ipynb"),
         (nb_dir / "03_ok.ipynb", out / "notebooks" / "03_ok.ipynb"),
     ]
     assert jobs[0].parameters == {"n_points": 100, "profile": "full", "device": "auto"}
     assert jobs[1].parameters == {"profile": "full", "device": "auto"}  # no "full" section for 03_ok
+
+
+#: the modules of the notebook pipeline behind run_all.py, and the library modules they may import
+PIPELINE_MODULES = {"pipeline", "profiles", "notebook_files", "output_trees", "notebook_runs", "process_tree",
+                    "run_progress", "fork", "run_messages"}  # fmt: skip
+PIPELINE_MAY_IMPORT = {"gallery", "paths", "plotting", "provenance"}
+
+
+def _ropelib_imports(path: Path) -> set[str]:
+    """The ``ropelib`` modules a module imports at its top level (``from .x import``, ``from ropelib.x import``)."""
+    import ast
+
+    found = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.ImportFrom) and node.module and (node.level >= 1 or node.module.startswith("ropelib.")):
+            found.add(node.module.removeprefix("ropelib.").split(".")[0])
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("ropelib.")}
+    return found
+
+
+def test_pipeline_modules_keep_their_layer():
+    """The pipeline imports only gallery, paths, plotting and provenance of the library (so, as run_all always
+    did, not torch), and nothing else in the library imports the pipeline."""
+    library = REPO / "ropelib"
+    for name in sorted(PIPELINE_MODULES):
+        assert _ropelib_imports(library / f"{name}.py") <= PIPELINE_MODULES | PIPELINE_MAY_IMPORT, name
+    for path in sorted(library.rglob("*.py")):
+        if path.parent != library or path.stem not in PIPELINE_MODULES:
+            assert not _ropelib_imports(path) & PIPELINE_MODULES, path.relative_to(REPO)
+    for name in sorted(PIPELINE_MAY_IMPORT):
+        assert not _ropelib_imports(library / f"{name}.py") - PIPELINE_MAY_IMPORT, name
+    text = (REPO / "run_all.py").read_text(encoding="utf-8")
+    assert "from ropelib.pipeline import main" in text and len(text.splitlines()) < 80
 
 
 @pytest.mark.slow
@@ -403,7 +444,7 @@ def test_ctrl_c_stops_cleanly_with_parallel_jobs(tmp_path):
     assert all(p.exists() and "sleeping" in p.read_text() for p in running), "both notebooks should be executing"
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == run_all.EXIT_INTERRUPTED, out
+    assert proc.returncode == EXIT_INTERRUPTED, out
     assert "interrupted" in out
     assert {p.name: p.read_bytes() for p in nb_dir.iterdir()} == before
     assert not any(p.exists() for p in running)  # temporary copies removed
@@ -432,7 +473,7 @@ def test_savefig_writes_png_svg_and_caption(tmp_path, monkeypatch):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert b"<svg" in png.with_suffix(".svg").read_bytes()
     assert plotting.read_captions("99_test") == {"demo": "two lines", "other": "another"}
-    run_all.write_gallery()
+    write_gallery()
     gallery = (tmp_path / "figs" / "README.md").read_text()
     assert "(99_test/demo.png)" in gallery and "(99_test/other.png)" in gallery and "two lines" in gallery
 

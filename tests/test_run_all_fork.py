@@ -14,7 +14,12 @@ import jupytext
 import nbformat
 import pytest
 
-from test_run_all_outputs import REPO, cli, outputs_env, run_all, write_notebooks
+from ropelib import pipeline
+from ropelib.fork import fork_notebook
+from ropelib.notebook_files import KERNEL, effective_input
+from ropelib.profiles import load_profiles
+from ropelib.run_messages import EXIT_CONFIG
+from test_run_all_outputs import REPO, cli, outputs_env, write_notebooks
 
 BASE = """# %% [markdown]
 # # 01 base
@@ -72,11 +77,11 @@ def _new(folder, *extra):
 
 
 def test_new_writes_the_pair_and_the_profile_section(nbs, capsys):
-    rc = run_all.main(_new(nbs, "--new", "05_my_idea", "--from", "01")[2:])
+    rc = pipeline.main(_new(nbs, "--new", "05_my_idea", "--from", "01")[2:])
     out = capsys.readouterr().out
     assert rc == 0
     nb = nbformat.read(nbs / "05_my_idea.ipynb", as_version=4)
-    assert nb.metadata["kernelspec"]["name"] == run_all.KERNEL
+    assert nb.metadata["kernelspec"]["name"] == KERNEL
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
     assert not [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     code = "\n".join(c.source for c in nb.cells)
@@ -88,7 +93,7 @@ def test_new_writes_the_pair_and_the_profile_section(nbs, capsys):
         PROFILES.split("# trailing")[0].rstrip("\n") + "\n  05_my_idea:\n    smoke: {n: 1}   # tiny\n"
     )
     assert text.endswith("# trailing comment\n")
-    profiles = run_all.load_profiles(nbs / "profiles.yaml")
+    profiles = load_profiles(nbs / "profiles.yaml")
     assert profiles.notebooks["05_my_idea"] == profiles.notebooks["01_base"]
     assert "run_all.py --profile smoke --only 05" in out
 
@@ -106,14 +111,14 @@ def test_new_writes_the_pair_and_the_profile_section(nbs, capsys):
 )
 def test_new_refuses_bad_or_taken_names(nbs, capsys, name, message):
     before = {p.name: p.read_bytes() for p in nbs.iterdir()}
-    rc = run_all.main(_new(nbs, "--new", name)[2:] + ["--from", "01_base"])
+    rc = pipeline.main(_new(nbs, "--new", name)[2:] + ["--from", "01_base"])
     err = capsys.readouterr().err
-    assert rc == run_all.EXIT_CONFIG and message in err, err
+    assert rc == EXIT_CONFIG and message in err, err
     assert {p.name: p.read_bytes() for p in nbs.iterdir()} == before
 
 
 def test_fork_runs_with_its_own_name_and_touches_nothing_else(nbs, tmp_path):
-    assert run_all.main(_new(nbs, "--new", "05_my_idea", "--from", "01_base")[2:]) == 0
+    assert pipeline.main(_new(nbs, "--new", "05_my_idea", "--from", "01_base")[2:]) == 0
     before = {p.name: p.read_bytes() for p in nbs.iterdir()}
     proc = subprocess.run(cli(nbs, tmp_path / "build", "--profile", "smoke", "--only", "05"),
                           env=outputs_env(tmp_path), capture_output=True, text=True, timeout=300)  # fmt: skip
@@ -128,10 +133,10 @@ def test_fork_runs_with_its_own_name_and_touches_nothing_else(nbs, tmp_path):
 
 
 def test_template_takes_its_name_from_its_file():
-    nb, _ = run_all.effective_input(REPO / "notebooks" / "00_template.ipynb")
+    nb, _ = effective_input(REPO / "notebooks" / "00_template.ipynb")
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert 'NOTEBOOK = notebook_name(fallback="00_template")' in code
-    forked = run_all.fork_notebook(nb, "00_template", "08_my_idea")
+    forked = fork_notebook(nb, "00_template", "08_my_idea")
     code = "\n".join(c.source for c in forked.cells if c.cell_type == "code")
     assert "00_template" not in code and 'notebook_name(fallback="08_my_idea")' in code
 

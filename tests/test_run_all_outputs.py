@@ -20,7 +20,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-import run_all  # noqa: E402  (the repository root is on sys.path: pytest's pythonpath in pyproject.toml)
+from ropelib import pipeline  # noqa: E402
+from ropelib.output_trees import lock_tree, output_tree  # noqa: E402
+from ropelib.paths import REPO_ROOT  # noqa: E402
+from ropelib.run_messages import EXIT_BUSY, EXIT_CONFIG, EXIT_FAILED, EXIT_OK  # noqa: E402
 
 NOTEBOOK = """# %% tags=["parameters"]
 profile = "default"
@@ -103,7 +106,7 @@ def partial_run(tmp_path_factory):
 
 def test_failed_notebook_changes_none_of_its_outputs(partial_run):
     proc, root, before = partial_run["proc"], partial_run["root"], partial_run["before"]
-    assert proc.returncode == run_all.EXIT_FAILED, proc.stdout + proc.stderr
+    assert proc.returncode == EXIT_FAILED, proc.stdout + proc.stderr
     assert "failing after writing outputs" in proc.stdout
     assert (root / "results" / "01_partial.csv").read_text() == "x\nold\n"
     assert sorted(p.name for p in (root / "figures" / "01_partial").iterdir()) == ["captions.json", "old.png"]
@@ -140,19 +143,19 @@ def test_second_run_on_the_same_tree_is_refused(tmp_path, capsys):
     nb_dir = write_notebooks(tmp_path / "nbs", ["01_partial"])
     argv = ["--notebooks-dir", str(nb_dir), "--profiles", str(nb_dir / "profiles.yaml"),
             "--build-dir", str(tmp_path / "build"), "--profile", "smoke"]  # fmt: skip
-    tree = run_all.output_tree(run_all.parse_args(argv))
-    fd = run_all.lock_tree(tree)  # as a first run holds it
+    tree = output_tree(pipeline.parse_args(argv))
+    fd = lock_tree(tree)  # as a first run holds it
     try:
-        rc = run_all.main(argv)
+        rc = pipeline.main(argv)
         err = capsys.readouterr().err
-        assert rc == run_all.EXIT_BUSY
+        assert rc == EXIT_BUSY
         assert "another run_all is writing" in err and str(tree.results) in err and "Traceback" not in err
         assert not tree.notebooks.exists()  # nothing executed
-        other = run_all.output_tree(run_all.parse_args(argv[:-1] + ["full"]))  # another profile: its own tree
-        os.close(run_all.lock_tree(other))
+        other = output_tree(pipeline.parse_args(argv[:-1] + ["full"]))  # another profile: its own tree
+        os.close(lock_tree(other))
     finally:
         os.close(fd)
-    os.close(run_all.lock_tree(tree))  # released with its holder
+    os.close(lock_tree(tree))  # released with its holder
 
 
 def test_unwritable_results_is_one_line_error(tmp_path, capsys, monkeypatch):
@@ -161,13 +164,13 @@ def test_unwritable_results_is_one_line_error(tmp_path, capsys, monkeypatch):
         monkeypatch.setenv(key, value)
     argv = cli(nb_dir, tmp_path / "build", "--reference")[2:]
     (tmp_path / "results").write_text("a file where the results folder should be")
-    assert run_all.main(argv) == run_all.EXIT_CONFIG
+    assert pipeline.main(argv) == EXIT_CONFIG
     err = capsys.readouterr().err
     assert err.strip().count("\n") == 0 and "cannot write outputs" in err and "not a folder" in err, err
     if os.geteuid() != 0:  # root writes into read-only folders anyway
         (tmp_path / "results").unlink()
         (tmp_path / "results").mkdir(mode=0o555)
-        assert run_all.main(argv) == run_all.EXIT_CONFIG
+        assert pipeline.main(argv) == EXIT_CONFIG
         err = capsys.readouterr().err
         assert err.strip().count("\n") == 0 and "cannot write outputs" in err, err
     assert not (tmp_path / "build").exists()
@@ -175,9 +178,9 @@ def test_unwritable_results_is_one_line_error(tmp_path, capsys, monkeypatch):
 
 def test_sandbox_may_not_land_on_committed_outputs(tmp_path, capsys):
     nb_dir = write_notebooks(tmp_path / "nbs", ["01_partial"])
-    rc = run_all.main(["--notebooks-dir", str(nb_dir), "--profiles", str(nb_dir / "profiles.yaml"),
-                       "--output-dir", str(run_all.REPO_ROOT)])  # fmt: skip
-    assert rc == run_all.EXIT_CONFIG and "only --reference" in capsys.readouterr().err
+    rc = pipeline.main(["--notebooks-dir", str(nb_dir), "--profiles", str(nb_dir / "profiles.yaml"),
+                        "--output-dir", str(REPO_ROOT)])  # fmt: skip
+    assert rc == EXIT_CONFIG and "only --reference" in capsys.readouterr().err
 
 
 PROGRESS_NOTEBOOK = """# %% tags=["parameters"]
@@ -202,11 +205,11 @@ def test_heartbeat_shows_the_kernels_sweep_progress(tmp_path, capsys, monkeypatc
     )
     for key, value in outputs_env(tmp_path).items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setattr(run_all, "HEARTBEAT_S", 0.3)
-    rc = run_all.main(["--notebooks-dir", str(nb_dir), "--profiles", str(nb_dir / "profiles.yaml"),
-                       "--build-dir", str(tmp_path / "build")])  # fmt: skip
+    monkeypatch.setattr(pipeline, "HEARTBEAT_S", 0.3)
+    rc = pipeline.main(["--notebooks-dir", str(nb_dir), "--profiles", str(nb_dir / "profiles.yaml"),
+                        "--build-dir", str(tmp_path / "build")])  # fmt: skip
     out = capsys.readouterr().out
-    assert rc == run_all.EXIT_OK, out
+    assert rc == EXIT_OK, out
     assert "[1/1] 01_progress started" in out
     assert "... running [1/1] 01_progress for " in out and "(sweep: 1 of 2 runs finished (0 cached, 1 trained))" in out
     assert not (tmp_path / "build" / "default" / "running").exists()  # the progress file went with its staging

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from test_run_all_outputs import cli, outputs_env, run_all, write_notebooks
+from ropelib.output_trees import OutputTree, clean_leftovers
+from ropelib.run_messages import EXIT_FAILED, EXIT_INTERRUPTED
+from test_run_all_outputs import cli, outputs_env, write_notebooks
 
 psutil = pytest.importorskip("psutil")
 
@@ -94,8 +96,8 @@ def test_interrupted_run_leaves_no_process_and_no_output(tmp_path, how):
     finally:
         if proc.poll() is None:
             proc.kill()
-    expected_rc = {"SIGINT": run_all.EXIT_INTERRUPTED, "SIGHUP": run_all.EXIT_INTERRUPTED,
-                   "kill -9 run_all": -signal.SIGKILL, "kill -9 kernel": run_all.EXIT_FAILED}[how]  # fmt: skip
+    expected_rc = {"SIGINT": EXIT_INTERRUPTED, "SIGHUP": EXIT_INTERRUPTED,
+                   "kill -9 run_all": -signal.SIGKILL, "kill -9 kernel": EXIT_FAILED}[how]  # fmt: skip
     assert proc.returncode == expected_rc, out
     deadline = time.time() + 20
     while _alive(tree) and time.time() < deadline:
@@ -107,8 +109,6 @@ def test_interrupted_run_leaves_no_process_and_no_output(tmp_path, how):
     assert not (tmp_path / "figures" / "01_workers").exists()
     staging = tmp_path / "build" / "reference" / "running"
     if how == "kill -9 run_all":  # the staging folder stays until the next run cleans it
-        tree_ = run_all.OutputTree(
-            True, nb_dir, tmp_path / "figures", tmp_path / "results", tmp_path / "build" / "reference"
-        )
-        assert run_all.clean_leftovers(tree_) == [f"removed {staging}"]
+        tree_ = OutputTree(True, nb_dir, tmp_path / "figures", tmp_path / "results", tmp_path / "build" / "reference")
+        assert clean_leftovers(tree_) == [f"removed {staging}"]
     assert not staging.exists()

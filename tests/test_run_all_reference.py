@@ -16,7 +16,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from test_run_all_outputs import REPO, run_all
+from ropelib.output_trees import REFERENCE_PROFILE
+from test_run_all_outputs import REPO
 
 
 def _committed_notebooks():
@@ -30,7 +31,7 @@ def _committed_notebooks():
 
 
 NOTEBOOKS = _committed_notebooks()
-REFERENCE = run_all.REFERENCE_PROFILE
+REFERENCE = REFERENCE_PROFILE
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
