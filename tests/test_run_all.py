@@ -176,10 +176,12 @@ def test_progress_lines_name_index_count_and_estimate(fixture_run):
     unknown here (a first smoke run: no durations recorded for this profile), 0s after the last one."""
     out = fixture_run["proc"].stdout
     assert "[1/3] 01_ok started (cells from .ipynb; last time unknown)" in out
-    assert re.search(r"^\[1/3\] 01_ok ok in \d+s, 1 figure\(s\); 1 of 3 done, elapsed \d+s, estimated left unknown$",
+    assert re.search(r"^\[1/3\] 01_ok ok in (?:\d+m)?\d+s, 1 figure\(s\); 1 of 3 done, elapsed (?:\d+m)?\d+s, estimated left unknown$",
                      out, re.MULTILINE), out  # fmt: skip
-    assert re.search(r"^\[2/3\] 02_fail FAILED in \d+s, 0 figure\(s\); 2 of 3 done, ", out, re.MULTILINE), out
-    assert re.search(r"^\[3/3\] 03_ok ok in .*; 3 of 3 done, elapsed \d+s, estimated left 0s$", out, re.MULTILINE), out
+    assert re.search(r"^\[2/3\] 02_fail FAILED in (?:\d+m)?\d+s, 0 figure\(s\); 2 of 3 done, ", out, re.MULTILINE), out
+    assert re.search(
+        r"^\[3/3\] 03_ok ok in .*; 3 of 3 done, elapsed (?:\d+m)?\d+s, estimated left 0s$", out, re.MULTILINE
+    ), out
 
 
 def test_expected_durations_from_this_tree_else_the_committed_manifest():
