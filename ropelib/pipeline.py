@@ -242,6 +242,13 @@ def execute(args: argparse.Namespace, tree: OutputTree, jobs: Sequence[Job]) -> 
         unfinished = [j.name for j in jobs if j.name not in outcomes]
         return format_seconds(estimate_left(unfinished, expected, runner.running_for(), args.jobs), "unknown")
 
+    # the shutdown below ignores the stop signals; they are restored before returning, so that a caller in
+    # Python (a test process, a notebook) does not keep them ignored, nor hand that to processes it starts
+    handlers = (
+        {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+        if threading.current_thread() is threading.main_thread()
+        else {}
+    )
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures: dict[Future, Job] = {}
         for job in jobs:
@@ -281,6 +288,8 @@ def execute(args: argparse.Namespace, tree: OutputTree, jobs: Sequence[Job]) -> 
                 for fut in futures:
                     fut.cancel()
                 runner.stop()
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
     ordered = [outcomes[j.name] for j in jobs if j.name in outcomes]
     return ordered, interrupted, runner
 
