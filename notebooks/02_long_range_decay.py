@@ -55,7 +55,7 @@ from ropelib.encodings.alibi import alibi_slopes
 from ropelib.model import ModelConfig, select_device
 from ropelib.plotting import color_for, plot_decay_bound_far, savefig, sequential_colors, set_theme
 from ropelib.provenance import show_provenance
-from ropelib.rope import rope_frequencies
+from ropelib.rope_scaling import rope_frequencies
 from ropelib.runs import RunSpec, run
 from ropelib.train import TrainConfig
 

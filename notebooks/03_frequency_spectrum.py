@@ -51,7 +51,7 @@ from ropelib import analysis, context_extension
 from ropelib.plotting import color_for, log_ticks, method_color, method_style, savefig, set_theme
 from ropelib.provenance import show_provenance
 from ropelib.published_rope import MODEL_CONFIGS, get_model_config
-from ropelib.rope import rope_frequencies
+from ropelib.rope_scaling import rope_frequencies
 
 NOTEBOOK = "03_frequency_spectrum"
 set_theme()

@@ -117,7 +117,7 @@ from ropelib.model import select_device
 from ropelib.plotting import (log_ticks, method_color, method_style, plot_pair_factors, plot_zero_shot_ppl, savefig,
                               set_theme)
 from ropelib.provenance import show_provenance
-from ropelib.rope import rope_frequencies
+from ropelib.rope_scaling import rope_frequencies
 from ropelib.stats import accuracy_ci
 
 NOTEBOOK = "06_context_extension"

@@ -19,7 +19,7 @@ training (original) length, ``s`` the scale factor, pair ``i = 0 … d/2 - 1``, 
 * ``yarn_correction_range`` / ``yarn_ramp`` — YaRN §3.2 ("NTK-by-parts", eq. 17–18) as HF computes it.
 * ``llama3_split`` — Llama 3.1 frequency transform (Meta llama-models; HF ``_compute_llama3_parameters``).
 * ``pair_scale_factors`` — per-pair factor ``theta_i' / theta_i`` of any HF ``rope_type``, read off
-  ``ropelib.rope.rope_frequencies`` (so the notebooks plot what the library computes).
+  ``ropelib.rope_scaling.rope_frequencies`` (so the notebooks plot what the library computes).
 * ``toeplitz_deviation`` / ``position_scores`` — the relative-position property (RoFormer §3.2,
   eq. 16): a score matrix over (query position m, key position n) is constant along diagonals.
 * ``blog_formula_table`` / ``blog_formula_deviations`` / ``relative_position_check`` — the closed-form
@@ -364,7 +364,7 @@ def default_rope_parameters(rope_parameters: Mapping[str, Any]) -> dict[str, Any
 
 
 def _frequencies(rope_parameters: Mapping[str, Any], head_dim: int, seq_len: int | None) -> tuple[np.ndarray, float]:
-    from ropelib.rope import rope_frequencies  # helper A's module; imported lazily
+    from ropelib.rope_scaling import rope_frequencies  # helper A's module; imported lazily
 
     inv_freq, attention_factor = rope_frequencies(dict(rope_parameters), head_dim, seq_len=seq_len)
     return np.asarray(torch.as_tensor(inv_freq).double().cpu().numpy()), float(attention_factor)
@@ -374,7 +374,7 @@ def pair_scale_factors(rope_parameters: Mapping[str, Any], head_dim: int, seq_le
     """Per-pair frequency factor ``theta_i' / theta_i`` of a RoPE setting (float64 ``(d_rot/2,)``).
 
     ``rope_parameters`` is an HF-style dict (``rope_type``, ``rope_theta``, scaling keys); both
-    frequency sets come from ``ropelib.rope.rope_frequencies`` (``seq_len`` matters for ``dynamic`` and
+    frequency sets come from ``ropelib.rope_scaling.rope_frequencies`` (``seq_len`` matters for ``dynamic`` and
     ``longrope``). 1 = pair unchanged, ``1/s`` = fully interpolated.
     """
     scaled, _ = _frequencies(rope_parameters, head_dim, seq_len)
@@ -392,7 +392,7 @@ def llama3_split(
 ) -> dict[str, int]:
     """How many pairs Llama 3's transform leaves ``unchanged``, ``blended``, ``divided`` (by ``factor``).
 
-    Counted from ``ropelib.rope.rope_frequencies`` with ``rope_type="llama3"``. (128, 5e5) -> 29/6/29.
+    Counted from ``ropelib.rope_scaling.rope_frequencies`` with ``rope_type="llama3"``. (128, 5e5) -> 29/6/29.
     """
     params = {
         "rope_type": "llama3",
@@ -569,7 +569,7 @@ def blog_formula_table(n_positions: int, d_model: int) -> np.ndarray:
 def blog_formula_deviations(n_positions: int, d_model: int) -> dict[str, float]:
     """Largest absolute difference between ``blog_formula_table`` and ``"sinusoidal"``: the sinusoidal
     table of ``ropelib.encodings`` (Vaswani et al. §3.5), and ``"rope_angles"``: the sin/cos of RoPE's
-    own angles ``p theta_i`` (``ropelib.rope.rope_frequencies``, base 10000, same pair layout)."""
+    own angles ``p theta_i`` (``ropelib.rope_scaling.rope_frequencies``, base 10000, same pair layout)."""
     blog = blog_formula_table(n_positions, d_model)  # (P, d)
     sin_table = sinusoidal_table(n_positions, d_model).double().numpy()  # (P, d)
     inv_freq, _ = _frequencies({"rope_type": "default", "rope_theta": 10_000.0}, d_model, None)  # (d/2,)

@@ -54,7 +54,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import IGNORE_INDEX
-from .encodings import encoding_params
 from .model import start_windows
 from .train import batch_generator
 
@@ -471,10 +470,11 @@ def with_rope_scaling(model: nn.Module, **rope_keys: Any) -> nn.Module:
     ``llama3``, also ``default``, ``longrope``, ``proportional``; the legacy key ``type`` is accepted),
     ``factor``, ``original_max_position_embeddings``, ``beta_fast``, ``beta_slow``, … They replace the
     corresponding keys of the model's RoPE config (``RoPEEncoding.with_scaling``; ``None`` clears a
-    key), and the RoPE config validates them (an unknown key or value raises ValueError listing what
-    is allowed). The model is deep-copied, so the original is untouched; the copy's ``config`` still
-    describes the trained model and its ``rope_scaling`` attribute records the keys applied. A model
-    whose encoding is not ``"rope"`` raises ValueError.
+    key), and ``RopeConfig`` validates them, the one place that does (an unknown key or value raises
+    ValueError listing what is allowed). The model is deep-copied, so the original is untouched; the
+    copy's ``config`` still describes the trained model and its ``rope_scaling`` attribute records the
+    keys applied (the legacy ``type`` as ``rope_type``). A model whose encoding is not ``"rope"`` raises
+    ValueError.
     """
     encoding = getattr(model, "encoding", None)
     name = getattr(encoding, "name", None)
@@ -485,18 +485,8 @@ def with_rope_scaling(model: nn.Module, **rope_keys: Any) -> nn.Module:
     if not rope_keys:
         raise ValueError("with_rope_scaling needs at least one rope key, e.g. rope_type='linear', factor=2.0")
     keys = dict(rope_keys)
-    if "type" in keys:  # HF's legacy name
-        legacy = keys.pop("type")
-        if keys.setdefault("rope_type", legacy) != legacy:
-            raise ValueError(f"conflicting rope_type={keys['rope_type']!r} and type={legacy!r}")
-    accepted = set(encoding_params("rope"))
-    unknown = sorted(set(keys) - accepted)
-    if unknown:
-        raise ValueError(
-            f"unknown RoPE key(s) {', '.join(map(repr, unknown))}; accepted: {', '.join(sorted(accepted))}"
-        )
     new_encoding = encoding.with_scaling(**keys)
     scaled = copy.deepcopy(model)
     scaled.replace_encoding(new_encoding)
-    scaled.rope_scaling = keys
+    scaled.rope_scaling = {("rope_type" if k == "type" else k): v for k, v in keys.items()}
     return scaled

@@ -49,7 +49,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parent
 #: files (globs relative to ``PACKAGE_ROOT``) whose whole code determines a run's trained weights:
 #: every ``ropelib`` module that ``ropelib.runs`` imports except ``paths`` (file writing) and
 #: ``provenance`` (metadata); tests/test_runs_fingerprint.py checks that the list stays complete
-TRAINING_SOURCES: tuple[str, ...] = ("data.py", "model.py", "rope.py", "train.py", "encodings/*.py")
+TRAINING_SOURCES: tuple[str, ...] = ("data.py", "model.py", "rope.py", "rope_scaling.py", "train.py", "encodings/*.py")
 #: functions of ``runs.py`` that determine the weights too (seeding, fine-tuning initialisation); the
 #: rest of that module (cache layout, locks, sweeps) does not, and changing it does not retrain
 TRAINING_FUNCTIONS: Mapping[str, tuple[str, ...]] = {"runs.py": ("_train_entry", "_init_from_parent")}

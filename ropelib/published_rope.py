@@ -10,7 +10,7 @@ RoPE itself: Su et al. 2021, RoFormer, arXiv 2104.09864 §3.4. Scaling types: PI
 YaRN (arXiv 2309.00071), Llama 3 (Meta llama-models), LongRoPE (arXiv 2402.13753); see docs/references.md §3.
 
 ``rope_parameters()`` gives the flat HF-style dict (``rope_type``, ``rope_theta``, scaling keys,
-``partial_rotary_factor``) that ``ropelib.rope.rope_frequencies`` accepts.
+``partial_rotary_factor``) that ``ropelib.rope_scaling.rope_frequencies`` accepts.
 
     >>> from ropelib.published_rope import get_model_config
     >>> cfg = get_model_config("llama-2-7b")

@@ -45,7 +45,8 @@ from .analysis import critical_dimension, unseen_angle_limit
 from .base_models import BaseSetup, base_spec, run_specs
 from .extrapolation import lm_length_grid
 from .protocols import SWEEP_SEED, gate_models, lm_task, validation_loss
-from .rope import RoPE, RopeConfig
+from .rope import RoPE
+from .rope_scaling import RopeConfig
 from .runs import RunResult, RunSpec
 
 __all__ = [

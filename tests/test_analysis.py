@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from ropelib import analysis as A
 from ropelib.encodings import make_encoding
-from ropelib.rope import rope_frequencies
+from ropelib.rope_scaling import rope_frequencies
 
 HYP = settings(max_examples=25, deadline=None)
 

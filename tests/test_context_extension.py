@@ -44,7 +44,7 @@ from ropelib import analysis as A
 from ropelib import base_models
 from ropelib import context_extension as CE
 from ropelib import protocols as P
-from ropelib.rope import rope_frequencies
+from ropelib.rope_scaling import rope_frequencies
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(os.environ.get("ROPELIB_CHECK_RESULTS_DIR") or REPO / "results")

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from ropelib import context_extension as CE
 from ropelib.model import ModelConfig, ToyTransformer
-from ropelib.rope import RoPE, rope_frequencies
+from ropelib.rope import RoPE
+from ropelib.rope_scaling import rope_frequencies
 
 L, HEAD_DIM, S = 16, 16, 2.0
 

@@ -24,7 +24,8 @@ from transformers.models.gpt_neox.modeling_gpt_neox import GPTNeoXRotaryEmbeddin
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding  # noqa: E402
 from transformers.models.phi3.modeling_phi3 import Phi3RotaryEmbedding  # noqa: E402
 
-from ropelib.rope import RoPE, RopeConfig  # noqa: E402
+from ropelib.rope import RoPE  # noqa: E402
+from ropelib.rope_scaling import RopeConfig  # noqa: E402
 
 logging.getLogger("transformers").setLevel(logging.ERROR)  # HF warns about factor/max ratios by design
 

@@ -13,7 +13,7 @@ import torch
 from ropelib import analysis as A
 from ropelib.model import ModelConfig
 from ropelib.published_rope import MODEL_CONFIGS, TOY, PublishedRoPE, get_model_config, model_config_names
-from ropelib.rope import rope_frequencies
+from ropelib.rope_scaling import rope_frequencies
 
 
 @pytest.mark.parametrize("name", list(MODEL_CONFIGS))

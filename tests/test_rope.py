@@ -1,4 +1,4 @@
-"""Tests for ropelib.rope: docs/references.md §1, §3 and §5 vectors, invariants, precision, caching, errors."""
+"""Tests for ropelib.rope and ropelib.rope_scaling: docs/references.md §1, §3 and §5 vectors, invariants, precision, caching, errors."""
 
 from __future__ import annotations
 
@@ -9,15 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ropelib.rope import (
-    ROPE_TYPES,
-    RoPE,
-    RopeConfig,
-    apply_rotary,
-    half_to_interleaved,
-    interleaved_to_half,
-    rope_frequencies,
-)
+from ropelib.rope import RoPE, apply_rotary, half_to_interleaved, interleaved_to_half
+from ropelib.rope_scaling import ROPE_TYPES, RopeConfig, rope_frequencies
 
 D = 32  # head dim for the quick tests
 

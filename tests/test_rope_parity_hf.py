@@ -18,7 +18,8 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # noqa: E402
 from transformers.models.gpt_neox import modeling_gpt_neox as hf_neox  # noqa: E402
 from transformers.models.llama import modeling_llama as hf_llama  # noqa: E402
 
-from ropelib.rope import RoPE, rope_frequencies  # noqa: E402
+from ropelib.rope import RoPE  # noqa: E402
+from ropelib.rope_scaling import rope_frequencies  # noqa: E402
 
 logging.getLogger("transformers").setLevel(logging.ERROR)  # HF warns about factor/max ratios by design
 

@@ -83,7 +83,8 @@ def test_comments_docstrings_and_formatting_do_not_count(sources):
     [
         ("train.py", WARMUP, "return step / self.warmup_steps"),  # the learning-rate schedule
         ("train.py", WARMUP, WARMUP.replace("step + 1", "step+1") + "\n        x = 1"),  # a statement more
-        ("rope.py", "import math\n", "import math\nimport cmath\n"),
+        ("rope.py", "import torch\n", "import torch\nimport cmath\n"),
+        ("rope_scaling.py", "import math\n", "import math\nimport cmath\n"),
         ("encodings/alibi.py", "import math\n", "import math\nimport cmath\n"),
         ("data.py", "import json\n", "import json\nimport cmath\n"),
         ("runs.py", "torch.manual_seed(spec.train.seed)", "torch.manual_seed(spec.train.seed + 1)"),

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ropelib.encodings import make_encoding
-from ropelib.rope import rope_frequencies
+from ropelib.rope_scaling import rope_frequencies
 
 D = 16
 

@@ -1,8 +1,8 @@
 """RoPE as a positional encoding: rotate queries and keys (Su et al. 2021, RoFormer, arXiv 2104.09864, §3.4).
 
 Every HF ``rope_type`` (``default``, ``linear``, ``ntk``, ``dynamic``, ``yarn``, ``llama3``, ``longrope``,
-``proportional``; see ``ropelib.rope``) through the same keyword parameters as HF's rope config, plus
-``layout``. ``rotate`` uses ``seq_len = max(k_positions) + 1`` for queries and keys alike, so a
+``proportional``; see ``ropelib.rope_scaling``) through the same keyword parameters as HF's rope config
+(``RopeConfig``'s fields, which validates them), plus ``layout``. ``rotate`` uses ``seq_len = max(k_positions) + 1`` for queries and keys alike, so a
 length-dependent scaling (dynamic NTK, LongRoPE's switch) is consistent within one forward; the model's
 KV cache stores keys before rotation, so the full key set is re-rotated each call.
 
@@ -19,64 +19,35 @@ trainable parameters, so nothing else needs copying).
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from typing import Any
 
 import torch
 
-from ..rope import RoPE, RopeConfig
+from ..rope import RoPE
+from ..rope_scaling import RopeConfig
 from .base import PositionalEncoding, register_encoding
 
 __all__ = ["RoPEEncoding"]
 
+#: the pair layout of an encoding built without one (module docstring)
+DEFAULT_LAYOUT = "interleaved"
+
 
 @register_encoding("rope")
 class RoPEEncoding(PositionalEncoding):
-    """Rotary position embedding with HF-style scaling; ``self.rope`` is the underlying ``ropelib.rope.RoPE``."""
+    """Rotary position embedding with HF-style scaling; ``self.rope`` is the underlying ``ropelib.rope.RoPE``.
 
-    def __init__(
-        self,
-        *,
-        n_heads: int,
-        head_dim: int,
-        d_model: int,
-        rope_theta: float = 10000.0,
-        rope_type: str = "default",
-        factor: float | None = None,
-        original_max_position_embeddings: int | None = None,
-        max_position_embeddings: int | None = None,
-        beta_fast: float | None = None,
-        beta_slow: float | None = None,
-        mscale: float | None = None,
-        mscale_all_dim: float | None = None,
-        truncate: bool | None = None,
-        attention_factor: float | None = None,
-        low_freq_factor: float | None = None,
-        high_freq_factor: float | None = None,
-        short_factor: list[float] | tuple[float, ...] | None = None,
-        long_factor: list[float] | tuple[float, ...] | None = None,
-        partial_rotary_factor: float | None = None,
-        layout: str = "interleaved",
-    ) -> None:
+    Keyword parameters: ``n_heads``, ``head_dim``, ``d_model``, every ``RopeConfig`` field (HF's rope keys,
+    default ``None`` = not given, except ``rope_theta`` and ``rope_type``) and ``layout``. The signature
+    (``ropelib.encodings.encoding_params("rope")``) is derived from ``RopeConfig``'s fields, and
+    ``RopeConfig`` alone validates the keys, so a new config key needs no change here.
+    """
+
+    def __init__(self, *, n_heads: int, head_dim: int, d_model: int, layout: str = DEFAULT_LAYOUT, **rope_keys: Any):
         super().__init__(n_heads=n_heads, head_dim=head_dim, d_model=d_model)
-        config = RopeConfig(
-            rope_theta=rope_theta,
-            rope_type=rope_type,
-            factor=factor,
-            original_max_position_embeddings=original_max_position_embeddings,
-            max_position_embeddings=max_position_embeddings,
-            beta_fast=beta_fast,
-            beta_slow=beta_slow,
-            mscale=mscale,
-            mscale_all_dim=mscale_all_dim,
-            truncate=truncate,
-            attention_factor=attention_factor,
-            low_freq_factor=low_freq_factor,
-            high_freq_factor=high_freq_factor,
-            short_factor=short_factor,
-            long_factor=long_factor,
-            partial_rotary_factor=partial_rotary_factor,
-        )
-        self.rope = RoPE(config, head_dim, layout)
+        self.rope = RoPE(RopeConfig.from_mapping(rope_keys), head_dim, layout)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -84,10 +55,17 @@ class RoPEEncoding(PositionalEncoding):
         return {**self.rope.config.as_dict(), "layout": self.rope.layout}
 
     def with_scaling(self, **hf_keys: Any) -> RoPEEncoding:
-        """A copy with some RoPE config keys replaced (``None`` clears a key); the layout is kept unless given."""
-        params = {**self.params, **hf_keys}
-        params = {k: v for k, v in params.items() if v is not None}
-        return type(self)(n_heads=self.n_heads, head_dim=self.head_dim, d_model=self.d_model, **params)
+        """A copy with some RoPE config keys replaced (``None`` clears a key; the legacy ``type`` sets
+        ``rope_type``), validated by ``RopeConfig.replace``; the layout is kept unless given."""
+        layout = hf_keys.pop("layout", self.rope.layout)
+        config = self.rope.config.replace(**hf_keys)
+        return type(self)(
+            n_heads=self.n_heads,
+            head_dim=self.head_dim,
+            d_model=self.d_model,
+            layout=DEFAULT_LAYOUT if layout is None else layout,
+            **config.as_dict(),
+        )
 
     def rotate(
         self,
@@ -99,3 +77,19 @@ class RoPEEncoding(PositionalEncoding):
         """Rotate ``q`` (B, H, Tq, D) and ``k`` (B, H, Tk, D) with the frequencies for ``max(k_positions)+1``."""
         seq_len = int(k_positions.max()) + 1
         return self.rope(q, q_positions, seq_len), self.rope(k, k_positions, seq_len)
+
+
+def _signature() -> inspect.Signature:
+    """``__init__``'s signature as ``inspect`` (and ``encoding_params``) sees it: the structural keywords,
+    then ``RopeConfig``'s fields with their defaults, then ``layout``."""
+    kw = inspect.Parameter.KEYWORD_ONLY
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    params += [inspect.Parameter(name, kw, annotation="int") for name in ("n_heads", "head_dim", "d_model")]
+    params += [
+        inspect.Parameter(f.name, kw, default=f.default, annotation=f.type) for f in dataclasses.fields(RopeConfig)
+    ]
+    params.append(inspect.Parameter("layout", kw, default=DEFAULT_LAYOUT, annotation="str"))
+    return inspect.Signature(params, return_annotation="None")
+
+
+RoPEEncoding.__init__.__signature__ = _signature()  # type: ignore[attr-defined]
