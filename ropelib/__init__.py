@@ -2,7 +2,8 @@
 
 Submodules (one concept each):
 
-* the models: ``rope`` (RoPE and its scaling family), ``encodings`` (every positional encoding behind one
+* the models: ``rope_scaling`` (RoPE configs, one record per scaling type, config -> frequencies), ``rope``
+  (the rotation: cos/sin tables, kernels, the ``RoPE`` module), ``encodings`` (every positional encoding behind one
   interface), ``model`` (toy transformer), ``data`` (tasks and corpora), ``train``, ``runs`` (cached,
   resumable runs and sweeps), ``fingerprint`` (the training code in every run hash);
 * evaluation and protocols: ``evaluate``, ``memo`` (the evaluation cache), ``base_models`` (the base
