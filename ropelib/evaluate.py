@@ -53,10 +53,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import IGNORE_INDEX
+from .data import IGNORE_INDEX, batch_generator
 from .encodings import encoding_params
 from .model import start_windows
-from .train import batch_generator
 
 __all__ = [
     "MODES",
