@@ -58,10 +58,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ropelib import base_models
-from ropelib.data import make_task
+from ropelib.data import batch_generator, make_task
 from ropelib.encodings import ENCODINGS
 from ropelib.model import ModelConfig, ToyTransformer, select_device, start_windows
-from ropelib.train import TrainConfig, batch_generator, param_groups, train, warmup_cosine
+from ropelib.train import TrainConfig, param_groups, train, warmup_cosine
 
 REFERENCE = "reference"
 GOALS = {"rope": 0.90, "alibi": 0.75, "t5": 0.75}  # minimum tokens/s ratio to the reference

@@ -4,8 +4,10 @@ Submodules (one concept each):
 
 * the models: ``rope_scaling`` (RoPE configs, one record per scaling type, config -> frequencies), ``rope``
   (the rotation: cos/sin tables, kernels, the ``RoPE`` module), ``encodings`` (every positional encoding behind one
-  interface), ``model`` (toy transformer), ``data`` (tasks and corpora), ``train``, ``runs`` (cached,
-  resumable runs and sweeps), ``fingerprint`` (the training code in every run hash);
+  interface), ``model`` (toy transformer; ``resolve_device``: a run's device, resolved once), ``data``
+  (tasks, corpora and the seeded batch generators), ``train``, ``runs`` (cached, resumable runs and sweeps),
+  ``fingerprint`` (the training code in every run hash), ``sdpa_backends`` (which SDPA kernel each
+  encoding's attention runs on);
 * evaluation and protocols: ``evaluate``, ``memo`` (the evaluation cache), ``base_models`` (the base
   models of notebooks 04-06), ``protocols`` (learning-rate sweeps, gates' inputs, 04's checks), ``gates``,
   ``ngram`` (n-gram baselines), ``stats`` (intervals, paired ratios, orderings), ``extrapolation`` (05),

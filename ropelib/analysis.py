@@ -349,7 +349,7 @@ def dynamic_ntk_base(base: float, factor: float, seq_len: int, original_length: 
 
 
 # ---------------------------------------------------------------------------------------------
-# per-pair factors of each method (read off ropelib.rope)
+# per-pair factors of each method (read off ropelib.rope_scaling)
 # ---------------------------------------------------------------------------------------------
 def default_rope_parameters(rope_parameters: Mapping[str, Any]) -> dict[str, Any]:
     """The unscaled (``rope_type="default"``) counterpart of an HF-style RoPE dict: same base and

@@ -330,18 +330,19 @@ SETUPS: Mapping[str, BaseSetup] = {
     ),
     "full": BaseSetup(
         tasks=(
-            TaskSetup("books", train_length=256, steps=6000, batch_size=32, lrs=(1e-3, 3e-3, 6e-3), sweep_steps=1500),
+            TaskSetup("books", train_length=256, steps=1200, batch_size=64, lrs=(1e-3, 2e-3, 4e-3), sweep_steps=250),
             TaskSetup(
-                "passkey", train_length=64, steps=3000, batch_size=64, params={"n_digits": 4, "digit_filler": True}
+                "passkey", train_length=128, steps=600, batch_size=64, params={"n_digits": 4, "digit_filler": True}
             ),
-            TaskSetup("copy", train_length=42, steps=3000, batch_size=64),
-            TaskSetup("reverse", train_length=42, steps=3000, batch_size=64),
+            TaskSetup("copy", train_length=42, steps=600, batch_size=64),
+            TaskSetup("reverse", train_length=42, steps=600, batch_size=64),
         ),
-        seeds=(0, 1, 2, 3, 4),
-        d_model=128,
-        n_layers=4,
-        lr=3e-3,
-        warmup_steps=200,
+        seeds=(0, 1, 2),
+        d_model=384,
+        n_layers=6,
+        n_heads=6,
+        lr=2e-3,
+        warmup_steps=100,
         checkpoint_every=500,
         gate_samples=1024,
     ),

@@ -1,6 +1,6 @@
 """Context extension of a trained RoPE model, by the protocols of the papers (notebook 06).
 
-A method changes a trained model's rotation frequencies (HF rope keys, ``ropelib.rope``) so that inputs
+A method changes a trained model's rotation frequencies (HF rope keys, ``ropelib.rope_scaling``) so that inputs
 ``s`` times longer than its training length ``L`` look more like what it saw; some also say *how* the
 model is run. This module holds, one record per method (``METHODS``), everything that varies:
 
@@ -23,7 +23,7 @@ model is run. This module holds, one record per method (``METHODS``), everything
     way, token by token.
 
 HF's ``factor`` for dynamic NTK: the base at input length ``l > L`` is ``b (s l / L - (s - 1))^(d/(d-2))``
-(``ropelib.rope``), so with ``factor = s`` the scale at ``l = sL`` is ``s^2 - s + 1``, not ``s``
+(``ropelib.rope_scaling``), so with ``factor = s`` the scale at ``l = sL`` is ``s^2 - s + 1``, not ``s``
 (``dynamic*`` methods); with ``factor = 1`` it is ``l / L``, the NTK-aware scale for exactly the current
 length (``dynamic_f1``).
 

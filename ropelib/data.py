@@ -53,10 +53,28 @@ __all__ = [
     "CopyTask",
     "ReverseTask",
     "IGNORE_INDEX",
+    "batch_seed",
+    "batch_generator",
 ]
 
 #: target value of positions that are not scored (``torch.nn.functional.cross_entropy`` default)
 IGNORE_INDEX = -100
+
+
+# -- seeded generators for batches -----------------------------------------------------------------
+
+
+def batch_seed(seed: int, step: int | str, *extra: int | str) -> int:
+    """A 63-bit generator seed derived from ``(seed, step, *extra)`` by SHA-256 (stable across runs,
+    processes and platforms; neighbouring steps get unrelated seeds). Training draws the batch of step
+    ``s`` from ``batch_generator(seed, s)``, evaluation its samples from ``batch_generator(seed, "eval", ...)``."""
+    key = ":".join(str(part) for part in ("ropelib", seed, step, *extra))
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") & (2**63 - 1)
+
+
+def batch_generator(seed: int, step: int | str, *extra: int | str) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with ``batch_seed(seed, step, *extra)`` (what ``Task.sample`` takes)."""
+    return torch.Generator().manual_seed(batch_seed(seed, step, *extra))
 
 
 @dataclass

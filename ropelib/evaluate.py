@@ -53,9 +53,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import IGNORE_INDEX
+from .data import IGNORE_INDEX, batch_generator
 from .model import start_windows
-from .train import batch_generator
 
 __all__ = [
     "MODES",

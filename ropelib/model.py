@@ -46,6 +46,7 @@ __all__ = [
     "KVCache",
     "start_windows",
     "select_device",
+    "resolve_device",
     "maybe_compile",
 ]
 
@@ -219,6 +220,24 @@ def select_device(name: str = "auto") -> torch.device:
             f"device {name!r} is not available: this machine has {torch.cuda.device_count()} CUDA device(s)"
         )
     return device
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """The ``torch.device`` to run on: a name (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``)
+    goes through ``select_device``; a ``torch.device`` is returned as it is.
+
+    A run or sweep resolves its device once, at its entry (``ropelib.runs.run``, ``ropelib.train.train``),
+    and passes the ``torch.device`` down, so ``"auto"`` cannot resolve differently along one run. Anything
+    else raises ``ValueError`` naming the value and what is accepted.
+    """
+    if isinstance(device, torch.device):
+        return device
+    if isinstance(device, str):
+        return select_device(device)
+    raise ValueError(
+        f"device must be 'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or a torch.device, got {device!r} "
+        f"({type(device).__name__})"
+    )
 
 
 def maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:

@@ -56,7 +56,7 @@ from .data import IGNORE_INDEX, TaskConfig, make_task
 from .encodings.sinusoidal import sinusoidal_encoding
 from .evaluate import exact_match_counts, lm_loss_at_lengths, loss_by_position
 from .gates import context_gain, gate_table
-from .model import ToyTransformer, select_device, start_windows
+from .model import ToyTransformer, resolve_device, start_windows
 from .ngram import ngram_baselines
 from .runs import RunResult, RunSpec, run
 
@@ -559,7 +559,7 @@ def training_throughput(
             f"specs hold no model of task {task!r} with seed {seed!r}; their (task, seed) pairs: "
             f"{sorted({(t, sd) for _, t, sd in specs})}"
         )
-    device = select_device(device) if isinstance(device, str) else device
+    device = resolve_device(device)
     spec0 = next(iter(chosen.values()))
     batch = (
         _task_of(spec0.task)

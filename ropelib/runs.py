@@ -314,10 +314,9 @@ def _read_metadata(path: Path) -> dict[str, Any]:
     return metadata
 
 
-def _read_back(spec: RunSpec, path: Path, digest: str) -> RunResult:
-    """The finished entry at ``path``, every file verified; _Corrupt naming the first bad one.
-    Entries without a ``files`` record (written before it existed) are verified by loading them."""
-    device = select_device(spec.train.device)  # an unavailable device is an error, not a corrupt entry
+def _read_back(spec: RunSpec, path: Path, digest: str, device: torch.device) -> RunResult:
+    """The finished entry at ``path``, every file verified, its model on ``device``; _Corrupt naming the
+    first bad one. Entries without a ``files`` record (written before it existed) are verified by loading them."""
     metadata = _read_metadata(path)
     files = metadata.get("files")
     if metadata.get("hash", digest) != digest:
@@ -405,9 +404,10 @@ def _init_from_parent(model: nn.Module, parent: ToyTransformer) -> None:
             p.copy_(theirs[name].to(p.device))
 
 
-def _train_entry(spec: RunSpec, path: Path, digest: str, cache_root: Path, progress: bool) -> RunResult:
+def _train_entry(
+    spec: RunSpec, path: Path, digest: str, cache_root: Path, progress: bool, device: torch.device
+) -> RunResult:
     t_start = time.time()
-    device = select_device(spec.train.device)  # unavailable device -> RuntimeError before any work
     task = make_task(spec.task)
     files = {"spec.json": _write_file(path / "spec.json", _json_bytes({**spec.to_dict(), "code": code_fingerprint()}))}
     parent_hash = None
@@ -416,12 +416,13 @@ def _train_entry(spec: RunSpec, path: Path, digest: str, cache_root: Path, progr
     model = ToyTransformer(spec.model)
     resumed_from = 0 if existing is None else int(existing["step"])
     if spec.parent is not None:
-        parent = run(spec.parent, cache_dir=cache_root, progress=progress)
+        parent_device = device if spec.parent.train.device == spec.train.device else None
+        parent = _run(spec.parent, cache_root, progress, parent_device)
         parent_hash = parent.hash
         if existing is None:  # on resume the checkpoint already holds the fine-tuned weights
             _init_from_parent(model, parent.model)
     del existing
-    history = train(model, task, spec.train, checkpoint_dir=path, progress=progress)
+    history = train(model, task, spec.train, checkpoint_dir=path, progress=progress, device=device)
 
     buffer = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
@@ -474,22 +475,29 @@ def run(spec: RunSpec, cache_dir: str | os.PathLike | None = None, progress: boo
     """
     if not isinstance(spec, RunSpec):
         raise ValueError(f"run() needs a RunSpec, got {type(spec).__name__}")
-    cache_root = _resolve_cache(cache_dir)
+    return _run(spec, _resolve_cache(cache_dir), progress, None)
+
+
+def _run(spec: RunSpec, cache_root: Path, progress: bool, device: torch.device | None) -> RunResult:
+    """``run`` on a resolved cache folder; ``device``: the run's device, resolved by the caller (a sweep
+    resolves each device name once), or ``None``: resolve ``spec.train.device`` here, once, for the
+    whole run (reading back, training, the parent of a fine-tuning run)."""
+    if device is None:
+        device = select_device(spec.train.device)  # unavailable -> RuntimeError, before any lock or work
     digest = spec.hash()
     path = run_dir(spec, cache_root)
     if (path / "metadata.json").exists():
         try:
-            return _read_back(spec, path, digest)
+            return _read_back(spec, path, digest, device)
         except _Corrupt:
             pass  # reported and repaired below, under the lock (another process may be repairing it)
-    select_device(spec.train.device)  # fail fast, before waiting on a lock
     with _locked(path / "lock"):
         if (path / "metadata.json").exists():  # another process finished it while we waited
             try:
-                return _read_back(spec, path, digest)
+                return _read_back(spec, path, digest, device)
             except _Corrupt as err:
                 _discard_finished(path, err)
-        return _train_entry(spec, path, digest, cache_root, progress)
+        return _train_entry(spec, path, digest, cache_root, progress, device)
 
 
 # -- sweeps ------------------------------------------------------------------------------------------
@@ -731,6 +739,9 @@ def sweep(
     if progress is not None and not isinstance(progress, bool):
         raise ValueError(f"progress must be True, False or None (automatic), got {progress!r}")
     cache_root = _resolve_cache(cache_dir)
+    # each device name resolved once, here (unavailable -> RuntimeError before any worker starts);
+    # the workers are other processes and resolve their spec's name once each
+    devices = {name: select_device(name) for name in dict.fromkeys(spec.train.device for spec in specs)}
     finished = {spec.hash(): is_finished(spec, cache_root) for spec in specs}
     pending = {spec.hash(): spec for spec in specs if not finished[spec.hash()]}
     report = SweepProgress(
@@ -764,7 +775,7 @@ def sweep(
             _wait_all(futures, report)
     finally:
         report.close()
-    results = [run(spec, cache_dir=cache_root, progress=False) for spec in specs]
+    results = [_run(spec, cache_root, False, devices[spec.train.device]) for spec in specs]
     for result in results:  # trained by this call (in a worker, or here if its entry was corrupt) or not
         result.cached = result.cached and finished[result.hash]
     return results

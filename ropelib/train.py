@@ -13,22 +13,25 @@ weight decay; Loshchilov & Hutter 2017, arXiv 1608.03983, for the cosine schedul
   a cosine from ``lr`` down to ``lr * min_lr_ratio`` at the last step (``warmup_cosine``).
 * Gradients clipped to a global L2 norm of ``grad_clip`` (0 disables clipping).
 * Determinism: the batch of step ``s`` is drawn from a ``torch.Generator`` seeded from ``(seed, s)``
-  (``batch_seed``), so a run resumed at step ``s`` sees the same batches as an uninterrupted one. The
-  global torch RNG (dropout) is saved in every checkpoint and restored on resume. On CPU the same
+  (``ropelib.data.batch_generator``), so a run resumed at step ``s`` sees the same batches as an
+  uninterrupted one. The global torch RNG (dropout) is saved in every checkpoint and restored on resume. On CPU the same
   seed twice gives identical losses.
 * Checkpoints (model, optimiser, scheduler, RNG states, step, history, configs) every
   ``checkpoint_every`` steps and at the end, written atomically with ``ropelib.paths.atomic_write_bytes``
   (a ``torch.save`` into memory first), so a process killed at any moment — even by SIGKILL, even
   during a write — leaves the previous checkpoint readable. ``train`` resumes from a checkpoint found
   in ``checkpoint_dir``.
-* CUDA: bf16 autocast when ``amp`` is true (logits and the loss stay float32); ``compile=True`` wraps
-  the model in ``torch.compile`` (the checkpoint holds the uncompiled module's weights).
+* CUDA: bf16 autocast when ``amp`` is true (logits and the loss stay float32; RoPE's angles and cos/sin
+  tables are float32, ``ropelib.rope``); AdamW's fused kernel (``fused=True``, one kernel for the whole
+  update, PyTorch's ``torch.optim.AdamW`` docs); host batches copied from pinned memory with
+  ``non_blocking=True``. ``compile=True`` wraps the model in ``torch.compile`` (the checkpoint holds the
+  uncompiled module's weights). On CPU none of these apply: the arithmetic there is the same as before
+  they existed (foreach AdamW, plain copies, no autocast).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import math
 import time
@@ -42,7 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm  # the text bar: no widget state in committed notebooks
 
-from .model import select_device, start_windows
+from .data import batch_generator
+from .model import resolve_device, start_windows
 from .paths import atomic_write_bytes
 
 __all__ = [
@@ -50,8 +54,6 @@ __all__ = [
     "CHECKPOINT_NAME",
     "train",
     "warmup_cosine",
-    "batch_seed",
-    "batch_generator",
     "param_groups",
     "load_checkpoint",
 ]
@@ -142,7 +144,7 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
         raise ValueError(f"TrainConfig.{name} must be {bound}, got {value!r}")
 
 
-# -- schedule, batches, optimiser ------------------------------------------------------------------
+# -- schedule, optimiser ------------------------------------------------------------------
 
 
 class warmup_cosine:  # noqa: N801  (a picklable callable used like a function by LambdaLR)
@@ -162,18 +164,6 @@ class warmup_cosine:  # noqa: N801  (a picklable callable used like a function b
             return 1.0
         progress = min(1.0, (step - self.warmup_steps) / decay_steps)
         return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def batch_seed(seed: int, step: int | str, *extra: int | str) -> int:
-    """A 63-bit generator seed derived from ``(seed, step, *extra)`` by SHA-256 (stable across runs,
-    processes and platforms; neighbouring steps get unrelated seeds)."""
-    key = ":".join(str(part) for part in ("ropelib", seed, step, *extra))
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") & (2**63 - 1)
-
-
-def batch_generator(seed: int, step: int | str, *extra: int | str) -> torch.Generator:
-    """A CPU ``torch.Generator`` seeded with ``batch_seed(seed, step, *extra)``."""
-    return torch.Generator().manual_seed(batch_seed(seed, step, *extra))
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -202,6 +192,22 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
         {"params": list(decay.values()), "weight_decay": weight_decay},
         {"params": list(other.values()), "weight_decay": 0.0},
     ]
+
+
+def _optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over ``param_groups``; on CUDA its fused kernel (on CPU the default implementation)."""
+    fused = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.AdamW(
+        param_groups(model, config.weight_decay), lr=config.lr, betas=(config.beta1, config.beta2), **fused
+    )
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device``: on CUDA copied from pinned (page-locked) memory with ``non_blocking=True``,
+    so the copy runs asynchronously on the stream; elsewhere a plain ``.to(device)``."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def _lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -273,7 +279,7 @@ def _validation_loss(model: nn.Module, task: Any, config: TrainConfig, device: t
     controls = {"split": "validation"} if "split" in getattr(task, "controls", ()) else {}
     for i in range(config.eval_batches):
         batch = task.sample(config.batch_size, config.seq_len, batch_generator(config.seed, "eval", i), **controls)
-        x, y = start_windows(model, batch.x).to(device), batch.y.to(device)
+        x, y = _to_device(start_windows(model, batch.x), device), _to_device(batch.y, device)  # (B, T) each
         with autocast():
             logits = model(x)
         n = int((y != -100).sum())
@@ -291,6 +297,7 @@ def train(
     *,
     progress: bool = True,
     stop_at: int | None = None,
+    device: str | torch.device | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` on batches from ``task`` under ``config``; return the history.
 
@@ -307,20 +314,23 @@ def train(
 
     ``stop_at``: stop (after checkpointing) once ``stop_at`` steps are done, for time-sliced jobs;
     a later call resumes. The model is left on the config's device, in train mode.
+
+    ``device``: the device already resolved by the caller (``ropelib.runs.run`` resolves it once per
+    run); ``None`` resolves ``config.device`` here. A device of another type than a non-``"auto"``
+    ``config.device`` raises ValueError.
     """
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
     if stop_at is not None and (isinstance(stop_at, bool) or not isinstance(stop_at, int) or stop_at < 1):
         raise ValueError(f"stop_at must be a positive integer or None, got {stop_at!r}")
-    device = select_device(config.device)  # unavailable device -> RuntimeError naming it
+    device = resolve_device(config.device if device is None else device)  # unavailable -> RuntimeError naming it
+    if config.device != "auto" and torch.device(config.device).type != device.type:
+        raise ValueError(f"device {str(device)!r} contradicts TrainConfig.device {config.device!r}")
     model.to(device)
     model.train()
 
-    optimizer = torch.optim.AdamW(
-        param_groups(model, config.weight_decay),
-        lr=config.lr,
-        betas=(config.beta1, config.beta2),
-    )
+    optimizer = _optimizer(model, config, device)
+    kernel = {k: optimizer.param_groups[0][k] for k in ("fused", "foreach")}  # this device's implementation
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(config.steps, config.warmup_steps, config.min_lr_ratio)
     )
@@ -337,6 +347,8 @@ def train(
             raise ValueError(f"checkpoint {ckpt_path} was written for another ModelConfig: {state['model_config']}")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        for group in optimizer.param_groups:  # a checkpoint from another device keeps its hyperparameters only
+            group.update(kernel)
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"], device)
         start = int(state["step"])
@@ -376,7 +388,7 @@ def train(
         for step in range(start, end):
             t0 = time.perf_counter()
             batch = task.sample(config.batch_size, config.seq_len, batch_generator(config.seed, step))
-            x, y = start_windows(model, batch.x).to(device), batch.y.to(device)  # (B, T) long each
+            x, y = _to_device(start_windows(model, batch.x), device), _to_device(batch.y, device)  # (B, T) long each
             lr = optimizer.param_groups[0]["lr"]
             with autocast():
                 logits = forward(x)  # (B, T, V)

@@ -1,5 +1,5 @@
 """Tests for ropelib.analysis: the derived values of docs/references.md §1, §3 and §4 (recomputed here from the formulas),
-parity with ropelib.rope's frequencies, and invariants."""
+parity with ropelib.rope_scaling's frequencies, and invariants."""
 
 from __future__ import annotations
 

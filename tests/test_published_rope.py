@@ -1,5 +1,5 @@
 """Tests for ropelib.published_rope: every published entry builds valid frequencies through
-ropelib.rope, and the entries reproduce the derived values of docs/references.md §1, §3 and §4."""
+ropelib.rope_scaling, and the entries reproduce the derived values of docs/references.md §1, §3 and §4."""
 
 from __future__ import annotations
 

@@ -12,12 +12,11 @@ from torch import nn
 
 import ropelib.encodings.learned  # noqa: F401  (registers "learned" even before the package imports it)
 import ropelib.encodings.nope  # noqa: F401
-from ropelib.data import make_task
+from ropelib.data import batch_generator, make_task
 from ropelib.model import ModelConfig, ToyTransformer
 from ropelib.train import (
     CHECKPOINT_NAME,
     TrainConfig,
-    batch_generator,
     load_checkpoint,
     param_groups,
     train,
