@@ -21,8 +21,9 @@ weight decay; Loshchilov & Hutter 2017, arXiv 1608.03983, for the cosine schedul
   (a ``torch.save`` into memory first), so a process killed at any moment — even by SIGKILL, even
   during a write — leaves the previous checkpoint readable. ``train`` resumes from a checkpoint found
   in ``checkpoint_dir``.
-* CUDA: bf16 autocast when ``amp`` is true (logits and the loss stay float32; RoPE's angles and cos/sin
-  tables are float32, ``ropelib.rope``); AdamW's fused kernel (``fused=True``, one kernel for the whole
+* CUDA: bf16 autocast when ``amp`` is true (logits and the loss stay float32; RoPE's angles and their
+  cos/sin are float64, the interleaved layout rotates in float32 and the half layout, as HF, in bf16 with
+  the float64 values rounded once, ``ropelib.rope``); AdamW's fused kernel (``fused=True``, one kernel for the whole
   update, PyTorch's ``torch.optim.AdamW`` docs); host batches copied from pinned memory with
   ``non_blocking=True``. ``compile=True`` wraps the model in ``torch.compile`` (the checkpoint holds the
   uncompiled module's weights). On CPU none of these apply: the arithmetic there is the same as before
