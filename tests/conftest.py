@@ -60,27 +60,3 @@ def dict_cache():
         return store[k]
 
     return cached
-
-
-#: the suite's long poles (node-id prefixes, longest first), started before everything else so that the
-#: pytest-xdist workers (``--dist worksteal``, Makefile) do not end with one of them running alone
-LONG_POLES = (
-    "tests/test_notebooks.py::test_smoke_profile_executes[08_",
-    "tests/test_notebooks.py::test_smoke_profile_executes[04_",
-    "tests/test_notebooks.py::test_rerun_reads_evaluations_back",
-    "tests/test_notebooks.py::test_smoke_profile_executes[06_",
-    "tests/test_run_all_reference.py::test_fork_and_smoke_run",
-)
-
-
-def _start_rank(item: pytest.Item) -> tuple[int, int]:
-    for i, prefix in enumerate(LONG_POLES):
-        if item.nodeid.startswith(prefix):
-            return (0, i)
-    return (1, 0) if item.get_closest_marker("slow") else (2, 0)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Long poles first, then the other ``slow`` tests, then the rest (a stable sort: each group keeps
-    its collection order). Only the start order changes; no test depends on another."""
-    items.sort(key=_start_rank)
