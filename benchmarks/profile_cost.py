@@ -34,39 +34,27 @@ model, and the FLOP-based estimate for the assumed GPU.
 from __future__ import annotations
 
 import argparse
+import ast
 import platform
 import time
 from pathlib import Path
 
+import nbformat
 import torch
 import torch.nn.functional as F
-import yaml
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from ropelib import base_models, length_sweep, protocols, rope_variants
 from ropelib.data import make_task
 from ropelib.model import ToyTransformer, select_device
+from ropelib.notebook_files import parameters_cell
+from ropelib.profiles import load_profiles
 
-PROFILES_YAML = Path(__file__).resolve().parents[1] / "profiles.yaml"
-#: notebook 08's defaults for the knobs that decide what it trains (its parameters cell)
-NB08_DEFAULTS = {
-    "variants": [
-        "base_10",
-        "base_100",
-        "base_500",
-        "base_1e4",
-        "base_1e6",
-        "partial_0.25",
-        "partial_0.5",
-        "p_rope_0.25",
-        "p_rope_0.5",
-    ],
-    "variant_seeds": [0, 1, 2],
-    "length_encodings": ["rope", "alibi", "nope"],
-    "train_lengths": [32, 64, 128, 256],
-    "length_seeds": [0],
-}
+REPO = Path(__file__).resolve().parents[1]
+NB08 = "08_rope_base_and_attention"
+#: the knobs of notebook 08 that decide what it trains
+NB08_KNOBS = ("variants", "variant_seeds", "length_encodings", "train_lengths", "length_seeds")
 
 
 def _sync(device: torch.device) -> None:
@@ -119,11 +107,15 @@ def flops_per_step(spec) -> float:
 
 
 def _nb08(profile: str) -> dict:
-    data = yaml.safe_load(PROFILES_YAML.read_text())
-    knobs = (data["notebooks"].get("08_rope_base_and_attention") or {}).get(profile) or {}
-    out = dict(NB08_DEFAULTS)
-    out.update({k: v for k, v in knobs.items() if k in out})
-    return out
+    """Notebook 08's ``NB08_KNOBS``: its parameters cell's defaults, overridden by ``profiles.yaml``."""
+    cell = parameters_cell(nbformat.read(REPO / "notebooks" / f"{NB08}.ipynb", as_version=4))
+    defaults = {
+        node.targets[0].id: ast.literal_eval(node.value)
+        for node in ast.parse(cell.source).body
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and node.targets[0].id in NB08_KNOBS
+    }
+    knobs = load_profiles(REPO / "profiles.yaml").parameters(NB08, profile)
+    return {k: knobs.get(k, defaults[k]) for k in NB08_KNOBS}
 
 
 def profile_runs(profile: str, encodings: list[str], with_08: bool) -> list[tuple[str, str, object, int]]:
