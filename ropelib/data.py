@@ -273,6 +273,16 @@ UNKNOWN_CHAR = "\ufffd"
 BOS_CHAR = "\x02"
 
 
+def _encode(vocab_codes: np.ndarray, text: str) -> torch.Tensor:
+    """Characters -> ids ``(N,)`` long of a character vocabulary whose sorted code points (ids 2, 3, ...)
+    are ``vocab_codes``; characters outside it map to id 0 (ids 0 and 1: unknown, BOS)."""
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)  # (N,)
+    pos = np.searchsorted(vocab_codes, codes)  # (N,)
+    pos_c = np.minimum(pos, len(vocab_codes) - 1)
+    ids = np.where(vocab_codes[pos_c] == codes, pos_c + 2, 0)
+    return torch.from_numpy(ids.astype(np.int64))
+
+
 @register_task("chars")
 class CharsTask(Task):
     """Character-level LM over CPython's ``pydoc_data.topics`` help text (about 465k characters).
@@ -308,11 +318,7 @@ class CharsTask(Task):
         """Characters -> ids ``(N,)`` long; characters outside the vocabulary map to id 0."""
         if not isinstance(text, str):
             raise ValueError(f"text must be a str, got {type(text).__name__}")
-        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)  # (N,)
-        pos = np.searchsorted(self._codes, codes)  # (N,)
-        pos_c = np.minimum(pos, len(self._codes) - 1)
-        ids = np.where(self._codes[pos_c] == codes, pos_c + 2, 0)  # ids 0 and 1: unknown, BOS
-        return torch.from_numpy(ids.astype(np.int64))
+        return _encode(self._codes, text)
 
     def decode(self, ids: torch.Tensor | list[int]) -> str:
         """Ids -> text (``BOS`` decodes to nothing, an id outside the vocabulary to ``U+FFFD``)."""
@@ -381,6 +387,35 @@ def _section_rank(ebook: int, section: int) -> str:
     return hashlib.sha256(f"{ebook}:{section}".encode()).hexdigest()
 
 
+@lru_cache(maxsize=4)
+def _books_splits(validation_sections: int, test_sections: int) -> tuple[dict, tuple, np.ndarray, dict]:
+    """The split of the snapshot (``BooksTask``'s docstring): its sections per split, the vocabulary, the
+    sorted code points and each split's ids ``(N,)``. Built once per process and parameters (encoding
+    12M characters takes most of a second), then shared by every ``BooksTask`` of these parameters."""
+    sections = _books_sections()
+    by_book: dict[int, list[dict]] = {}
+    for rec in sections:
+        by_book.setdefault(rec["ebook"], []).append(rec)
+    held = validation_sections + test_sections
+    too_small = [e for e, recs in by_book.items() if len(recs) <= held]
+    if too_small:
+        raise ValueError(
+            f"validation_sections + test_sections = {held} leaves no training text for ebook(s) {too_small}"
+        )
+    split_of: dict[tuple[int, int], str] = {}
+    for ebook, recs in by_book.items():
+        ranked = sorted(recs, key=lambda r: _section_rank(ebook, r["section"]))
+        for i, rec in enumerate(ranked):
+            split = "validation" if i < validation_sections else "test" if i < held else "train"
+            split_of[(ebook, rec["section"])] = split
+    documents = {s: tuple(r for r in sections if split_of[(r["ebook"], r["section"])] == s) for s in BooksTask.SPLITS}
+    text = SECTION_SEPARATOR.join(r["text"] for r in sections)
+    vocab = (UNKNOWN_CHAR, BOS_CHAR, *sorted(set(text) - {UNKNOWN_CHAR, BOS_CHAR}))
+    codes = np.array([ord(c) for c in vocab[2:]], dtype=np.int64)  # sorted code points
+    splits = {s: _encode(codes, SECTION_SEPARATOR.join(r["text"] for r in docs)) for s, docs in documents.items()}
+    return documents, vocab, codes, splits
+
+
 @register_task("books")
 class BooksTask(Task):
     """Character-level LM over 14 public-domain English novels (about 12M characters).
@@ -406,29 +441,11 @@ class BooksTask(Task):
         super().__init__()
         self.validation_sections = _check_int("validation_sections", validation_sections, 1)
         self.test_sections = _check_int("test_sections", test_sections, 1)
-        sections = _books_sections()
-        by_book: dict[int, list[dict]] = {}
-        for rec in sections:
-            by_book.setdefault(rec["ebook"], []).append(rec)
-        held = self.validation_sections + self.test_sections
-        too_small = [e for e, recs in by_book.items() if len(recs) <= held]
-        if too_small:
-            raise ValueError(
-                f"validation_sections + test_sections = {held} leaves no training text for ebook(s) {too_small}"
-            )
-        split_of: dict[tuple[int, int], str] = {}
-        for ebook, recs in by_book.items():
-            ranked = sorted(recs, key=lambda r: _section_rank(ebook, r["section"]))
-            for i, rec in enumerate(ranked):
-                split = "validation" if i < self.validation_sections else "test" if i < held else "train"
-                split_of[(ebook, rec["section"])] = split
-        self._documents = {s: [r for r in sections if split_of[(r["ebook"], r["section"])] == s] for s in self.SPLITS}
-        text = SECTION_SEPARATOR.join(r["text"] for r in sections)
-        self.vocab = [UNKNOWN_CHAR, BOS_CHAR] + sorted(set(text) - {UNKNOWN_CHAR, BOS_CHAR})
-        self._codes = np.array([ord(c) for c in self.vocab[2:]], dtype=np.int64)  # sorted code points
-        self._splits = {
-            s: self.encode(SECTION_SEPARATOR.join(r["text"] for r in docs)) for s, docs in self._documents.items()
-        }
+        documents, vocab, codes, splits = _books_splits(self.validation_sections, self.test_sections)
+        self._documents = {s: list(docs) for s, docs in documents.items()}
+        self.vocab = list(vocab)
+        self._codes = codes  # sorted code points
+        self._splits = splits  # shared by every BooksTask of these parameters: not to be written to
 
     encode = CharsTask.encode
     decode = CharsTask.decode

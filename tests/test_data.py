@@ -321,6 +321,20 @@ def test_books_corpus_hash_sizes_and_splits(books):
     )
 
 
+def test_books_split_is_built_once_per_parameters_and_instances_stay_separate(books):
+    from ropelib.data import make_task
+
+    again = make_task("books")
+    for split in books.SPLITS:  # the encoded splits are shared, not rebuilt
+        assert again.tokens(split) is books.tokens(split)
+    again.vocab.append("x")  # what an instance holds as a list is its own
+    again.documents("train").clear()
+    assert books.vocab_size == again.vocab_size - 1 and len(books.documents("train")) == len(again.documents("train"))
+    other = make_task("books", validation_sections=2)
+    assert other.tokens("validation").numel() > books.tokens("validation").numel()
+    assert other.tokens("train").numel() < books.tokens("train").numel()
+
+
 def test_books_text_round_trips_and_windows_stay_in_their_split(books):
     val = books.tokens("validation")
     first = books.documents("validation")[0]["text"]
