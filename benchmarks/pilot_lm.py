@@ -10,9 +10,10 @@ numbers in the comment above ``ropelib.base_models.SETUPS``. Examples::
 
 Every combination of the values given is trained (one thread per run, ``--jobs`` at a time) into
 ``--cache-dir`` (default ``build/pilot-cache``, never the project's run cache, so pilots cannot be mistaken
-for base models), then scored: perplexity over the whole validation split at the training length
-(non-overlapping windows) and the context gain of ``ropelib.gates.context_gain``. One line per run, then the
-n-gram references on the same split. Nothing is written to ``results/`` or ``figures/``.
+for base models), then scored: perplexity over the validation split at the training length (non-overlapping
+windows; the whole split, or the first ``lm_eval_tokens`` of a profile that caps it, as ``smoke`` does) and the
+context gain of ``ropelib.gates.context_gain``. One line per run, then the n-gram references on the same text,
+fitted as the profile fits them (``ngram_train_tokens``). Nothing is written to ``results/`` or ``figures/``.
 """
 
 from __future__ import annotations
@@ -113,14 +114,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     for i, c in enumerate(combos):
         r = runs[i]
-        q = protocols.lm_quality(r, split="validation", cached=_no_cache)
+        q = protocols.lm_quality(r, split="validation", max_tokens=setup.lm_eval_tokens, cached=_no_cache)
         tokens = c["train_length"] * c["batch_size"] * c["steps"]
         print(
             f"{c['encoding']:<11} {c['n_layers']:>6} {c['train_length']:>4} {c['batch_size']:>3} {c['steps']:>5} {tokens:>8} "
             f"{c['lr']:>7.3g} {c['init_std']:>6.3f} {str(c['start_token']):>5} {q['ppl']:>8.2f} "
             f"{q['context_gain']:>6.3f} {float(r.metadata['train_time_s']):>7.0f}"
         )
-    refs = protocols.ngram_reference(specs[0].task, split="validation", orders=(2, 3, 4, 5), cached=_no_cache)
+    refs = protocols.ngram_reference(
+        specs[0].task, split="validation", orders=(2, 3, 4, 5), max_tokens=setup.lm_eval_tokens,
+        train_tokens=setup.ngram_train_tokens, cached=_no_cache,
+    )  # fmt: skip
     print(
         "n-gram references (validation): " + ", ".join(f"order {r.order} {r.perplexity:.2f}" for r in refs.itertuples())
     )

@@ -253,15 +253,15 @@ plt.show()
 # %%
 task_objs = {t: make_task(specs[(ENCODINGS[0], t, SEEDS[0])].task) for t in TASKS}
 lm_config = specs[(ENCODINGS[0], LM_TASK, SEEDS[0])].task
-ngram = pd.concat([protocols.ngram_reference(lm_config, split, max_tokens=setup.lm_eval_tokens).assign(task=LM_TASK, split=split)
-                   for split in ("validation", "test")], ignore_index=True)
+ngram = pd.concat([protocols.ngram_reference(lm_config, split, max_tokens=setup.lm_eval_tokens, train_tokens=setup.ngram_train_tokens)
+                   .assign(task=LM_TASK, split=split) for split in ("validation", "test")], ignore_index=True)
 write_table(ngram, "04_ngram")
 NGRAM = ngram[ngram.split == "test"].set_index("order").perplexity
 info = task_objs[LM_TASK].info()
 display(Markdown(
     f"**{LM_TASK}**: {info.get('n_train', 0):,} training, {info.get('n_validation', 0):,} validation and "
     f"{info.get('n_test', 0):,} test characters (SHA-256 `{info.get('sha256', '')[:16]}…`). Kneser–Ney n-gram "
-    f"baselines fitted on the training split, test perplexity: "
+    f"baselines fitted on {int(ngram.n_train_tokens.iloc[0]):,} characters of the training split, test perplexity: "
     + ", ".join(f"order {o}: {p:.2f}" for o, p in NGRAM.items()) + "."))
 
 gates = protocols.gate_models(runs, setup)
@@ -416,15 +416,17 @@ if "sinusoidal" in ENCODINGS:
 # between encodings. Instead a small benchmark (`protocols.training_throughput`) times `bench_steps`
 # training steps (forward, backward, AdamW update; batch and length of the first task) of a fresh model
 # per encoding, in `bench_rounds` interleaved rounds, so that a busy phase of the machine hits every
-# encoding alike; we keep the median round. Beside it the ALiBi paper's V100 speeds (words/s at L = 512,
-# relative to sinusoidal).
+# encoding alike; we keep the median round. The timing is cached like an evaluation, keyed by the models,
+# these settings and the machine (host, CPU model, core and thread counts): a rerun of the same code on
+# the same machine reads it back, any change to the code or the machine times it again. Beside it the
+# ALiBi paper's V100 speeds (words/s at L = 512, relative to sinusoidal).
 
 # %%
 # ropelib.protocols.training_throughput: one row per (round, encoding), tokens/s of the timed steps
 bench_task = TASKS[0]
 spec0 = specs[(ENCODINGS[0], bench_task, SEEDS[0])]
 bench = protocols.training_throughput(specs, bench_task, SEEDS[0], rounds=bench_rounds, steps=bench_steps,
-                                      batch_seed=eval_seed, device=torch_device)
+                                      batch_seed=eval_seed, device=torch_device, cached=cached)
 write_table(bench, "04_throughput")
 
 tp = bench.groupby("encoding").tokens_per_s.median().loc[ENCODINGS]

@@ -168,8 +168,8 @@ display(ppl_table("nonoverlap"))
 display(Markdown("**Perplexity, sliding windows** (stride = "
                  f"{sliding_stride_fraction:g} x length)"))
 display(ppl_table("sliding"))
-NGRAM = protocols.ngram_reference(specs[(ENCODINGS[0], LM_TASK, SEEDS[0])].task, "test",
-                                  max_tokens=setup.lm_eval_tokens).set_index("order").perplexity
+NGRAM = protocols.ngram_reference(specs[(ENCODINGS[0], LM_TASK, SEEDS[0])].task, "test", max_tokens=setup.lm_eval_tokens,
+                                  train_tokens=setup.ngram_train_tokens).set_index("order").perplexity
 display(Markdown("Models that failed their gate show —. Reference: Kneser–Ney n-grams fitted on the training split "
                  "score the test split at " + ", ".join(f"{p:.2f} (order {o})" for o, p in NGRAM.items()) + "."))
 

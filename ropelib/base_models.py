@@ -148,9 +148,11 @@ class TaskSetup:
 class BaseSetup:
     """Model size, optimiser and the tasks/encodings/seeds of the base models of one profile, and how
     they are judged: ``gates`` (``ropelib.gates.GateThresholds``), ``gate_samples`` (fresh sequences
-    behind a retrieval model's gate, ``ropelib.protocols.gate_models``) and ``lm_eval_tokens`` (the
+    behind a retrieval model's gate, ``ropelib.protocols.gate_models``), ``lm_eval_tokens`` (the
     first tokens of a validation or test split that every LM evaluation scores; ``None``: the whole
-    split — only ``smoke`` caps it, for speed).
+    split — only ``smoke`` caps it, for speed) and ``ngram_train_tokens`` (the first tokens of the
+    training split that the n-gram baselines are fitted on, ``ropelib.protocols.ngram_reference``;
+    ``None``: all of it — again only ``smoke`` caps it).
 
     ``init_std`` (``None``: ``ropelib.model.width_scaled_init_std(d_model)``, GPT-2's 0.02 carried to
     the width by the fan-in rule) is every model's init; ``sinusoid_scale`` (``None``:
@@ -172,8 +174,13 @@ class BaseSetup:
     gates: GateThresholds = DEFAULT_THRESHOLDS
     gate_samples: int = 512
     lm_eval_tokens: int | None = None
+    ngram_train_tokens: int | None = None
 
     def __post_init__(self) -> None:
+        for label in ("lm_eval_tokens", "ngram_train_tokens"):
+            value = getattr(self, label)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 2):
+                raise ValueError(f"{label} must be None or an integer >= 2, got {value!r}")
         unknown = [e for e in self.encodings if e not in ENCODING_VARIANTS]
         if unknown or not self.encodings:
             raise ValueError(f"unknown encoding(s) {unknown}; allowed: {', '.join(ENCODING_VARIANTS)}")
@@ -316,6 +323,7 @@ SETUPS: Mapping[str, BaseSetup] = {
         gates=GateThresholds(context_gain_nats=0.0, lm_baseline_order=1, rope_baseline_order=1, retrieval_margin=-0.5),
         gate_samples=16,
         lm_eval_tokens=2048,
+        ngram_train_tokens=200_000,
     ),
     "default": BaseSetup(
         tasks=(

@@ -58,6 +58,7 @@ from .evaluate import exact_match_counts, lm_loss_at_lengths, loss_by_position
 from .gates import context_gain, gate_table
 from .model import ToyTransformer, resolve_device, start_windows
 from .ngram import ngram_baselines
+from .provenance import machine_identity
 from .runs import RunResult, RunSpec, run
 
 __all__ = [
@@ -132,26 +133,22 @@ def ngram_reference(
     split: str = "test",
     orders: tuple[int, ...] = (1, 2, 3, 4, 5),
     max_tokens: int | None = None,
+    train_tokens: int | None = None,
     cached: Cache = memo.cached,
 ) -> pd.DataFrame:
-    """Kneser–Ney n-gram baselines fitted on the task's whole training split, scored on ``split`` (its first
-    ``max_tokens``): columns ``order, cross_entropy, perplexity, n_train_tokens, n_eval_tokens``
-    (``ropelib.ngram``)."""
+    """Kneser–Ney n-gram baselines fitted on the task's training split (its first ``train_tokens``;
+    ``None``: all of it, ``BaseSetup.ngram_train_tokens``), scored on ``split`` (its first ``max_tokens``):
+    columns ``order, cross_entropy, perplexity, n_train_tokens, n_eval_tokens`` (``ropelib.ngram``)."""
     task = _task_of(config)
+    train = split_tokens(config, "train", train_tokens)  # (N,); validates train_tokens
 
     def compute() -> pd.DataFrame:
         return ngram_baselines(
-            task.tokens("train").numpy(),
-            split_tokens(config, split, max_tokens).numpy(),
-            task.vocab_size,
-            orders=tuple(orders),
+            train.numpy(), split_tokens(config, split, max_tokens).numpy(), task.vocab_size, orders=tuple(orders)
         )
 
-    return cached(
-        "ngram_reference",
-        {"task": config.to_dict(), "split": split, "orders": list(orders), "max_tokens": max_tokens},
-        compute,
-    )
+    key = {"task": config.to_dict(), "split": split, "orders": list(orders), "max_tokens": max_tokens}
+    return cached("ngram_reference", {**key, "train_tokens": train_tokens}, compute)
 
 
 # -- learning-rate sweep ------------------------------------------------------------------------------
@@ -327,7 +324,13 @@ def gate_models(
         row: dict[str, Any] = {"encoding": enc, "task": task, "seed": seed_, "kind": kind, "run_hash": r.hash[:16]}
         if kind == "lm":
             row.update(lm_quality(r, split, setup.lm_eval_tokens, cached=cached, early_positions=early_positions))
-            ref = ngram_reference(r.spec.task, split, max_tokens=setup.lm_eval_tokens, cached=cached)
+            ref = ngram_reference(
+                r.spec.task,
+                split,
+                max_tokens=setup.lm_eval_tokens,
+                train_tokens=setup.ngram_train_tokens,
+                cached=cached,
+            )
             baselines = {int(o): float(p) for o, p in zip(ref.order, ref.perplexity)}
             row.update({f"ngram_ppl_{o}": p for o, p in baselines.items()})
         elif kind == "retrieval":
@@ -534,6 +537,7 @@ def training_throughput(
     lr: float = 1e-4,
     device: str | torch.device = "auto",
     clock: Callable[[], float] = time.perf_counter,
+    cached: Cache | None = None,
 ) -> pd.DataFrame:
     """Training tokens/s of each encoding, benchmarked in interleaved rounds (notebook 04, §6; the ALiBi
     paper's training-speed comparison, Press et al. 2021, arXiv 2108.12409: ``published.ALIBI_SPEED``,
@@ -548,7 +552,13 @@ def training_throughput(
     generator seed ``batch_seed``. Interleaving spreads a busy phase of the machine over all encodings; a
     notebook reports the median round. ``clock``: the timer (``time.perf_counter``; CUDA is synchronised
     before it is read). One row per (round, encoding), columns ``THROUGHPUT_COLUMNS``; ``tokens_per_s =
-    steps × batch_size × seq_len / seconds``."""
+    steps × batch_size × seq_len / seconds``.
+
+    ``cached``: ``None`` (the default) times now. A cache (``memo.cached``, which notebook 04 passes)
+    keeps the table under the benchmarked specs' run hashes, these settings and the machine
+    (``provenance.machine_identity``: host, CPU model, core and torch thread counts, device), so a rerun
+    of the same code on the same machine reads the timing back instead of taking it again; any change
+    to the library, to torch or to the machine times it anew."""
     for label, value in (("rounds", rounds), ("steps", steps)):
         _positive_int(label, value)
     if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
@@ -560,6 +570,20 @@ def training_throughput(
             f"{sorted({(t, sd) for _, t, sd in specs})}"
         )
     device = resolve_device(device)
+    if cached is not None:
+        key = {
+            "runs": {e: s.hash() for e, s in chosen.items()},
+            "rounds": rounds, "steps": steps, "warmup_steps": warmup_steps, "batch_seed": int(batch_seed), "lr": lr,
+            "machine": machine_identity(device),
+        }  # fmt: skip
+        return cached(
+            "training_throughput",
+            key,
+            lambda: training_throughput(
+                specs, task, seed, rounds=rounds, steps=steps, warmup_steps=warmup_steps, batch_seed=batch_seed,
+                lr=lr, device=device, clock=clock,
+            ),
+        )  # fmt: skip
     spec0 = next(iter(chosen.values()))
     batch = (
         _task_of(spec0.task)

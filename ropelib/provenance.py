@@ -34,6 +34,7 @@ __all__ = [
     "source_state",
     "package_versions",
     "device_description",
+    "machine_identity",
     "collect_provenance",
     "provenance_table",
     "show_provenance",
@@ -159,6 +160,30 @@ def device_description(device: Any) -> str:
     if dev.type == "mps":
         return f"mps ({platform.machine()})"
     return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def machine_identity(device: Any) -> dict[str, Any]:
+    """What a timing depends on besides the code: the host name, the CPU model (``/proc/cpuinfo``'s
+    ``model name`` where there is one), the number of cores, torch's intra-op thread count and the device
+    (``device_description``). A timing read back from a cache is only reused on a machine with all of these
+    equal (``ropelib.protocols.training_throughput``)."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "host": platform.node(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": device_description(device),
+    }
 
 
 def collect_provenance(profile: str, device: Any, **params: Any) -> dict[str, Any]:

@@ -161,3 +161,10 @@ def test_split_tokens_caps_and_rejects_non_lm_tasks(setup, runs):
     assert math.isfinite(
         float(protocols.ngram_reference(config, "test", max_tokens=512, cached=_memo()).perplexity.iloc[2])
     )
+    small = protocols.ngram_reference(config, "test", orders=(1, 2), max_tokens=512, train_tokens=1000, cached=_memo())
+    assert (small.n_train_tokens == 1000).all() and (small.n_eval_tokens == 512).all()
+    with pytest.raises(ValueError, match="max_tokens"):  # the training prefix is capped by split_tokens
+        protocols.ngram_reference(config, "test", train_tokens=0, cached=_memo())
+    for bad in (1, 2.5, True):
+        with pytest.raises(ValueError, match="ngram_train_tokens"):
+            replace(setup, ngram_train_tokens=bad)

@@ -190,6 +190,30 @@ def test_training_throughput_one_row_per_round_and_encoding(setup, one_thread):
     assert len(real) == len(setup.encodings) and (real.tokens_per_s > 0).all() and np.isfinite(real.tokens_per_s).all()
 
 
+def test_training_throughput_is_read_back_only_on_the_same_machine_and_settings(setup, one_thread, dict_cache):
+    specs = base_models.base_specs(setup, "cpu")
+    readings = []
+
+    def clock() -> float:
+        readings.append(None)
+        return 0.5 * len(readings)
+
+    def bench(**kw):
+        args = dict(rounds=1, steps=1, warmup_steps=0, device="cpu", clock=clock, cached=dict_cache) | kw
+        return protocols.training_throughput(specs, "passkey", setup.seeds[0], **args)
+
+    first = bench()
+    timed = len(readings)
+    assert timed == 2 * len(setup.encodings)
+    assert bench().equals(first) and len(readings) == timed  # read back, not timed again
+    bench(steps=2)  # other settings: timed
+    assert len(readings) == 2 * timed
+    torch.set_num_threads(2)  # another thread count is another machine (one_thread restores it)
+    bench()
+    assert len(readings) == 3 * timed
+    assert len(bench(cached=None)) == len(first) and len(readings) == 4 * timed  # no cache: always timed
+
+
 def test_training_throughput_rejects_bad_input(setup):
     specs = base_models.base_specs(setup, "cpu")
     for kwargs, match in (

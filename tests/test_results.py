@@ -213,6 +213,8 @@ def test_04_ngram_references(tables, setup, lm_task):
     assert ngram.n_train_tokens.nunique() == 1 and (ngram.n_train_tokens > ngram.n_eval_tokens).all()
     if setup.lm_eval_tokens is not None:
         assert (ngram.n_eval_tokens == setup.lm_eval_tokens).all()
+    if setup.ngram_train_tokens is not None:
+        assert (ngram.n_train_tokens == setup.ngram_train_tokens).all()
 
 
 def test_04_settings_are_what_the_models_are_built_with(tables, setup):
