@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,19 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def _rejected(capsys, monkeypatch, script: str, *args: str) -> str:
+    """Run ``script``'s ``main`` in this process (the scripts run as scripts in the tests above; a bad
+    argument only needs the parser) and return its stderr, asserting exit status 2 (argparse's usage error)."""
+    spec = importlib.util.spec_from_file_location(f"_bench_{Path(script).stem}", REPO / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", [script, *args])  # for a main() that reads sys.argv
+    with pytest.raises(SystemExit) as exc:
+        module.main(*([list(args)] if module.main.__code__.co_argcount else []))
+    assert exc.value.code == 2, exc.value.code
+    return capsys.readouterr().err
 
 
 def _run(*args: str) -> str:
@@ -44,15 +58,9 @@ def test_profile_cost_estimates_the_smoke_profile():
     assert last.startswith("SUMMARY profile=smoke device=cpu") and "estimated for" in last
 
 
-def test_profile_cost_rejects_bad_arguments():
-    out = subprocess.run(
-        [sys.executable, "benchmarks/profile_cost.py", "--profile", "huge"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 2 and "huge" in out.stderr and "smoke" in out.stderr
+def test_profile_cost_rejects_bad_arguments(capsys, monkeypatch):
+    err = _rejected(capsys, monkeypatch, "benchmarks/profile_cost.py", "--profile", "huge")
+    assert "huge" in err and "smoke" in err
 
 
 @pytest.mark.slow
@@ -84,7 +92,7 @@ def test_train_throughput_loop_comparison_prints_a_ratio():
     assert "same weights: yes" in summary
 
 
-def test_rerun_stability_reports_flips_between_two_results_folders(tmp_path):
+def test_rerun_stability_reports_flips_between_two_results_folders(tmp_path, capsys, monkeypatch):
     """A folder against itself: no flips; against a copy with one verdict and one gate changed: both named."""
     import shutil
 
@@ -107,18 +115,11 @@ def test_rerun_stability_reports_flips_between_two_results_folders(tmp_path):
     out = _run("benchmarks/rerun_stability.py", str(a), str(b))
     assert "gate_flips=1 verdict_flips=1" in out.strip().splitlines()[-1]
     assert str(claims.loc[0, "claim_id"]) in out
-    bad = subprocess.run(
-        [sys.executable, "benchmarks/rerun_stability.py", str(a), str(tmp_path / "none")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert bad.returncode == 2 and "none" in bad.stderr
+    assert "none" in _rejected(capsys, monkeypatch, "benchmarks/rerun_stability.py", str(a), str(tmp_path / "none"))
 
 
 @pytest.mark.slow
-def test_pilot_lm_trains_each_combination_into_its_own_cache(tmp_path):
+def test_pilot_lm_trains_each_combination_into_its_own_cache(tmp_path, capsys, monkeypatch):
     """One line per combination of the values given (here 2 encodings x with/without start token, at one
     layer), scored on the validation split, then the n-gram references; the project's run cache is not used."""
     out = _run(
@@ -148,14 +149,7 @@ def test_pilot_lm_trains_each_combination_into_its_own_cache(tmp_path):
     assert all(1.0 < float(r[9]) < 200.0 for r in rows)  # a perplexity, not a loss
     assert "n-gram references (validation): order 2" in out
     assert len(list((tmp_path / "pilot" / "runs").iterdir())) == 4
-    bad = subprocess.run(
-        [sys.executable, "benchmarks/pilot_lm.py", "--encoding", "ropee"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert bad.returncode == 2 and "ropee" in bad.stderr
+    assert "ropee" in _rejected(capsys, monkeypatch, "benchmarks/pilot_lm.py", "--encoding", "ropee")
 
 
 @pytest.mark.slow
@@ -184,13 +178,7 @@ def test_pilot_algorithmic_quick_mode_trains_into_its_own_cache(tmp_path):
     assert len(list((tmp_path / "pilot" / "runs").iterdir())) == 2
 
 
-def test_pilot_algorithmic_rejects_bad_arguments():
+def test_pilot_algorithmic_rejects_bad_arguments(capsys, monkeypatch):
     for args, named in ((["--task", "books"], "books"), (["--samples", "0"], "samples")):
-        bad = subprocess.run(
-            [sys.executable, "benchmarks/pilot_algorithmic.py", *args],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert bad.returncode == 2 and named in bad.stderr, (args, bad.stderr[-500:])
+        err = _rejected(capsys, monkeypatch, "benchmarks/pilot_algorithmic.py", *args)
+        assert named in err, (args, err[-500:])
