@@ -49,7 +49,7 @@ from . import claims_extrapolation, claims_in_distribution, claims_long_context
 from . import results as R
 from .audit import Claim, tables_read
 
-__all__ = ["CLAIMS", "TABLE_NOTEBOOK"]
+__all__ = ["AUDIT_NOTEBOOK", "CLAIMS", "TABLE_NOTEBOOK"]
 
 
 def _number(claim: Claim) -> int:
@@ -63,3 +63,8 @@ CLAIMS: tuple[Claim, ...] = tuple(
 
 #: results file -> the notebook that writes it, for every table the claims read
 TABLE_NOTEBOOK: Mapping[str, str] = {name: R.TABLE_NOTEBOOK[name] for name in tables_read(CLAIMS)}
+
+#: the notebook that runs the audit. It reads the tables of ``TABLE_NOTEBOOK``, so with ``--jobs`` above 1
+#: run_all starts it only after their notebooks have finished (``ropelib.notebook_files.READS_RESULTS_OF``
+#: names them for the pipeline, which may not import this module; tests/test_claims.py checks they agree)
+AUDIT_NOTEBOOK = "07_claims_audit"

@@ -7,12 +7,16 @@ its ``.ipynb`` counts too (the ``.ipynb`` is created on its first successful run
 newer than its ``.ipynb`` and their cells differ (it was edited as text), the ``.py`` cells are what runs
 (``effective_input``). An executed notebook is committed without papermill's metadata (``clean_notebook``),
 with the kernelspec that ``make venv`` installs, and its ``.py`` pair is rewritten from it (``write_pair``).
+
+Some notebooks read the results tables of others: the claims audit (07) reads those of 04, 05 and 06
+(``READS_RESULTS_OF``). With ``--jobs`` above 1, such a notebook waits until those of the same run have
+finished (``prerequisites``); in reading order it comes after them anyway.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import jupytext
@@ -28,6 +32,11 @@ KERNEL = "python3"
 #: ``python3``, so papermill finds a kernel in any environment that has ipykernel)
 KERNEL_DISPLAY_NAME = "Python 3 (ropelib)"
 NOTEBOOK_RE = re.compile(r"^(\d\d)_[A-Za-z0-9_-]+$")
+#: which notebooks read the results tables of which others, by number: the claims audit
+#: (``ropelib.claims.AUDIT_NOTEBOOK``) reads the tables of ``ropelib.claims.TABLE_NOTEBOOK``. Written out
+#: here because the pipeline may not import the claims (they import torch); tests/test_claims.py checks
+#: that it names exactly the notebooks whose tables the claims read.
+READS_RESULTS_OF: Mapping[str, tuple[str, ...]] = {"07": ("04", "05", "06")}
 
 
 def discover_notebooks(notebooks_dir: Path) -> list[Path]:
@@ -54,6 +63,17 @@ def select_notebooks(paths: Sequence[Path], only: Sequence[str] | None) -> list[
             raise ConfigError(f"--only {item!r} matches no notebook; notebooks: {known}")
         chosen.extend(h for h in hits if h not in chosen)
     return [p for p in paths if p in chosen]  # reading order
+
+
+def prerequisites(names: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """For each notebook of a run (``names``, in reading order), the notebooks of the same run it must wait
+    for: those before it whose results it reads (``READS_RESULTS_OF``, matched by number). A notebook
+    that reads no one's results, or whose sources are not in the run, waits for nothing."""
+    waits: dict[str, tuple[str, ...]] = {}
+    for i, name in enumerate(names):
+        reads = READS_RESULTS_OF.get(name.split("_", 1)[0], ())
+        waits[name] = tuple(n for n in names[:i] if n.split("_", 1)[0] in reads)
+    return waits
 
 
 def notebook_titles(notebooks_dir: Path) -> dict[str, str]:

@@ -57,6 +57,9 @@ class Job:
     input_nb: nbformat.NotebookNode
     cells_from: str
     parameters: dict[str, Any]
+    #: the notebooks of the same run that must have finished (ok or not) before this one starts: those
+    #: whose results it reads (``ropelib.notebook_files.prerequisites``)
+    after: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:

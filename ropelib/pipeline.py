@@ -5,9 +5,12 @@ the chosen profile's parameters from ``profiles.yaml`` plus ``profile`` and ``de
 (docs/design.md §11, "run_all.py"). Every parameter is checked against the notebook's ``parameters`` cell
 before anything executes (``plan``; ``ropelib.profiles``). ``execute`` runs the jobs, ``--jobs`` at a time,
 each through ``ropelib.notebook_runs.Runner`` into the output tree of ``ropelib.output_trees``, printing
-the progress of ``ropelib.run_progress``; Ctrl-C, SIGTERM and SIGHUP stop it cleanly (every process of
-every running notebook killed, ``ropelib.process_tree``; nothing half-written kept). ``main(argv)`` is the
-command line: it returns the exit code (``ropelib.run_messages``).
+the progress of ``ropelib.run_progress``. A notebook that reads the results of others in the same run
+(``Job.after``: the claims audit reads 04, 05 and 06; ``ropelib.notebook_files.prerequisites``) starts
+only once they have finished, ok or not, so it never reads stale tables; the others start in reading
+order as workers free up. Ctrl-C, SIGTERM and SIGHUP stop it cleanly (every process of every running
+notebook killed, ``ropelib.process_tree``; nothing half-written kept; a notebook not yet started never
+starts). ``main(argv)`` is the command line: it returns the exit code (``ropelib.run_messages``).
 
 Besides running: ``--list`` prints each notebook, its parameters per profile and its last status
 (``list_notebooks``); ``--export-html`` executes nothing and converts the committed notebooks (or
@@ -28,7 +31,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,7 @@ import nbformat
 
 from .fork import new_notebook
 from .gallery import export_html, write_html_index
-from .notebook_files import discover_notebooks, effective_input, notebook_titles, select_notebooks
+from .notebook_files import discover_notebooks, effective_input, notebook_titles, prerequisites, select_notebooks
 from .notebook_runs import Job, Outcome, Runner
 from .output_trees import (
     REFERENCE_PROFILE,
@@ -114,7 +117,9 @@ def parse_args(argv: Sequence[str] | None = None, root: Path = REPO_ROOT) -> arg
     parser.add_argument("--profile", default="default", help="profile from profiles.yaml (default: default)")
     parser.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks (number or full name)")
     parser.add_argument("--device", default="auto", choices=DEVICES, help="device injected into every notebook")
-    parser.add_argument("--jobs", type=int, default=1, help="notebooks run at the same time (separate processes)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="notebooks run at the same time (separate processes); a notebook that reads "
+                             "others' results waits for them")  # fmt: skip
     parser.add_argument("--html", action="store_true",
                         help="also export each executed notebook to <work folder>/html/ (with index.html)")  # fmt: skip
     parser.add_argument("--export-html", action="store_true",
@@ -169,13 +174,15 @@ def plan(args: argparse.Namespace, profiles: Profiles, tree: OutputTree | None =
             f"profiles.yaml has section(s) for unknown notebook(s) {', '.join(stray)}; "
             f"notebooks: {', '.join(p.stem for p in paths)}"
         )
+    selected = select_notebooks(paths, args.only)
+    after = prerequisites([p.stem for p in selected])
     jobs = []
-    for path in select_notebooks(paths, args.only):
+    for path in selected:
         params = profiles.parameters(path.stem, args.profile)
         params.update(profile=args.profile, device=args.device)
         nb, cells_from = effective_input(path)
         check_parameters(path.stem, nb, params)
-        jobs.append(Job(path, tree.notebooks / path.name, nb, cells_from, params))
+        jobs.append(Job(path, tree.notebooks / path.name, nb, cells_from, params, after[path.stem]))
     return jobs
 
 
@@ -220,9 +227,20 @@ def _ignore_signals() -> None:
             signal.signal(sig, signal.SIG_IGN)
 
 
+def _next_job(waiting: Sequence[Job], finished: Collection[str], running: int) -> Job | None:
+    """The first job in reading order whose ``after`` notebooks have all finished, or ``None``. When none is
+    ready and nothing runs, the first one anyway: a prerequisite that never runs cannot block it forever."""
+    for job in waiting:
+        if all(name in finished for name in job.after):
+            return job
+    return waiting[0] if waiting and not running else None
+
+
 def execute(args: argparse.Namespace, tree: OutputTree, jobs: Sequence[Job]) -> tuple[list[Outcome], bool, Runner]:
-    """Run the jobs (``--jobs`` at a time); returns the outcomes in reading order, whether interrupted, and
-    the runner (its manifest and write errors). Every child process is gone when this returns."""
+    """Run the jobs (``--jobs`` at a time, each once its ``after`` notebooks have finished; the first ready
+    one in reading order whenever a worker is free); returns the outcomes in reading order, whether
+    interrupted, and the runner (its manifest and write errors). Every child process is gone when this
+    returns; a job not started when the run is interrupted never starts and has no outcome."""
     manifest_path = tree.manifest(args.profile)
     manifest = new_manifest(args, tree, read_manifest(manifest_path))
     reference_folders = dict.fromkeys([results_dir(), args.repo_root / "results"])  # the reference's, the checkout's
@@ -231,6 +249,7 @@ def execute(args: argparse.Namespace, tree: OutputTree, jobs: Sequence[Job]) -> 
     order = {j.name: f"{i}/{len(jobs)}" for i, j in enumerate(jobs, 1)}
     runner = Runner(tree, args.html, manifest, manifest_path, order, expected, args.repo_root)
     outcomes: dict[str, Outcome] = {}
+    waiting = list(jobs)  # not started yet, in reading order
     started = time.time()
     total = len(jobs)
     interrupted = False
@@ -238,9 +257,19 @@ def execute(args: argparse.Namespace, tree: OutputTree, jobs: Sequence[Job]) -> 
     print(f"run_all: profile={args.profile} device={args.device} ({manifest['device']}) "
           f"notebooks={total} jobs={args.jobs}; writing {where}", flush=True)  # fmt: skip
 
+    if args.jobs > 1:  # with one job at a time, reading order already runs them after their prerequisites
+        for job in jobs:
+            if job.after:
+                say(f"[{order[job.name]}] {job.name} starts after {', '.join(job.after)} (it reads their results)")
+
     def left() -> str:
         unfinished = [j.name for j in jobs if j.name not in outcomes]
         return format_seconds(estimate_left(unfinished, expected, runner.running_for(), args.jobs), "unknown")
+
+    def blocked() -> str:  # the jobs waiting for a prerequisite (not merely for a free worker)
+        parts = [f"[{order[j.name]}] {j.name} (for {', '.join(a for a in j.after if a not in outcomes)})"
+                 for j in waiting if any(a not in outcomes for a in j.after)]  # fmt: skip
+        return f"; waiting {'; '.join(parts)}" if parts else ""
 
     # the shutdown below ignores the stop signals; they are restored before returning, so that a caller in
     # Python (a test process, a notebook) does not keep them ignored, nor hand that to processes it starts
@@ -251,12 +280,16 @@ def execute(args: argparse.Namespace, tree: OutputTree, jobs: Sequence[Job]) -> 
     )
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures: dict[Future, Job] = {}
-        for job in jobs:
-            futures[pool.submit(runner.run, job)] = job
-        pending = set(futures)
+        pending: set[Future] = set()  # running
         last_beat = time.monotonic()
         try:
-            while pending:
+            while waiting or pending:
+                # a job is submitted only when a worker is free for it, so none queues in the pool
+                while len(pending) < args.jobs and (job := _next_job(waiting, outcomes, len(pending))):
+                    waiting.remove(job)
+                    fut = pool.submit(runner.run, job)
+                    futures[fut] = job
+                    pending.add(fut)
                 done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
                 for fut in done:
                     o = fut.result()
@@ -268,8 +301,8 @@ def execute(args: argparse.Namespace, tree: OutputTree, jobs: Sequence[Job]) -> 
                         + (f"\n      {o.error}" if o.error else ""))  # fmt: skip
                 if time.monotonic() - last_beat > HEARTBEAT_S:
                     last_beat = time.monotonic()
-                    say(heartbeat_line(runner, order, expected) + f"; elapsed {format_seconds(time.time() - started)}, "
-                        f"estimated left {left()}")  # fmt: skip
+                    say(heartbeat_line(runner, order, expected) + blocked() + f"; elapsed "
+                        f"{format_seconds(time.time() - started)}, estimated left {left()}")  # fmt: skip
         except KeyboardInterrupt:
             interrupted = True
             _ignore_signals()

@@ -852,6 +852,15 @@ def test_each_claim_lives_in_one_theme_module():
     assert C.TABLE_NOTEBOOK == {name: name[:2] for name in sorted({t for c in C.CLAIMS for t in c.tables})}
 
 
+def test_run_all_waits_for_the_notebooks_whose_tables_the_audit_reads():
+    """The pipeline's declaration of what the audit reads (written out there: the pipeline may not import
+    the claims, which import torch) names exactly the notebooks of ``TABLE_NOTEBOOK``."""
+    from ropelib.notebook_files import READS_RESULTS_OF
+
+    assert (REPO_ROOT / "notebooks" / f"{C.AUDIT_NOTEBOOK}.py").exists()
+    assert READS_RESULTS_OF == {C.AUDIT_NOTEBOOK[:2]: tuple(sorted(set(C.TABLE_NOTEBOOK.values())))}
+
+
 def test_verdicts_are_typed_records():
     """Every verdict function returns (Verdict, Evidence): the category is a field, the summary a field."""
     for result in A.audit(C.CLAIMS, synthetic_tables()):

@@ -28,14 +28,15 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
-from ropelib import pipeline  # noqa: E402
+from ropelib import notebook_files, pipeline  # noqa: E402
 from ropelib.gallery import write_gallery  # noqa: E402
-from ropelib.notebook_files import effective_input, select_notebooks  # noqa: E402
-from ropelib.notebook_runs import PROGRESS_FILE, PROGRESS_FILE_ENV, Runner  # noqa: E402
+from ropelib.notebook_files import discover_notebooks, effective_input, prerequisites, select_notebooks  # noqa: E402
+from ropelib.notebook_runs import PROGRESS_FILE, PROGRESS_FILE_ENV, Job, Runner  # noqa: E402
 from ropelib.output_trees import OutputTree, read_manifest  # noqa: E402
 from ropelib.profiles import defined_parameters, load_profiles  # noqa: E402
-from ropelib.run_messages import EXIT_CONFIG, EXIT_INTERRUPTED, format_seconds  # noqa: E402
+from ropelib.run_messages import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, format_seconds  # noqa: E402
 from ropelib.run_progress import estimate_left, expected_durations, heartbeat_line  # noqa: E402
+from test_run_all_outputs import write_notebooks  # noqa: E402
 
 
 def _copy(fixture: str, dest: Path) -> Path:
@@ -453,6 +454,97 @@ def test_ctrl_c_stops_cleanly_with_parallel_jobs(tmp_path):
     manifest = json.loads((build / "default" / "results" / "run_manifest_default.json").read_text())
     assert {e["status"] for e in manifest["notebooks"].values()} == {"interrupted"}
     assert not (build / "default" / "notebooks").exists()
+
+
+# -- --jobs: a notebook that reads others' results waits for them ---------------------------------------
+def test_prerequisites_the_audit_waits_for_the_notebooks_it_reads(tmp_path, monkeypatch):
+    """The audit (07) waits for 04, 05 and 06 when they are in the run, for none of them alone; the other
+    notebooks wait for nothing. ``plan`` puts that on each job."""
+    paths = discover_notebooks(REPO / "notebooks")
+    names = [p.stem for p in paths]
+    audit = next(n for n in names if n.startswith("07_"))
+    readers = tuple(n for n in names if n[:2] in ("04", "05", "06"))
+    assert len(readers) == 3
+    waits = prerequisites(names)
+    assert waits[audit] == readers
+    assert all(not after for name, after in waits.items() if name != audit)
+    assert prerequisites([p.stem for p in select_notebooks(paths, ["07"])]) == {audit: ()}  # --only 07
+    assert prerequisites([p.stem for p in select_notebooks(paths, ["05", "07"])])[audit] == readers[1:2]
+    # plan puts them on the jobs (here a fixture notebook declared to read another's results)
+    monkeypatch.setattr(notebook_files, "READS_RESULTS_OF", {"03": ("01",)})
+    nb_dir = _copy("notebooks", tmp_path / "nbs")
+    profiles = load_profiles(nb_dir / "profiles.yaml")
+    args = pipeline.parse_args(["--notebooks-dir", str(nb_dir), "--output-dir", str(tmp_path / "out")])
+    assert [(j.name, j.after) for j in pipeline.plan(args, profiles)] == [
+        ("01_ok", ()), ("02_fail", ()), ("03_ok", ("01_ok",))]  # fmt: skip
+    args = pipeline.parse_args(["--notebooks-dir", str(nb_dir), "--output-dir", str(tmp_path / "out"), "--only", "03"])
+    assert [(j.name, j.after) for j in pipeline.plan(args, profiles)] == [("03_ok", ())]
+
+
+def test_next_job_is_the_first_ready_one_in_reading_order():
+    def job(name: str, *after: str) -> Job:
+        return Job(Path(f"/x/{name}.ipynb"), Path(f"/y/{name}.ipynb"), nbformat.v4.new_notebook(), "ipynb", {}, after)
+
+    audit, sweep = job("07_audit", "05_a", "06_b"), job("08_sweep")
+    assert pipeline._next_job([audit, sweep], {"05_a"}, running=1) is sweep  # 06 still runs: 08 goes first
+    assert pipeline._next_job([audit, sweep], {"05_a", "06_b"}, running=1) is audit  # ready: reading order
+    assert pipeline._next_job([audit], {"05_a"}, running=1) is None  # waits for 06
+    assert pipeline._next_job([audit], set(), running=0) is audit  # nothing left that could finish: runs anyway
+    assert pipeline._next_job([], set(), running=0) is None
+
+
+#: a notebook that writes a table listing the tables it found when it started (its staged copy of the
+#: tree's results), after waiting for the file ``wait_for`` and then ``seconds``
+READER = """# %% tags=["parameters"]
+profile = "default"
+device = "auto"
+wait_for = ""
+seconds = 0.0
+
+# %%
+import time
+from pathlib import Path
+
+from ropelib.paths import atomic_write_text, notebook_name, results_dir
+
+seen = sorted(p.name for p in results_dir().glob("*.csv"))
+deadline = time.time() + 120
+while wait_for and not Path(wait_for).exists() and time.time() < deadline:
+    time.sleep(0.1)
+time.sleep(seconds)
+atomic_write_text(results_dir() / f"{notebook_name()}.csv", "seen\\n" + "".join(f"{n}\\n" for n in seen))
+"""
+
+
+def test_parallel_jobs_start_a_notebook_after_those_whose_results_it_reads(tmp_path, monkeypatch, capsys):
+    """``--jobs 2``, with 03 declared to read 01's results: 01 and 02 start together, 01 ends a second after
+    02 has committed its table, and only then does 03 start (a worker was free since 02 ended), so its
+    staged copy of the results holds 01's table. Started when 02 ended, as before, it would not."""
+    monkeypatch.setattr(notebook_files, "READS_RESULTS_OF", {"03": ("01",)})
+    monkeypatch.setattr(pipeline, "HEARTBEAT_S", 0.5)
+    monkeypatch.setattr(pipeline, "check_device", lambda device: None)  # the notebooks need no torch
+    for key in ("FIGURES", "RESULTS", "CACHE"):
+        monkeypatch.setenv(f"ROPELIB_{key}_DIR", str(tmp_path / key.lower()))
+    results = tmp_path / "build" / "default" / "results"
+    profiles = (f"profiles: [smoke, default, full]\nnotebooks:\n  01_slow:\n"
+                f"    default: {{wait_for: '{results / '02_quick.csv'}', seconds: 1.0}}\n")  # fmt: skip
+    nb_dir = write_notebooks(tmp_path / "nbs", ["01_slow", "02_quick", "03_reader"], READER, profiles)
+    rc = pipeline.main(["--notebooks-dir", str(nb_dir), "--profiles", str(nb_dir / "profiles.yaml"),
+                        "--build-dir", str(tmp_path / "build"), "--jobs", "2"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == EXIT_OK, out
+    assert "[3/3] 03_reader starts after 01_slow (it reads their results)" in out
+    lines = out.splitlines()
+
+    def line(start: str) -> int:
+        return next(i for i, text in enumerate(lines) if text.startswith(start))
+
+    assert line("[2/3] 02_quick started") < line("[1/3] 01_slow ok")  # 02 waits for nothing
+    assert line("[2/3] 02_quick ok") < line("[1/3] 01_slow ok") < line("[3/3] 03_reader started"), out
+    beats = [text for text in lines[: line("[1/3] 01_slow ok")] if text.startswith("      ... running ")]
+    assert beats and all("; waiting [3/3] 03_reader (for 01_slow); elapsed " in text for text in beats), out
+    assert (results / "02_quick.csv").read_text() == "seen\n"  # started beside 01, before any table existed
+    assert (results / "03_reader.csv").read_text() == "seen\n01_slow.csv\n02_quick.csv\n"
 
 
 # -- the helpers run_all and the gallery rely on: ropelib.plotting and ropelib.provenance ------------
