@@ -229,7 +229,9 @@ def _ignore_signals() -> None:
 
 def _next_job(waiting: Sequence[Job], finished: Collection[str], running: int) -> Job | None:
     """The first job in reading order whose ``after`` notebooks have all finished, or ``None``. When none is
-    ready and nothing runs, the first one anyway: a prerequisite that never runs cannot block it forever."""
+    ready and nothing runs, the first one anyway. With ``prerequisites`` (each an earlier notebook of the
+    run) that cannot happen: the first waiting job is then always ready. It only guards the loop of
+    ``execute`` against a declaration that would otherwise leave it waiting forever."""
     for job in waiting:
         if all(name in finished for name in job.after):
             return job
